@@ -1,0 +1,159 @@
+//! Columnar batches in Arrow's layout, with typed by-row access.
+
+use crate::kind::Kind;
+use crate::schema::FieldRef;
+
+/// The values of one column.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ColumnValues {
+    /// one byte per row, 0 or 1.
+    Boolean(Vec<u8>),
+    /// 64-bit integers.
+    Int64(Vec<i64>),
+    /// doubles.
+    Float64(Vec<f64>),
+    /// UTF-8 data and `rows + 1` offsets into it.
+    String {
+        /// row i is `data[offsets[i]..offsets[i + 1]]`.
+        offsets: Vec<i32>,
+        /// concatenated UTF-8 bytes (validated when the batch is built).
+        data: Vec<u8>,
+    },
+    /// milliseconds since the epoch, UTC.
+    TimestampMs(Vec<i64>),
+    /// days since the epoch.
+    Date(Vec<i32>),
+}
+
+impl ColumnValues {
+    /// Number of rows held.
+    pub fn len(&self) -> usize {
+        match self {
+            ColumnValues::Boolean(v) => v.len(),
+            ColumnValues::Int64(v) | ColumnValues::TimestampMs(v) => v.len(),
+            ColumnValues::Float64(v) => v.len(),
+            ColumnValues::String { offsets, .. } => offsets.len().saturating_sub(1),
+            ColumnValues::Date(v) => v.len(),
+        }
+    }
+
+    /// Whether the column has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One column: validity bitmap (LSB first, `None` = no nulls) and values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Column {
+    pub(crate) validity: Option<Vec<u8>>,
+    pub(crate) values: ColumnValues,
+}
+
+impl Column {
+    /// Build a column, checking that buffers agree with `rows` and that
+    /// string data is UTF-8 cut at character boundaries.
+    pub fn new(
+        validity: Option<Vec<u8>>,
+        values: ColumnValues,
+        rows: usize,
+    ) -> Result<Self, String> {
+        if values.len() != rows {
+            return Err(format!(
+                "column has {} values, batch has {rows} rows",
+                values.len()
+            ));
+        }
+        if let Some(bits) = &validity
+            && bits.len() < rows.div_ceil(8)
+        {
+            return Err(format!(
+                "validity bitmap of {} bytes is too short for {rows} rows",
+                bits.len()
+            ));
+        }
+        if let ColumnValues::String { offsets, data } = &values {
+            let text = std::str::from_utf8(data)
+                .map_err(|e| format!("string column is not UTF-8: {e}"))?;
+            let mut previous = 0;
+            for &o in offsets {
+                let o = usize::try_from(o).map_err(|_| "negative string offset".to_string())?;
+                if o < previous || o > data.len() || !text.is_char_boundary(o) {
+                    return Err(format!("bad string offset {o}"));
+                }
+                previous = o;
+            }
+        }
+        Ok(Column { validity, values })
+    }
+
+    /// Whether row `row` holds a value.
+    #[inline]
+    pub fn is_valid(&self, row: usize) -> bool {
+        match &self.validity {
+            None => true,
+            Some(bits) => bits[row >> 3] & (1 << (row & 7)) != 0,
+        }
+    }
+
+    /// The validity bitmap, if the column has one.
+    pub fn validity(&self) -> Option<&[u8]> {
+        self.validity.as_deref()
+    }
+
+    /// The values.
+    pub fn values(&self) -> &ColumnValues {
+        &self.values
+    }
+
+    /// Split into bitmap and values.
+    pub fn into_parts(self) -> (Option<Vec<u8>>, ColumnValues) {
+        (self.validity, self.values)
+    }
+}
+
+/// A batch of events: one column per schema field, in schema order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Batch {
+    pub(crate) num_rows: usize,
+    pub(crate) columns: Vec<Column>,
+}
+
+impl Batch {
+    /// A batch from checked columns.
+    pub fn new(num_rows: usize, columns: Vec<Column>) -> Result<Self, String> {
+        if let Some(c) = columns.iter().find(|c| c.values.len() != num_rows) {
+            return Err(format!(
+                "column of {} rows in a batch of {num_rows}",
+                c.values.len()
+            ));
+        }
+        Ok(Batch { num_rows, columns })
+    }
+
+    /// Number of events.
+    pub fn num_rows(&self) -> usize {
+        self.num_rows
+    }
+
+    /// The columns, in schema order.
+    pub fn columns(&self) -> &[Column] {
+        &self.columns
+    }
+
+    /// Take the columns out.
+    pub fn into_columns(self) -> Vec<Column> {
+        self.columns
+    }
+
+    /// The value of `field` in row `row`, `None` when null.
+    #[inline]
+    pub fn get<K: Kind>(&self, field: FieldRef<K>, row: usize) -> Option<K::Value<'_>> {
+        let column = &self.columns[field.index()];
+        if column.is_valid(row) {
+            Some(K::get(&column.values, row))
+        } else {
+            None
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Building batches and a plugin's answer: kept rows, drops and rejects.
+
+use std::collections::HashMap;
+
+use crate::batch::{Batch, Column};
+use crate::kind::{Kind, empty_values};
+use crate::schema::{FieldRef, Schema};
+
+/// Builds a batch column by column, row by row. Every row gets exactly one
+/// value per column; [`BatchBuilder::finish`] checks it.
+#[derive(Debug)]
+pub struct BatchBuilder {
+    columns: Vec<ColumnBuilder>,
+}
+
+#[derive(Debug)]
+struct ColumnBuilder {
+    column: Column,
+    len: usize,
+    nulls: usize,
+}
+
+impl BatchBuilder {
+    /// An empty batch of `schema` with room for `capacity` rows.
+    pub fn new(schema: &Schema, capacity: usize) -> Self {
+        let columns = schema
+            .fields
+            .iter()
+            .map(|f| ColumnBuilder {
+                column: Column {
+                    validity: Some(Vec::with_capacity(capacity.div_ceil(8))),
+                    values: empty_values(f.ty, capacity),
+                },
+                len: 0,
+                nulls: 0,
+            })
+            .collect();
+        BatchBuilder { columns }
+    }
+
+    /// Append a value (or a null) to the column of `field`.
+    #[inline]
+    pub fn push<K: Kind>(&mut self, field: FieldRef<K>, value: Option<K::Value<'_>>) {
+        let b = &mut self.columns[field.index()];
+        let bits = b.column.validity.as_mut().expect("builders keep a bitmap");
+        if b.len & 7 == 0 {
+            bits.push(0);
+        }
+        if value.is_some() {
+            *bits.last_mut().expect("pushed above") |= 1 << (b.len & 7);
+        } else {
+            b.nulls += 1;
+        }
+        b.len += 1;
+        K::push(&mut b.column.values, value);
+    }
+
+    /// Finish: every column must have the same number of rows.
+    pub fn finish(self) -> Result<Batch, String> {
+        let rows = self.columns.first().map_or(0, |c| c.len);
+        if let Some((i, c)) = self.columns.iter().enumerate().find(|(_, c)| c.len != rows) {
+            return Err(format!(
+                "output column {i} has {} values, column 0 has {rows}",
+                c.len
+            ));
+        }
+        let columns = self
+            .columns
+            .into_iter()
+            .map(|mut c| {
+                if c.nulls == 0 {
+                    c.column.validity = None;
+                }
+                c.column
+            })
+            .collect();
+        Ok(Batch {
+            num_rows: rows,
+            columns,
+        })
+    }
+}
+
+/// Why an input row is not in the output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// deliberately discarded; not an error.
+    Drop,
+    /// invalid; goes to the dead letters.
+    Reject,
+}
+
+/// A dropped or rejected input row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exclusion {
+    /// input row index.
+    pub row: u32,
+    /// drop or reject.
+    pub verdict: Verdict,
+    /// index into [`Output::reasons`].
+    pub reason: u32,
+}
+
+/// A plugin's answer to one batch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Output {
+    /// the kept rows, in input order, in the output schema.
+    pub batch: Batch,
+    /// rows not kept, in increasing row order.
+    pub exclusions: Vec<Exclusion>,
+    /// distinct reasons, referred to by index.
+    pub reasons: Vec<String>,
+}
+
+impl Output {
+    /// Keep every row unchanged (the output schema must equal the input's).
+    pub fn keep_all(batch: Batch) -> Self {
+        Output {
+            batch,
+            exclusions: Vec::new(),
+            reasons: Vec::new(),
+        }
+    }
+
+    /// The verdict and reason text for input row `row`, `None` when kept.
+    pub fn exclusion_of(&self, row: usize) -> Option<(Verdict, &str)> {
+        let i = self
+            .exclusions
+            .binary_search_by_key(&(row as u32), |e| e.row)
+            .ok()?;
+        let e = self.exclusions[i];
+        Some((e.verdict, self.reasons[e.reason as usize].as_str()))
+    }
+}
+
+/// Builds an [`Output`]: push the values of each kept row, or exclude it.
+#[derive(Debug)]
+pub struct OutputBuilder {
+    batch: BatchBuilder,
+    exclusions: Vec<Exclusion>,
+    reasons: Vec<String>,
+    reason_ids: HashMap<String, u32>,
+}
+
+impl OutputBuilder {
+    /// An empty output in `schema` with room for `capacity` rows.
+    pub fn new(schema: &Schema, capacity: usize) -> Self {
+        OutputBuilder {
+            batch: BatchBuilder::new(schema, capacity),
+            exclusions: Vec::new(),
+            reasons: Vec::new(),
+            reason_ids: HashMap::new(),
+        }
+    }
+
+    /// Append a value of a kept row.
+    #[inline]
+    pub fn push<K: Kind>(&mut self, field: FieldRef<K>, value: Option<K::Value<'_>>) {
+        self.batch.push(field, value);
+    }
+
+    /// Drop input row `row` with `reason` (e.g. `bot`).
+    pub fn drop_row(&mut self, row: usize, reason: &str) {
+        self.exclude(row, Verdict::Drop, reason);
+    }
+
+    /// Reject input row `row` with `reason`; it goes to the dead letters.
+    pub fn reject_row(&mut self, row: usize, reason: &str) {
+        self.exclude(row, Verdict::Reject, reason);
+    }
+
+    fn exclude(&mut self, row: usize, verdict: Verdict, reason: &str) {
+        let reason = match self.reason_ids.get(reason) {
+            Some(&id) => id,
+            None => {
+                let id = self.reasons.len() as u32;
+                self.reasons.push(reason.to_string());
+                self.reason_ids.insert(reason.to_string(), id);
+                id
+            }
+        };
+        self.exclusions.push(Exclusion {
+            row: row as u32,
+            verdict,
+            reason,
+        });
+    }
+
+    /// Finish; checks that columns agree and exclusions are in row order.
+    pub fn finish(self) -> Result<Output, String> {
+        let batch = self.batch.finish()?;
+        if self.exclusions.windows(2).any(|w| w[0].row >= w[1].row) {
+            return Err("exclusions must name each row once, in increasing order".into());
+        }
+        Ok(Output {
+            batch,
+            exclusions: self.exclusions,
+            reasons: self.reasons,
+        })
+    }
+}

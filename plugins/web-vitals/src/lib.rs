@@ -1,0 +1,173 @@
+//! The reference web-vitals plugin: drops bots, validates and normalises
+//! `page_url`, cleans the TTI/TTAR metrics and enriches each event with
+//! `page_group`, `device_class`, `country` and `event_date`.
+//!
+//! The rules live in [`rules`]; this file maps them over a batch. The plugin
+//! is idempotent: its output, fed back in, comes out unchanged.
+
+pub mod rules;
+
+use weir_plugin_sdk::prelude::*;
+
+/// Field handles into the input batch, resolved once at `init`.
+struct Input {
+    event_id: FieldRef<Str>,
+    timestamp: FieldRef<TimestampMs>,
+    page_url: FieldRef<Str>,
+    tti_ms: FieldRef<F64>,
+    ttar_ms: FieldRef<F64>,
+    session_id: FieldRef<Str>,
+    user_agent: FieldRef<Str>,
+    country: FieldRef<Str>,
+}
+
+/// Field handles into the output batch.
+struct Out {
+    event_id: FieldRef<Str>,
+    timestamp: FieldRef<TimestampMs>,
+    event_date: FieldRef<Date>,
+    page_url: FieldRef<Str>,
+    page_group: FieldRef<Str>,
+    tti_ms: FieldRef<F64>,
+    ttar_ms: FieldRef<F64>,
+    device_class: FieldRef<Str>,
+    country: FieldRef<Str>,
+    session_id: FieldRef<Str>,
+    user_agent: FieldRef<Str>,
+}
+
+/// The web-vitals plugin (no configuration keys).
+pub struct WebVitals {
+    input: Input,
+    out: Out,
+    schema: Schema,
+    url: String,
+    group: String,
+    user_agent: String,
+}
+
+/// The input schema the plugin is written for (extra fields are ignored).
+pub fn input_schema() -> Schema {
+    use FieldType::*;
+    Schema::new(vec![
+        Field::new("event_id", String, false),
+        Field::new("timestamp", TimestampMs, false),
+        Field::new("page_url", String, false),
+        Field::new("tti_ms", Float64, true),
+        Field::new("ttar_ms", Float64, true),
+        Field::new("session_id", String, true),
+        Field::new("user_agent", String, true),
+        Field::new("country", String, true),
+    ])
+}
+
+/// The output schema, in column order.
+pub fn output_schema() -> Schema {
+    use FieldType::*;
+    Schema::new(vec![
+        Field::new("event_id", String, false),
+        Field::new("timestamp", TimestampMs, false),
+        Field::new("event_date", Date, false),
+        Field::new("page_url", String, false),
+        Field::new("page_group", String, false),
+        Field::new("tti_ms", Float64, true),
+        Field::new("ttar_ms", Float64, true),
+        Field::new("device_class", String, false),
+        Field::new("country", String, true),
+        Field::new("session_id", String, true),
+        Field::new("user_agent", String, true),
+    ])
+}
+
+impl Plugin for WebVitals {
+    fn init(input: &Schema, _config: &mut Config) -> Result<(Self, Schema), String> {
+        let schema = output_schema();
+        let inp = Input {
+            event_id: input.field("event_id")?,
+            timestamp: input.field("timestamp")?,
+            page_url: input.field("page_url")?,
+            tti_ms: input.field("tti_ms")?,
+            ttar_ms: input.field("ttar_ms")?,
+            session_id: input.field("session_id")?,
+            user_agent: input.field("user_agent")?,
+            country: input.field("country")?,
+        };
+        let out = Out {
+            event_id: schema.field("event_id")?,
+            timestamp: schema.field("timestamp")?,
+            event_date: schema.field("event_date")?,
+            page_url: schema.field("page_url")?,
+            page_group: schema.field("page_group")?,
+            tti_ms: schema.field("tti_ms")?,
+            ttar_ms: schema.field("ttar_ms")?,
+            device_class: schema.field("device_class")?,
+            country: schema.field("country")?,
+            session_id: schema.field("session_id")?,
+            user_agent: schema.field("user_agent")?,
+        };
+        let plugin = WebVitals {
+            input: inp,
+            out,
+            schema: schema.clone(),
+            url: String::new(),
+            group: String::new(),
+            user_agent: String::new(),
+        };
+        Ok((plugin, schema))
+    }
+
+    fn process(&mut self, batch: Batch) -> Result<Output, String> {
+        let (i, o) = (&self.input, &self.out);
+        let mut out = OutputBuilder::new(&self.schema, batch.num_rows());
+        for row in 0..batch.num_rows() {
+            let (Some(event_id), Some(timestamp), Some(page_url)) = (
+                batch.get(i.event_id, row),
+                batch.get(i.timestamp, row),
+                batch.get(i.page_url, row),
+            ) else {
+                out.reject_row(row, "missing required field");
+                continue;
+            };
+            let user_agent = batch.get(i.user_agent, row).filter(|ua| !ua.is_empty());
+            let ua_lower = user_agent.map(|ua| {
+                self.user_agent.clear();
+                self.user_agent
+                    .extend(ua.chars().map(|c| c.to_ascii_lowercase()));
+                self.user_agent.as_str()
+            });
+            if ua_lower.is_some_and(rules::is_bot) {
+                out.drop_row(row, "bot");
+                continue;
+            }
+            if !rules::normalize_url(page_url, &mut self.url) {
+                out.reject_row(row, "invalid page_url");
+                continue;
+            }
+            let tti = rules::clean_metric(batch.get(i.tti_ms, row));
+            let ttar = rules::clean_metric(batch.get(i.ttar_ms, row));
+            if tti.is_none() && ttar.is_none() {
+                out.drop_row(row, "no valid metrics");
+                continue;
+            }
+            rules::page_group(&self.url, &mut self.group);
+            let country = batch.get(i.country, row).and_then(rules::country);
+            let country = country
+                .as_ref()
+                .map(|c| std::str::from_utf8(c).expect("ASCII letters"));
+            out.push(o.event_id, Some(event_id));
+            out.push(o.timestamp, Some(timestamp));
+            out.push(o.event_date, Some(rules::event_date(timestamp)));
+            out.push(o.page_url, Some(self.url.as_str()));
+            out.push(o.page_group, Some(self.group.as_str()));
+            out.push(o.tti_ms, tti);
+            out.push(o.ttar_ms, ttar);
+            out.push(o.device_class, Some(rules::device_class(ua_lower)));
+            out.push(o.country, country);
+            out.push(o.session_id, batch.get(i.session_id, row));
+            out.push(o.user_agent, user_agent);
+        }
+        out.finish()
+    }
+}
+
+export_plugin!(WebVitals);

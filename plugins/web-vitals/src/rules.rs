@@ -1,0 +1,247 @@
+//! The web-vitals cleaning rules as plain functions over strings and numbers,
+//! so each rule is testable alone and the plugin loop stays allocation-free
+//! (every function writes into a buffer the caller reuses).
+
+/// Largest plausible TTI or TTAR, in milliseconds.
+pub const MAX_METRIC_MS: f64 = 600_000.0;
+
+/// Substrings (lower case) that mark a user agent as a bot.
+pub const BOT_MARKERS: [&str; 4] = ["bot", "crawler", "spider", "headlesschrome"];
+
+/// Whether `user_agent` (already lower-cased) names a bot.
+pub fn is_bot(user_agent_lower: &str) -> bool {
+    BOT_MARKERS.iter().any(|m| user_agent_lower.contains(m))
+}
+
+/// Normalise `raw` into `out` as `scheme://host[:port]/path`. Returns false
+/// (and leaves `out` unspecified) when `raw` is not an absolute `http` or
+/// `https` URL with a host.
+pub fn normalize_url(raw: &str, out: &mut String) -> bool {
+    out.clear();
+    let url = raw.trim();
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return false;
+    };
+    let (scheme, default_port) = if scheme.eq_ignore_ascii_case("http") {
+        ("http", 80)
+    } else if scheme.eq_ignore_ascii_case("https") {
+        ("https", 443)
+    } else {
+        return false;
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    // user information is not part of the normalised URL
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let (host, port) = match split_host_port(authority) {
+        Some(hp) => hp,
+        None => return false,
+    };
+    out.push_str(scheme);
+    out.push_str("://");
+    for c in host.chars() {
+        out.push(c.to_ascii_lowercase());
+    }
+    if let Some(port) = port.filter(|p| *p != default_port) {
+        out.push(':');
+        out.push_str(&port.to_string());
+    }
+    let path = &tail[..tail.find(['?', '#']).unwrap_or(tail.len())];
+    let path_start = out.len();
+    for segment in path.split('/').filter(|s| !s.is_empty()) {
+        out.push('/');
+        out.push_str(segment);
+    }
+    if out.len() == path_start {
+        out.push('/');
+    }
+    true
+}
+
+/// Split `host[:port]` (or `[v6]:port`), validating both. An empty port
+/// (`host:`) means no port.
+fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let close = v6.find(']')?;
+        let inner = &v6[..close];
+        if inner.is_empty()
+            || !inner
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+        {
+            return None;
+        }
+        let port = match &v6[close + 1..] {
+            "" => "",
+            p => p.strip_prefix(':')?,
+        };
+        (&authority[..close + 2], port)
+    } else {
+        let (host, port) = authority.rsplit_once(':').unwrap_or((authority, ""));
+        let valid = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_';
+        if host.is_empty() || !host.chars().all(valid) || host.chars().all(|c| c == '.') {
+            return None;
+        }
+        (host, port)
+    };
+    if port.is_empty() {
+        return Some((host, None));
+    }
+    if !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((host, Some(port.parse().ok()?)))
+}
+
+/// `page_group`: the normalised URL with every all-digit or UUID path
+/// segment replaced by `{id}`. `url` must come from [`normalize_url`].
+pub fn page_group(url: &str, out: &mut String) {
+    out.clear();
+    let path_start = url.find("://").map_or(0, |i| i + 3);
+    let path_start = url[path_start..]
+        .find('/')
+        .map_or(url.len(), |i| path_start + i);
+    out.push_str(&url[..path_start]);
+    let path = &url[path_start..];
+    if path == "/" {
+        out.push('/');
+        return;
+    }
+    for segment in path.split('/').skip(1) {
+        out.push('/');
+        if is_id_segment(segment) {
+            out.push_str("{id}");
+        } else {
+            out.push_str(segment);
+        }
+    }
+}
+
+fn is_id_segment(s: &str) -> bool {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return true;
+    }
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+/// A metric value kept only when finite and within `0..=600000` ms.
+pub fn clean_metric(value: Option<f64>) -> Option<f64> {
+    value.filter(|v| v.is_finite() && (0.0..=MAX_METRIC_MS).contains(v))
+}
+
+/// Device class from the lower-cased user agent (`None` = no user agent).
+pub fn device_class(user_agent_lower: Option<&str>) -> &'static str {
+    match user_agent_lower {
+        None => "unknown",
+        Some(ua) if ua.contains("ipad") || ua.contains("tablet") => "tablet",
+        Some(ua) if ua.contains("mobi") || ua.contains("android") || ua.contains("iphone") => {
+            "mobile"
+        }
+        Some(_) => "desktop",
+    }
+}
+
+/// Country upper-cased when exactly two ASCII letters, otherwise `None`.
+pub fn country(raw: &str) -> Option<[u8; 2]> {
+    match raw.as_bytes() {
+        [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
+            Some([a.to_ascii_uppercase(), b.to_ascii_uppercase()])
+        }
+        _ => None,
+    }
+}
+
+/// The UTC calendar date (days since the epoch) of a millisecond timestamp.
+pub fn event_date(timestamp_ms: i64) -> i32 {
+    timestamp_ms.div_euclid(86_400_000) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(raw: &str) -> Option<String> {
+        let mut out = String::new();
+        normalize_url(raw, &mut out).then_some(out)
+    }
+
+    #[test]
+    fn urls_normalise() {
+        assert_eq!(
+            norm(" HTTPS://Example.COM:443//a//b/?q=1#f ").as_deref(),
+            Some("https://example.com/a/b")
+        );
+        assert_eq!(
+            norm("http://example.com:80").as_deref(),
+            Some("http://example.com/")
+        );
+        assert_eq!(
+            norm("http://example.com:8080/x/").as_deref(),
+            Some("http://example.com:8080/x")
+        );
+        assert_eq!(
+            norm("https://example.com:80/").as_deref(),
+            Some("https://example.com:80/")
+        );
+        assert_eq!(
+            norm("http://u:p@example.com/a").as_deref(),
+            Some("http://example.com/a")
+        );
+        assert_eq!(
+            norm("http://[::1]:8080/a").as_deref(),
+            Some("http://[::1]:8080/a")
+        );
+        assert_eq!(norm("ftp://example.com/"), None);
+        assert_eq!(norm("/relative/path"), None);
+        assert_eq!(norm("http:///nohost"), None);
+        assert_eq!(norm("http://exa mple.com/"), None);
+        assert_eq!(norm("http://example.com:99999/"), None);
+        assert_eq!(norm("http://example.com:abc/"), None);
+    }
+
+    #[test]
+    fn normalisation_is_idempotent() {
+        for raw in [
+            "HTTPS://Example.COM:443//a//b/?q=1",
+            "http://x.org:8080",
+            "http://[::1]:80/a/",
+        ] {
+            let once = norm(raw).unwrap();
+            assert_eq!(norm(&once).unwrap(), once);
+        }
+    }
+
+    #[test]
+    fn groups_replace_ids() {
+        let mut out = String::new();
+        page_group(
+            "https://e.com/users/123/orders/0b7e2c1a-7f3d-4c2e-9a1b-2c3d4e5f6a7b/x1",
+            &mut out,
+        );
+        assert_eq!(out, "https://e.com/users/{id}/orders/{id}/x1");
+        page_group("https://e.com/", &mut out);
+        assert_eq!(out, "https://e.com/");
+        page_group("https://e.com:8080/42", &mut out);
+        assert_eq!(out, "https://e.com:8080/{id}");
+    }
+
+    #[test]
+    fn metrics_and_enrichment() {
+        assert_eq!(clean_metric(Some(-1.0)), None);
+        assert_eq!(clean_metric(Some(600_000.0)), Some(600_000.0));
+        assert_eq!(clean_metric(Some(600_000.5)), None);
+        assert_eq!(clean_metric(Some(f64::NAN)), None);
+        assert_eq!(device_class(Some("mozilla (ipad; ...) mobile")), "tablet");
+        assert_eq!(device_class(Some("android 14")), "mobile");
+        assert_eq!(device_class(None), "unknown");
+        assert_eq!(country("de"), Some(*b"DE"));
+        assert_eq!(country("deu"), None);
+        assert_eq!(event_date(-1), -1);
+        assert_eq!(event_date(86_400_000), 1);
+    }
+}
