@@ -90,9 +90,9 @@ macro_rules! export_plugin {
                 ) -> ::std::result::Result<$crate::__export::WitOutput, ::std::string::String>
                 {
                     $crate::__export::process::<$plugin>(input)
-        }
+                }
             }
-            $crate::bindings::__export_world!(WeirPluginExport with_types_in $crate::bindings);
+    $crate::bindings::__export_world!(WeirPluginExport with_types_in $crate::bindings);
         };
     };
 }

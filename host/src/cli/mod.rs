@@ -1,0 +1,63 @@
+//! Command-line arguments and dispatch. Library errors are wrapped with
+//! `anyhow` here, at the edge, and printed as one line.
+
+mod plugin;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// weir: Kafka → WebAssembly plugins → Parquet lake → aggregates.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "WEIR_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// More log output (-v debug, -vv trace); `RUST_LOG` overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    /// readable lines.
+    Human,
+    /// one JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check, benchmark and compare preprocessing plugins.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
+}
+
+/// Set up `tracing` on stderr.
+pub fn init_logging(format: LogFormat, verbose: u8) {
+    let default = match verbose {
+        0 => "warn,weir=info",
+        1 => "info,weir=debug",
+        _ => "debug,weir=trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Run one command.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Plugin(command) => plugin::run(command),
+    }
+}

@@ -1,0 +1,228 @@
+//! The store state of one plugin instance: a WASI context that grants
+//! nothing, the memory limiter, captured stdout/stderr and the `logging`
+//! import.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::bindings::{logging, types};
+use super::limits::Limits;
+
+/// Longest log line a plugin may write through `logging.log`.
+const MAX_LOG_LINE: usize = 4096;
+
+/// Store data of one instance.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: MemoryLimiter,
+    stdout: CapturedOutput,
+    stderr: CapturedOutput,
+    /// `name (sha256 abcdef012345)`, for log lines.
+    label: Arc<str>,
+}
+
+impl HostState {
+    /// A fresh state for plugin `label` under `limits`.
+    pub(crate) fn new(label: Arc<str>, limits: &Limits) -> Self {
+        let stdout = CapturedOutput::new(limits.output_bytes);
+        let stderr = CapturedOutput::new(limits.output_bytes);
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                limit: limits.memory_bytes(),
+                refused: false,
+            },
+            stdout,
+            stderr,
+            label,
+        }
+    }
+
+    /// Write what the plugin printed during the last call to the log.
+    pub(crate) fn flush_output(&self) {
+        for (stream, captured) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
+            let (text, dropped) = captured.take();
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                tracing::info!(plugin = %self.label, stream, "{line}");
+            }
+            if dropped > 0 {
+                tracing::warn!(plugin = %self.label, stream, dropped_bytes = dropped, "plugin output over the limit was dropped");
+            }
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for HostState {}
+
+impl logging::Host for HostState {
+    fn log(&mut self, level: logging::Level, message: String) {
+        let mut end = message.len().min(MAX_LOG_LINE);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        let message = &message[..end];
+        let plugin = &*self.label;
+        match level {
+            logging::Level::Trace => tracing::trace!(plugin, "{message}"),
+            logging::Level::Debug => tracing::debug!(plugin, "{message}"),
+            logging::Level::Info => tracing::info!(plugin, "{message}"),
+            logging::Level::Warn => tracing::warn!(plugin, "{message}"),
+            logging::Level::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+}
+
+/// Refuses linear-memory growth past the limit and remembers that it did,
+/// so a trap that follows is reported as out-of-memory.
+pub(crate) struct MemoryLimiter {
+    limit: usize,
+    pub(crate) refused: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = desired <= self.limit;
+        if !allowed {
+            self.refused = true;
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// A bounded in-memory stdout/stderr: writes past the bound are counted and
+/// discarded (never an error the guest sees, never unbounded host memory).
+#[derive(Clone)]
+struct CapturedOutput {
+    inner: Arc<Mutex<Captured>>,
+}
+
+struct Captured {
+    buf: Vec<u8>,
+    dropped: usize,
+    limit: usize,
+}
+
+impl CapturedOutput {
+    fn new(limit: usize) -> Self {
+        CapturedOutput {
+            inner: Arc::new(Mutex::new(Captured {
+                buf: Vec::new(),
+                dropped: 0,
+                limit,
+            })),
+        }
+    }
+
+    fn append(&self, bytes: &[u8]) {
+        let mut c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let room = c.limit.saturating_sub(c.buf.len());
+        let kept = room.min(bytes.len());
+        c.buf.extend_from_slice(&bytes[..kept]);
+        c.dropped += bytes.len() - kept;
+    }
+
+    fn take(&self) -> (String, usize) {
+        let mut c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let text = String::from_utf8_lossy(&c.buf).into_owned();
+        c.buf.clear();
+        (text, std::mem::take(&mut c.dropped))
+    }
+}
+
+impl IsTerminal for CapturedOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for CapturedOutput {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl OutputStream for CapturedOutput {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.append(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 * 1024)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for CapturedOutput {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for CapturedOutput {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.append(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}

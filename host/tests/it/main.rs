@@ -1,0 +1,10 @@
+//! weir's integration tests: one binary, a module per concern.
+//!
+//! The plugins under test are the components built by the README's test
+//! command (`scripts/test.sh`) into `$CARGO_TARGET_DIR/wasm32-wasip2/release`.
+
+mod support;
+
+mod decode_cli;
+mod hostile;
+mod plugin_cases;
