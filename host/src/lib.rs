@@ -9,7 +9,9 @@
 //!   poison-event isolation;
 //! - [`ingest`]: decoding JSON events into Arrow by the declared schema.
 
+pub mod generate;
 pub mod ingest;
+pub mod lake;
 pub mod pipeline;
 pub mod plugin;
 

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use weir::pipeline::{DeclaredSchema, FieldSpec};
-use weir::plugin::check::{Sample, bench, check};
+use weir::plugin::check::{BenchOptions, Sample, bench, check};
 use weir::plugin::{Limits, PluginEngine};
 
 #[derive(Debug, Subcommand)]
@@ -166,6 +166,10 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     );
     let schema = args.plugin.schema()?;
     let text = read_input(&args.input)?;
+    let options = BenchOptions {
+        batch_size: args.plugin.batch_size.max(1),
+        repeat: args.repeat,
+    };
     let report = bench(
         &engine,
         &name,
@@ -173,8 +177,7 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         &schema,
         &args.plugin.config,
         &text,
-        args.plugin.batch_size.max(1),
-        args.repeat,
+        options,
     )?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);

@@ -187,7 +187,16 @@ pub struct BenchReport {
     pub decode_mb_per_sec: f64,
 }
 
-/// Run the plugin over `text` `repeat` times and time it.
+/// How `weir plugin bench` runs.
+#[derive(Clone, Copy, Debug)]
+pub struct BenchOptions {
+    /// events per `process` call.
+    pub batch_size: usize,
+    /// passes over the input.
+    pub repeat: usize,
+}
+
+/// Run the plugin over `text` `options.repeat` times and time it.
 pub fn bench(
     engine: &Arc<PluginEngine>,
     name: &str,
@@ -195,9 +204,9 @@ pub fn bench(
     input: &DeclaredSchema,
     config: &[(String, String)],
     text: &str,
-    batch_size: usize,
-    repeat: usize,
+    options: BenchOptions,
 ) -> Result<BenchReport, PluginError> {
+    let BenchOptions { batch_size, repeat } = options;
     let cold = PluginEngine::with_cache_dir(engine.limits().clone(), None)?;
     let started = Instant::now();
     cold.load_bytes(name, bytes)?;

@@ -1,0 +1,59 @@
+//! Encoding record batches as one Parquet file in memory, with weir's
+//! key-value metadata (plugin digest, weir version, Kafka offsets).
+
+use bytes::Bytes;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+
+use arrow::record_batch::RecordBatch;
+
+/// Provenance written into every file's key-value metadata.
+#[derive(Clone, Debug)]
+pub struct FileMetadata {
+    /// sha256 of the plugin (empty for dead letters).
+    pub plugin_digest: String,
+    /// Kafka topic.
+    pub topic: String,
+    /// Kafka partition.
+    pub partition: i32,
+    /// first offset of the flush.
+    pub first_offset: i64,
+    /// last offset of the flush.
+    pub last_offset: i64,
+}
+
+/// Encode `batches` (one schema) as a Parquet file.
+pub fn encode_parquet(
+    batches: &[RecordBatch],
+    compression: &str,
+    row_group_rows: usize,
+    meta: &FileMetadata,
+) -> Result<Bytes, parquet::errors::ParquetError> {
+    let schema = batches.first().map(|b| b.schema()).expect("at least one batch");
+    let compression = match compression {
+        "snappy" => Compression::SNAPPY,
+        "lz4" => Compression::LZ4_RAW,
+        "none" => Compression::UNCOMPRESSED,
+        _ => Compression::ZSTD(ZstdLevel::default()),
+    };
+    let kv = |k: &str, v: String| KeyValue::new(k.to_string(), v);
+    let props = WriterProperties::builder()
+        .set_compression(compression)
+        .set_max_row_group_size(row_group_rows)
+        .set_key_value_metadata(Some(vec![
+            kv("weir.version", crate::VERSION.to_string()),
+            kv("weir.plugin_digest", meta.plugin_digest.clone()),
+            kv("weir.kafka_topic", meta.topic.clone()),
+            kv("weir.kafka_partition", meta.partition.to_string()),
+            kv("weir.kafka_first_offset", meta.first_offset.to_string()),
+            kv("weir.kafka_last_offset", meta.last_offset.to_string()),
+        ]))
+        .build();
+    let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some(props))?;
+    for batch in batches {
+        writer.write(batch)?;
+    }
+    Ok(Bytes::from(writer.into_inner()?))
+}

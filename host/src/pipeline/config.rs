@@ -1,0 +1,363 @@
+//! The pipeline file: one TOML document describing source, schema, plugin,
+//! lake, dead letters and ingest tuning.
+//!
+//! Unknown keys are errors. Any key can be overridden from the environment
+//! (`WEIR_SOURCE__BROKERS=...`: sections separated by a double underscore)
+//! or on the command line (`--set source.brokers=...`); command-line values
+//! win over the environment, which wins over the file. Every error names the
+//! file, the key and what was expected.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::schema::{DeclaredSchema, FieldSpec};
+use crate::plugin::Limits;
+
+/// A whole pipeline definition.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// pipeline name, used in logs, metrics and checkpoints.
+    pub name: String,
+    /// where events come from.
+    pub source: SourceConfig,
+    /// the declared event schema.
+    pub schema: SchemaConfig,
+    /// the preprocessing plugin.
+    pub plugin: PluginConfig,
+    /// the Parquet lake.
+    pub lake: LakeConfig,
+    /// tuning of the streaming path.
+    #[serde(default)]
+    pub ingest: IngestConfig,
+}
+
+/// The Kafka source.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// bootstrap servers (`host:port,...`), or `embedded` for librdkafka's
+    /// in-process mock cluster.
+    pub brokers: String,
+    /// topic to read (several: comma-separated).
+    pub topic: String,
+    /// consumer group shared by every host of this pipeline.
+    pub group: String,
+    /// partitions to create when `brokers = "embedded"`.
+    #[serde(default = "default_partitions")]
+    pub embedded_partitions: i32,
+    /// librdkafka client settings passed through as they are
+    /// (`"security.protocol" = "SASL_SSL"`, `"sasl.mechanism"`, ...).
+    #[serde(default)]
+    pub kafka: BTreeMap<String, String>,
+}
+
+fn default_partitions() -> i32 {
+    3
+}
+
+impl SourceConfig {
+    /// The topics, split from `topic`.
+    pub fn topics(&self) -> Vec<String> {
+        self.topic.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect()
+    }
+}
+
+/// `[schema]`: the fields every event is decoded into.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaConfig {
+    /// fields in column order.
+    pub fields: Vec<FieldSpec>,
+}
+
+/// `[plugin]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// the component: a file path (relative to the pipeline file) or an
+    /// object store URL (`s3://bucket/key.wasm`).
+    pub path: String,
+    /// key/value configuration handed to the plugin's `init`.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// sandbox limits.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// `[lake]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LakeConfig {
+    /// a local path, `file:///...` or `s3://bucket/prefix`.
+    pub url: String,
+    /// output column whose value partitions the data (`event_date=.../`).
+    #[serde(default = "default_partition_by")]
+    pub partition_by: String,
+    /// Parquet compression: `zstd` (default), `snappy`, `lz4`, `none`.
+    #[serde(default = "default_compression")]
+    pub compression: String,
+    /// rows per Parquet row group.
+    #[serde(default = "default_row_group_rows")]
+    pub row_group_rows: usize,
+    /// S3 settings (region, endpoint, ...); credentials come from the usual
+    /// AWS chain (environment, profile, instance role) unless set here.
+    #[serde(default)]
+    pub s3: S3Config,
+    /// seconds an uncommitted file must be old before `weir lake vacuum` removes it.
+    #[serde(default = "default_vacuum_grace")]
+    pub vacuum_grace_secs: u64,
+}
+
+fn default_partition_by() -> String {
+    "event_date".into()
+}
+fn default_compression() -> String {
+    "zstd".into()
+}
+fn default_row_group_rows() -> usize {
+    128 * 1024
+}
+fn default_vacuum_grace() -> u64 {
+    3600
+}
+
+/// `[lake.s3]`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// AWS region.
+    pub region: Option<String>,
+    /// endpoint of an S3-compatible store (implies path-style requests).
+    pub endpoint: Option<String>,
+    /// allow `http://` endpoints.
+    #[serde(default)]
+    pub allow_http: bool,
+    /// access key (else the AWS chain).
+    pub access_key_id: Option<String>,
+    /// secret key (else the AWS chain).
+    pub secret_access_key: Option<String>,
+}
+
+/// `[ingest]`: batching, rolling and memory.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// events per plugin call.
+    pub batch_rows: usize,
+    /// roll (flush and commit) a Kafka partition's files at this many rows.
+    pub flush_rows: usize,
+    /// ... or at this many buffered bytes.
+    pub flush_bytes: usize,
+    /// ... or when its oldest buffered event is this old (quiet partitions).
+    pub flush_age_ms: u64,
+    /// cap on all buffered data; past it the largest partition is flushed.
+    pub max_buffer_bytes: usize,
+    /// first retry delay when the object store fails; doubles up to `retry_max_ms`.
+    pub retry_initial_ms: u64,
+    /// longest retry delay.
+    pub retry_max_ms: u64,
+    /// how long shutdown may take to flush and commit.
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            batch_rows: 4096,
+            flush_rows: 500_000,
+            flush_bytes: 128 << 20,
+            flush_age_ms: 30_000,
+            max_buffer_bytes: 384 << 20,
+            retry_initial_ms: 200,
+            retry_max_ms: 10_000,
+            shutdown_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// A pipeline file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("{file}: cannot read: {error}")]
+    Read {
+        /// the file.
+        file: PathBuf,
+        /// why.
+        error: std::io::Error,
+    },
+    /// Not TOML.
+    #[error("{file}: not valid TOML: {message}")]
+    Syntax {
+        /// the file.
+        file: PathBuf,
+        /// the parser's message.
+        message: String,
+    },
+    /// A key is unknown, missing or of the wrong type.
+    #[error("{file}: key `{key}`: {message}")]
+    Key {
+        /// the file.
+        file: PathBuf,
+        /// dotted key path.
+        key: String,
+        /// what was expected.
+        message: String,
+    },
+    /// An override is not `section.key=value`.
+    #[error("override `{0}`: expected section.key=value")]
+    Override(String),
+}
+
+/// A loaded pipeline: the config plus where it came from.
+#[derive(Clone, Debug)]
+pub struct Pipeline {
+    /// the file it was read from.
+    pub file: PathBuf,
+    /// the validated configuration.
+    pub config: PipelineConfig,
+    /// the declared schema.
+    pub schema: DeclaredSchema,
+}
+
+impl Pipeline {
+    /// Read `file`, apply `WEIR_*` environment overrides then `--set`
+    /// overrides, and validate.
+    pub fn load(file: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|error| ConfigError::Read { file: file.into(), error })?;
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::parse(file, &text, &env, overrides)
+    }
+
+    /// Parse `text` (as if read from `file`) with the given environment.
+    pub fn parse(file: &Path, text: &str, env: &[(String, String)], overrides: &[String]) -> Result<Self, ConfigError> {
+        let mut doc: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax { file: file.into(), message: one_line(&e.to_string()) })?;
+        for (name, value) in env {
+            let Some(path) = name.strip_prefix("WEIR_") else { continue };
+            if !path.contains("__") {
+                continue; // WEIR_LOG_FORMAT and friends are not pipeline keys
+            }
+            let keys: Vec<String> = path.split("__").map(|k| k.to_ascii_lowercase()).collect();
+            set_key(&mut doc, &keys, value);
+        }
+        for o in overrides {
+            let (key, value) = o.split_once('=').ok_or_else(|| ConfigError::Override(o.clone()))?;
+            let keys: Vec<String> = key.trim().split('.').map(str::to_string).collect();
+            if keys.iter().any(String::is_empty) {
+                return Err(ConfigError::Override(o.clone()));
+            }
+            set_key(&mut doc, &keys, value);
+        }
+        let config: PipelineConfig = serde_path_to_error::deserialize(toml::Value::Table(doc)).map_err(|e| {
+            ConfigError::Key { file: file.into(), key: e.path().to_string(), message: one_line(&e.inner().to_string()) }
+        })?;
+        let key_error = |key: &str, message: String| ConfigError::Key { file: file.into(), key: key.into(), message };
+        let schema = DeclaredSchema::new(config.schema.fields.clone()).map_err(|e| key_error("schema.fields", e.to_string()))?;
+        if config.source.topics().is_empty() {
+            return Err(key_error("source.topic", "expected at least one topic name".into()));
+        }
+        if config.source.group.trim().is_empty() {
+            return Err(key_error("source.group", "expected a consumer group name".into()));
+        }
+        if !["zstd", "snappy", "lz4", "none"].contains(&config.lake.compression.as_str()) {
+            return Err(key_error("lake.compression", format!("expected zstd, snappy, lz4 or none, got `{}`", config.lake.compression)));
+        }
+        let ingest = &config.ingest;
+        for (key, value) in [("ingest.batch_rows", ingest.batch_rows), ("ingest.flush_rows", ingest.flush_rows), ("lake.row_group_rows", config.lake.row_group_rows)] {
+            if value == 0 {
+                return Err(key_error(key, "expected a positive number".into()));
+            }
+        }
+        Ok(Pipeline { file: file.to_path_buf(), config, schema })
+    }
+
+    /// The plugin location: object store URLs as they are, file paths
+    /// resolved against the pipeline file's directory.
+    pub fn plugin_location(&self) -> String {
+        let path = &self.config.plugin.path;
+        if path.contains("://") || Path::new(path).is_absolute() {
+            return path.clone();
+        }
+        let base = self.file.parent().unwrap_or(Path::new("."));
+        base.join(path).display().to_string()
+    }
+
+    /// The plugin configuration as pairs.
+    pub fn plugin_config(&self) -> Vec<(String, String)> {
+        self.config.plugin.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+/// Set a dotted key, creating tables; the value is parsed as TOML when it
+/// can be (numbers, booleans, arrays), else taken as a string.
+fn set_key(doc: &mut toml::Table, keys: &[String], raw: &str) {
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let mut table = doc;
+    for key in &keys[..keys.len() - 1] {
+        let entry = table.entry(key.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        table = entry.as_table_mut().expect("made a table above");
+    }
+    table.insert(keys[keys.len() - 1].clone(), value);
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+name = "t"
+[source]
+brokers = "embedded"
+topic = "events"
+group = "g"
+[schema]
+fields = [{ name = "event_id", type = "string", nullable = false }]
+[plugin]
+path = "p.wasm"
+[lake]
+url = "/tmp/lake"
+"#;
+
+    fn parse(text: &str, env: &[(&str, &str)], sets: &[&str]) -> Result<Pipeline, ConfigError> {
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        Pipeline::parse(Path::new("pipe.toml"), text, &env, &sets)
+    }
+
+    #[test]
+    fn overrides_apply_in_order() {
+        let p = parse(MINIMAL, &[("WEIR_SOURCE__BROKERS", "env:9092"), ("WEIR_INGEST__BATCH_ROWS", "7")], &[]).unwrap();
+        assert_eq!(p.config.source.brokers, "env:9092");
+        assert_eq!(p.config.ingest.batch_rows, 7);
+        let p = parse(MINIMAL, &[("WEIR_SOURCE__BROKERS", "env:9092")], &["source.brokers=cli:9092"]).unwrap();
+        assert_eq!(p.config.source.brokers, "cli:9092");
+        assert_eq!(p.plugin_location(), "p.wasm");
+    }
+
+    #[test]
+    fn errors_name_file_and_key() {
+        let err = parse(&MINIMAL.replace("group = \"g\"", "group = \"g\"\ncolour = 1"), &[], &[]).unwrap_err().to_string();
+        assert!(err.starts_with("pipe.toml: key `source.colour`: unknown field `colour`"), "{err}");
+        let err = parse(MINIMAL, &[], &["ingest.batch_rows=many"]).unwrap_err().to_string();
+        assert!(err.contains("key `ingest.batch_rows`") && err.contains("expected usize"), "{err}");
+        let err = parse(&MINIMAL.replace("topic = \"events\"\n", ""), &[], &[]).unwrap_err().to_string();
+        assert!(err.contains("missing field `topic`"), "{err}");
+        let err = parse(MINIMAL, &[], &["lake.compression=gzip"]).unwrap_err().to_string();
+        assert!(err.contains("key `lake.compression`"), "{err}");
+    }
+}

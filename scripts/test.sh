@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# weir's test command (the README's, and what .ci/run calls).
+#
+# Brings up what the tests need, idempotently: the wasm32-wasip2 target, the
+# plugin components, moto server (S3/DynamoDB/Lambda stand-in, in a venv
+# under ~/.cache/weir-tools) on 127.0.0.1. Then checks formatting, lints and
+# runs every test. Stops what it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir/target}"
+TOOLS="${WEIR_TOOLS_DIR:-$HOME/.cache/weir-tools}"
+mkdir -p "$TOOLS"
+
+step() { printf '\n== %s\n' "$*" >&2; }
+
+step "toolchain: wasm32-wasip2"
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+    rustup target add wasm32-wasip2
+fi
+
+step "plugins (wasm32-wasip2, release)"
+cargo build --release --target wasm32-wasip2 \
+    -p weir-plugin-web-vitals -p weir-plugin-identity \
+    -p weir-fixture-hostile -p weir-fixture-wrong-version
+export WEIR_PLUGIN_DIR="$CARGO_TARGET_DIR/wasm32-wasip2/release"
+export WEIR_CACHE_DIR="$CARGO_TARGET_DIR/weir-cache"
+
+step "moto server (S3, DynamoDB, Lambda)"
+if [ ! -x "$TOOLS/venv/bin/moto_server" ]; then
+    python3 -m venv "$TOOLS/venv"
+    "$TOOLS/venv/bin/pip" install --quiet 'moto[server]'
+fi
+MOTO_PID=""
+cleanup() {
+    if [ -n "$MOTO_PID" ]; then kill "$MOTO_PID" 2>/dev/null || true; wait "$MOTO_PID" 2>/dev/null || true; fi
+}
+trap cleanup EXIT
+MOTO_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+"$TOOLS/venv/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$TOOLS/moto.log" 2>&1 &
+MOTO_PID=$!
+for _ in $(seq 1 100); do
+    if curl -fsS "http://127.0.0.1:$MOTO_PORT/moto-api/" >/dev/null 2>&1; then break; fi
+    sleep 0.1
+done
+curl -fsS "http://127.0.0.1:$MOTO_PORT/moto-api/" >/dev/null
+export WEIR_TEST_MOTO="http://127.0.0.1:$MOTO_PORT"
+export WEIR_TEST_MOTO_BIN="$TOOLS/venv/bin/moto_server"
+
+step "format"
+cargo fmt --all -- --check
+
+step "lint"
+cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --release --target wasm32-wasip2 \
+    -p weir-plugin-sdk -p weir-plugin-web-vitals -p weir-plugin-identity \
+    -p weir-fixture-hostile -p weir-fixture-wrong-version -- -D warnings
+
+step "tests"
+cargo test --workspace
