@@ -14,16 +14,9 @@ mkdir -p "$TOOLS"
 
 step() { printf '\n== %s\n' "$*" >&2; }
 
-step "toolchain: wasm32-wasip2"
-if ! rustup target list --installed | grep -qx wasm32-wasip2; then
-    rustup target add wasm32-wasip2
-fi
-
-step "plugins (wasm32-wasip2, release)"
-cargo build --release --target wasm32-wasip2 \
-    -p weir-plugin-web-vitals -p weir-plugin-identity \
-    -p weir-fixture-hostile -p weir-fixture-wrong-version
-export WEIR_PLUGIN_DIR="$CARGO_TARGET_DIR/wasm32-wasip2/release"
+step "plugins (wasm32-wasip2, release) -> plugins/dist"
+bash scripts/build-plugins.sh
+export WEIR_PLUGIN_DIR="$PWD/plugins/dist"
 export WEIR_CACHE_DIR="$CARGO_TARGET_DIR/weir-cache"
 
 step "moto server (S3, DynamoDB, Lambda)"

@@ -3,6 +3,7 @@
 //! results on stdout (the only place weir uses `println!`).
 #![allow(clippy::print_stdout)]
 
+mod pipeline_cmds;
 mod plugin;
 
 use std::process::ExitCode;
@@ -37,6 +38,17 @@ enum Command {
     /// Check, benchmark and compare preprocessing plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Check a pipeline file without running it.
+    Validate(pipeline_cmds::PipelineArgs),
+    /// Run the streaming path: Kafka → plugin → lake, until SIGINT/SIGTERM (or --drain).
+    Ingest(pipeline_cmds::IngestArgs),
+    /// Send JSON lines to the pipeline's topic.
+    Produce(pipeline_cmds::ProduceArgs),
+    /// Send synthetic web-vitals events (some deliberately broken).
+    Generate(pipeline_cmds::GenerateArgs),
+    /// Inspect and maintain the lake.
+    #[command(subcommand)]
+    Lake(pipeline_cmds::LakeCommand),
 }
 
 /// Set up `tracing` on stderr.
@@ -61,5 +73,10 @@ pub fn init_logging(format: LogFormat, verbose: u8) {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Plugin(command) => plugin::run(command),
+        Command::Validate(args) => pipeline_cmds::validate(args),
+        Command::Ingest(args) => pipeline_cmds::run_ingest(args),
+        Command::Produce(args) => pipeline_cmds::run_produce(args),
+        Command::Generate(args) => pipeline_cmds::run_generate(args),
+        Command::Lake(command) => pipeline_cmds::run_lake(command),
     }
 }

@@ -1,5 +1,18 @@
-//! The ingest stage: JSON events decoded by the declared schema into Arrow.
+//! The streaming path: Kafka → declared schema → plugin → exactly-once lake.
+//!
+//! - [`decode`]: JSON messages into Arrow by the declared schema;
+//! - [`source`]: the Kafka consumer, its settings and rebalance handling;
+//! - [`buffer`]: what one Kafka partition holds between two commits;
+//! - [`core`]: flushing a partition (files, then one conditional commit);
+//! - [`run`]: the consume loop, rolling, draining, shutdown, the summary;
+//! - [`produce`]: `weir produce` and `weir generate`.
 
+mod buffer;
+mod core;
 pub mod decode;
+pub mod produce;
+mod run;
+pub mod source;
 
 pub use decode::{DecodeError, JsonDecoder};
+pub use run::{IngestError, IngestOptions, IngestSummary, ingest};

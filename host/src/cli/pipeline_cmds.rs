@@ -1,0 +1,200 @@
+//! `weir validate`, `weir ingest`, `weir produce`, `weir generate`,
+//! `weir lake files | vacuum`.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use weir::generate::GeneratorOptions;
+use weir::ingest::produce::{EventProducer, generate};
+use weir::ingest::{IngestOptions, ingest};
+use weir::lake::Lake;
+use weir::pipeline::Pipeline;
+
+/// A pipeline file plus overrides.
+#[derive(Debug, Args)]
+pub struct PipelineArgs {
+    /// The pipeline file (TOML).
+    pub pipeline: PathBuf,
+    /// Override a key: `section.key=value`; repeatable (wins over `WEIR_*`).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+impl PipelineArgs {
+    pub fn load(&self) -> anyhow::Result<Pipeline> {
+        Ok(Pipeline::load(&self.pipeline, &self.set)?)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+    /// Consume until every assigned partition reaches the end offset seen at start, then exit.
+    #[arg(long)]
+    drain: bool,
+    /// Print the exit summary as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+    /// JSON lines to send (`-` for stdin).
+    input: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+    /// How many events.
+    #[arg(long)]
+    events: u64,
+    /// Events per second (default: as fast as possible).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Seed (the same seed gives the same events).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Share of broken events, 0..1.
+    #[arg(long, default_value_t = 0.02)]
+    bad_share: f64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LakeCommand {
+    /// List the committed files (from the commit log, never by listing data).
+    Files {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// Only this partition value (e.g. 2026-11-24).
+        #[arg(long)]
+        date: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove files no commit record names, older than the grace period.
+    Vacuum {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// Grace period in seconds (default: lake.vacuum_grace_secs).
+        #[arg(long)]
+        grace_secs: Option<u64>,
+        /// Only report.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+pub fn validate(args: PipelineArgs) -> anyhow::Result<ExitCode> {
+    let p = args.load()?;
+    println!("{}: ok (pipeline `{}`, {} fields, topic {}, lake {})", p.file.display(), p.config.name, p.schema.fields().len(), p.config.source.topic, p.config.lake.url);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
+    let pipeline = args.pipeline.load()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook_like::SIGINT, signal_hook_like::SIGTERM] {
+        signal_hook_like::register(signal, stop.clone());
+    }
+    let summary = ingest(pipeline, IngestOptions { drain: args.drain, stop })?;
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!(
+            "read {} · kept {} · dropped {} · dead-lettered {} · files {} · bytes {} · commits {}",
+            summary.read, summary.kept, summary.dropped, summary.dead_lettered, summary.files, summary.bytes, summary.commits
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
+    let pipeline = args.pipeline.load()?;
+    let mut producer = EventProducer::new(&pipeline)?;
+    let reader: Box<dyn BufRead> = if args.input.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::new(std::fs::File::open(&args.input).with_context(|| format!("cannot read {}", args.input.display()))?))
+    };
+    for line in reader.split(b'\n') {
+        let line = line.with_context(|| format!("reading {}", args.input.display()))?;
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            producer.send(&line)?;
+        }
+    }
+    println!("sent {}", producer.finish()?);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_generate(args: GenerateArgs) -> anyhow::Result<ExitCode> {
+    let pipeline = args.pipeline.load()?;
+    let options = GeneratorOptions { seed: args.seed, bad_share: args.bad_share, ..GeneratorOptions::default() };
+    let sent = generate(&pipeline, args.events, args.rate, options)?;
+    println!("sent {sent}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_lake(command: LakeCommand) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    match command {
+        LakeCommand::Files { pipeline, date, json } => {
+            let p = pipeline.load()?;
+            let lake = Lake::open(&p.config.lake)?;
+            let files = rt.block_on(lake.committed_files(date.as_deref()))?;
+            for f in files {
+                if json {
+                    println!("{}", serde_json::to_string(&f)?);
+                } else {
+                    println!("{}\t{} rows\t{} bytes", f.path, f.rows, f.bytes);
+                }
+            }
+        }
+        LakeCommand::Vacuum { pipeline, grace_secs, dry_run } => {
+            let p = pipeline.load()?;
+            let lake = Lake::open(&p.config.lake)?;
+            let grace = Duration::from_secs(grace_secs.unwrap_or(p.config.lake.vacuum_grace_secs));
+            let report = rt.block_on(lake.vacuum(grace, dry_run))?;
+            for path in &report.removed {
+                println!("{} {path}", if dry_run { "would remove" } else { "removed" });
+            }
+            println!("{} committed files, {} uncommitted removed, {} too young", report.committed, report.removed.len(), report.kept_young);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGINT/SIGTERM set a flag the ingest loop polls (tokio's signal handling
+/// needs a runtime on this thread; a tiny one runs it).
+mod signal_hook_like {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    pub const SIGINT: i32 = 2;
+    pub const SIGTERM: i32 = 15;
+
+    pub fn register(signal: i32, flag: Arc<AtomicBool>) {
+        std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async move {
+                let kind = tokio::signal::unix::SignalKind::from_raw(signal);
+                if let Ok(mut s) = tokio::signal::unix::signal(kind) {
+                    s.recv().await;
+                    flag.store(true, Ordering::Relaxed);
+                }
+            });
+        });
+    }
+}
+

@@ -1,0 +1,100 @@
+//! What one Kafka partition holds between two commits: decoded rows waiting
+//! for the plugin, the plugin's kept output, dead letters, offsets.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::record_batch::RecordBatch;
+
+use super::decode::JsonDecoder;
+use crate::lake::DeadLetter;
+use crate::pipeline::DeclaredSchema;
+
+/// Where a decoded row came from (to dead-letter it if the plugin rejects it).
+pub(crate) struct RawMessage {
+    pub offset: i64,
+    pub timestamp: Option<i64>,
+    pub payload: Vec<u8>,
+}
+
+/// The uncommitted state of one assigned Kafka partition.
+pub(crate) struct PartitionBuffer {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    /// key of the next commit record.
+    pub chain_offset: i64,
+    /// next offset expected; anything lower is already in the lake.
+    pub next_offset: i64,
+    /// first and last offsets buffered since the last commit.
+    pub first_offset: Option<i64>,
+    pub last_offset: i64,
+    pub decoder: JsonDecoder,
+    pub decoded_raw: Vec<RawMessage>,
+    pub kept: Vec<RecordBatch>,
+    pub kept_rows: usize,
+    pub dead: Vec<DeadLetter>,
+    pub bytes: usize,
+    pub read: u64,
+    pub dropped: u64,
+    pub since: Option<Instant>,
+}
+
+impl PartitionBuffer {
+    pub fn new(topic: Arc<str>, partition: i32, chain_offset: i64, next_offset: i64, schema: &DeclaredSchema, batch_rows: usize) -> Self {
+        PartitionBuffer {
+            topic,
+            partition,
+            chain_offset,
+            next_offset,
+            first_offset: None,
+            last_offset: -1,
+            decoder: JsonDecoder::new(schema, batch_rows),
+            decoded_raw: Vec::new(),
+            kept: Vec::new(),
+            kept_rows: 0,
+            dead: Vec::new(),
+            bytes: 0,
+            read: 0,
+            dropped: 0,
+            since: None,
+        }
+    }
+
+    /// Whether anything is waiting to be committed.
+    pub fn is_empty(&self) -> bool {
+        self.first_offset.is_none()
+    }
+
+    /// Forget everything since the last commit and resume at `chain`/`next`.
+    pub fn reset(&mut self, chain_offset: i64, next_offset: i64) {
+        self.chain_offset = chain_offset;
+        self.next_offset = next_offset;
+        self.first_offset = None;
+        self.last_offset = -1;
+        self.decoder.flush();
+        self.decoded_raw.clear();
+        self.kept.clear();
+        self.kept_rows = 0;
+        self.dead.clear();
+        self.bytes = 0;
+        self.read = 0;
+        self.dropped = 0;
+        self.since = None;
+    }
+
+    /// Account for one message at `offset`.
+    pub fn note_message(&mut self, offset: i64, size: usize) {
+        if self.first_offset.is_none() {
+            self.first_offset = Some(offset);
+            self.since = Some(Instant::now());
+        }
+        self.last_offset = offset;
+        self.next_offset = offset + 1;
+        self.read += 1;
+        self.bytes += size;
+    }
+
+    pub fn label(&self) -> String {
+        format!("{}/{}", self.topic, self.partition)
+    }
+}

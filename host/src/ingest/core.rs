@@ -1,0 +1,333 @@
+//! The state shared by the consume loop and the rebalance callback: the
+//! partition buffers, the plugin, the lake. Flushing a partition writes its
+//! data and dead-letter files, then one commit record with a create-only
+//! put; a conflict means another host owns the range, so the buffer is
+//! dropped and the partition resumes after the winner's commit.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::record_batch::RecordBatch;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Serialize;
+use tokio::runtime::Handle;
+
+use super::buffer::{PartitionBuffer, RawMessage};
+use crate::lake::{
+    CommitOutcome, CommitRecord, CommittedFile, DeadLetter, FileKind, FileMetadata, Lake, LakeError, dead_letters_batch,
+    encode_parquet, split_by_partition,
+};
+use crate::pipeline::Pipeline;
+use crate::plugin::{PluginRunner, Verdict};
+
+/// Counts reported at exit (`--json` keys as named).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct IngestSummary {
+    /// messages read from Kafka (each counted once per commit).
+    pub read: u64,
+    /// events kept and written to the lake.
+    pub kept: u64,
+    /// events the plugin dropped.
+    pub dropped: u64,
+    /// messages written to the dead letters.
+    pub dead_lettered: u64,
+    /// files written (data and dead letters).
+    pub files: u64,
+    /// bytes written.
+    pub bytes: u64,
+    /// commit records written.
+    pub commits: u64,
+    /// flushes abandoned because another host had committed the range.
+    pub conflicts: u64,
+}
+
+pub(crate) type PartitionKey = (Arc<str>, i32);
+
+pub(crate) struct Core {
+    pub pipeline: Pipeline,
+    pub lake: Lake,
+    pub runner: PluginRunner,
+    pub rt: Handle,
+    pub partitions: HashMap<PartitionKey, PartitionBuffer>,
+    pub summary: IngestSummary,
+    /// position of the partition column in the plugin's output.
+    partition_column: usize,
+    /// give up retrying after this instant (set at shutdown).
+    pub deadline: Option<Instant>,
+}
+
+impl Core {
+    pub fn new(pipeline: Pipeline, lake: Lake, runner: PluginRunner, rt: Handle) -> Result<Self, String> {
+        let column = &pipeline.config.lake.partition_by;
+        let partition_column = runner
+            .output_schema()
+            .fields()
+            .iter()
+            .position(|f| &f.name == column)
+            .ok_or_else(|| format!("lake.partition_by: the plugin's output has no column `{column}` (output: {})", runner.output_schema()))?;
+        Ok(Core { pipeline, lake, runner, rt, partitions: HashMap::new(), summary: IngestSummary::default(), partition_column, deadline: None })
+    }
+
+    /// Bytes buffered over all partitions.
+    pub fn buffered_bytes(&self) -> usize {
+        self.partitions.values().map(|p| p.bytes).sum()
+    }
+
+    /// One message from Kafka.
+    pub fn on_message(&mut self, topic: &str, partition: i32, offset: i64, timestamp: Option<i64>, payload: &[u8]) {
+        let batch_rows = self.pipeline.config.ingest.batch_rows;
+        let Some(key) = self.partitions.keys().find(|(t, p)| &**t == topic && *p == partition).cloned() else {
+            tracing::debug!(topic, partition, offset, "message of a partition not assigned here; ignored");
+            return;
+        };
+        let buffer = self.partitions.get_mut(&key).expect("found above");
+        if offset < buffer.next_offset {
+            return; // already in the lake or in this buffer (a replay after seek)
+        }
+        buffer.note_message(offset, payload.len());
+        match buffer.decoder.push(payload) {
+            Ok(()) => buffer.decoded_raw.push(RawMessage { offset, timestamp, payload: payload.to_vec() }),
+            Err(e) => buffer.dead.push(DeadLetter {
+                topic: buffer.topic.clone(),
+                partition,
+                offset,
+                kafka_timestamp: timestamp,
+                stage: "decode",
+                reason: e.reason(),
+                payload: payload.to_vec(),
+            }),
+        }
+        if buffer.decoder.len() >= batch_rows {
+            self.run_plugin(&key);
+        }
+    }
+
+    /// Run the decoded rows of one partition through the plugin.
+    fn run_plugin(&mut self, key: &PartitionKey) {
+        let buffer = self.partitions.get_mut(key).expect("assigned partition");
+        if buffer.decoder.is_empty() {
+            return;
+        }
+        let batch = buffer.decoder.flush();
+        let raw = std::mem::take(&mut buffer.decoded_raw);
+        let processed = self.runner.process(&batch);
+        for e in processed.excluded {
+            match e.verdict {
+                Verdict::Drop => buffer.dropped += 1,
+                Verdict::Reject => {
+                    let m = &raw[e.row];
+                    buffer.dead.push(DeadLetter {
+                        topic: buffer.topic.clone(),
+                        partition: buffer.partition,
+                        offset: m.offset,
+                        kafka_timestamp: m.timestamp,
+                        stage: "plugin",
+                        reason: e.reason.to_string(),
+                        payload: m.payload.clone(),
+                    });
+                }
+            }
+        }
+        if processed.batch.num_rows() > 0 {
+            buffer.kept_rows += processed.batch.num_rows();
+            buffer.kept.push(processed.batch);
+        }
+    }
+
+    /// Whether a partition should roll now.
+    pub fn due(&self, key: &PartitionKey) -> bool {
+        let Some(b) = self.partitions.get(key) else { return false };
+        let cfg = &self.pipeline.config.ingest;
+        !b.is_empty()
+            && (b.read as usize >= cfg.flush_rows
+                || b.bytes >= cfg.flush_bytes
+                || b.since.is_some_and(|s| s.elapsed() >= Duration::from_millis(cfg.flush_age_ms)))
+    }
+
+    /// Flush and commit one partition. Storage failures are retried with
+    /// backoff until they pass (or until the shutdown deadline).
+    pub fn flush<C: ConsumerContext>(&mut self, key: &PartitionKey, consumer: &BaseConsumer<C>) -> Result<(), LakeError> {
+        if self.partitions.get(key).is_none_or(|b| b.is_empty()) {
+            return Ok(());
+        }
+        self.run_plugin(key);
+        let started = Instant::now();
+        let files = self.encode(key);
+        let buffer = self.partitions.get(key).expect("assigned partition");
+        let first = buffer.first_offset.expect("not empty");
+        let record = CommitRecord {
+            version: 1,
+            pipeline: self.pipeline.config.name.clone(),
+            topic: buffer.topic.to_string(),
+            partition: buffer.partition,
+            chain_offset: buffer.chain_offset,
+            first_offset: first,
+            last_offset: buffer.last_offset,
+            next_offset: buffer.last_offset + 1,
+            files: files.iter().map(|(f, _)| f.clone()).collect(),
+            plugin_digest: self.runner.plugin().digest.clone(),
+            weir_version: crate::VERSION.to_string(),
+            committed_at: chrono::Utc::now().to_rfc3339(),
+            read: buffer.read,
+            kept: buffer.kept_rows as u64,
+            dropped: buffer.dropped,
+            dead_lettered: buffer.dead.len() as u64,
+        };
+        let label = buffer.label();
+        for (file, bytes) in &files {
+            self.retry(&label, || self.lake.put(&file.path, bytes.clone()))?;
+        }
+        let outcome = self.retry(&label, || self.lake.commit(&record))?;
+        match outcome {
+            CommitOutcome::Committed => {
+                let s = &mut self.summary;
+                s.read += record.read;
+                s.kept += record.kept;
+                s.dropped += record.dropped;
+                s.dead_lettered += record.dead_lettered;
+                s.files += record.files.len() as u64;
+                s.bytes += record.files.iter().map(|f| f.bytes).sum::<u64>();
+                s.commits += 1;
+                tracing::info!(
+                    partition = %label, first = record.first_offset, last = record.last_offset, kept = record.kept,
+                    dead_lettered = record.dead_lettered, files = record.files.len(),
+                    elapsed_ms = started.elapsed().as_millis() as u64, "committed"
+                );
+                let buffer = self.partitions.get_mut(key).expect("assigned partition");
+                buffer.reset(record.next_offset, record.next_offset);
+                let mut tpl = TopicPartitionList::new();
+                let _ = tpl.add_partition_offset(&record.topic, record.partition, Offset::Offset(record.next_offset));
+                if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+                    tracing::debug!(partition = %label, error = %e, "kafka offset hint not committed");
+                }
+            }
+            CommitOutcome::Conflict => {
+                self.summary.conflicts += 1;
+                let last = self.retry(&label, || self.lake.last_commit(&record.topic, record.partition))?;
+                let next = last.map_or(0, |c| c.next_offset);
+                tracing::warn!(
+                    partition = %label, chain_offset = record.chain_offset, resume_at = next,
+                    "another host committed this range first; dropping uncommitted work"
+                );
+                let buffer = self.partitions.get_mut(key).expect("assigned partition");
+                buffer.reset(next, next);
+                if let Err(e) = consumer.seek(&record.topic, record.partition, Offset::Offset(next), Duration::from_secs(5)) {
+                    tracing::debug!(partition = %label, error = %e, "seek after conflict failed");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Encode one partition's buffered output as files (not yet written).
+    fn encode(&self, key: &PartitionKey) -> Vec<(CommittedFile, bytes::Bytes)> {
+        let buffer = &self.partitions[key];
+        let lake = &self.pipeline.config.lake;
+        let first = buffer.first_offset.expect("not empty");
+        let meta = FileMetadata {
+            plugin_digest: self.runner.plugin().digest.clone(),
+            topic: buffer.topic.to_string(),
+            partition: buffer.partition,
+            first_offset: first,
+            last_offset: buffer.last_offset,
+        };
+        let stem = format!("{}-p{}-o{:020}-{:020}", buffer.topic, buffer.partition, first, buffer.last_offset);
+        let mut by_value: std::collections::BTreeMap<String, Vec<RecordBatch>> = Default::default();
+        for batch in &buffer.kept {
+            for (value, part) in split_by_partition(batch, self.partition_column) {
+                by_value.entry(value).or_default().push(part);
+            }
+        }
+        let mut files = Vec::new();
+        for (value, batches) in by_value {
+            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+            let bytes = encode_parquet(&batches, &lake.compression, lake.row_group_rows, &meta).expect("encoding in memory");
+            let path = format!("data/{}={value}/{stem}-{}.parquet", lake.partition_by, &meta.plugin_digest[..8]);
+            files.push((
+                CommittedFile { path, kind: FileKind::Data, partition_value: Some(value), rows: rows as u64, bytes: bytes.len() as u64 },
+                bytes,
+            ));
+        }
+        if !buffer.dead.is_empty() {
+            let batch = dead_letters_batch(&buffer.dead);
+            let dl_meta = FileMetadata { plugin_digest: meta.plugin_digest.clone(), ..meta };
+            let bytes = encode_parquet(&[batch], &lake.compression, lake.row_group_rows, &dl_meta).expect("encoding in memory");
+            let path = format!("_dead_letters/topic={}/partition={}/{stem}.parquet", buffer.topic, buffer.partition);
+            files.push((
+                CommittedFile { path, kind: FileKind::DeadLetters, partition_value: None, rows: buffer.dead.len() as u64, bytes: bytes.len() as u64 },
+                bytes,
+            ));
+        }
+        files
+    }
+
+    /// Run `op` until it succeeds, backing off between failures.
+    fn retry<T, F, Fut>(&self, label: &str, op: F) -> Result<T, LakeError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, LakeError>>,
+    {
+        let cfg = &self.pipeline.config.ingest;
+        let mut delay = Duration::from_millis(cfg.retry_initial_ms);
+        let mut attempt = 1u32;
+        loop {
+            match self.rt.block_on(op()) {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    if self.deadline.is_some_and(|d| Instant::now() + delay > d) {
+                        return Err(e);
+                    }
+                    tracing::warn!(partition = label, attempt, retry_in_ms = delay.as_millis() as u64, error = %e, "lake write failed; retrying");
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_millis(cfg.retry_max_ms));
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// New partitions: resume each after its last commit record.
+    pub fn assign<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, assigned: &TopicPartitionList) {
+        let mut tpl = TopicPartitionList::new();
+        for elem in assigned.elements() {
+            let (topic, partition) = (elem.topic().to_string(), elem.partition());
+            let label = format!("{topic}/{partition}");
+            let last = match self.retry(&label, || self.lake.last_commit(&topic, partition)) {
+                Ok(last) => last,
+                Err(e) => {
+                    tracing::error!(partition = %label, error = %e, "cannot read the commit log; not consuming this partition");
+                    continue;
+                }
+            };
+            let (chain, next) = last.map_or((0, 0), |c| (c.next_offset, c.next_offset));
+            let offset = if next == 0 { Offset::Beginning } else { Offset::Offset(next) };
+            let _ = tpl.add_partition_offset(&topic, partition, offset);
+            tracing::info!(partition = %label, resume_at = next, "partition assigned");
+            let buffer = PartitionBuffer::new(topic.as_str().into(), partition, chain, next, &self.pipeline.schema, self.pipeline.config.ingest.batch_rows);
+            self.partitions.insert((buffer.topic.clone(), partition), buffer);
+        }
+        if let Err(e) = consumer.assign(&tpl) {
+            tracing::error!(error = %e, "assigning partitions failed");
+        }
+    }
+
+    /// Partitions taken away: flush and commit what belongs to them.
+    pub fn revoke<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, revoked: &TopicPartitionList) {
+        for elem in revoked.elements() {
+            let Some(key) = self.partitions.keys().find(|(t, p)| &**t == elem.topic() && *p == elem.partition()).cloned() else {
+                continue;
+            };
+            if let Err(e) = self.flush(&key, consumer) {
+                tracing::warn!(partition = %format!("{}/{}", key.0, key.1), error = %e, "flush on revoke failed; the next owner re-reads the range");
+            }
+            self.partitions.remove(&key);
+            tracing::info!(partition = %format!("{}/{}", key.0, key.1), "partition revoked");
+        }
+        if let Err(e) = consumer.unassign() {
+            tracing::error!(error = %e, "unassigning partitions failed");
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! `weir ingest`: the consume loop. Messages are decoded and buffered per
+//! Kafka partition, run through the plugin in batches, and rolled into the
+//! lake by count, size or age; the buffer over all partitions is capped.
+//! Stops on request (SIGINT/SIGTERM via the stop flag) or, with `drain`,
+//! once every assigned partition reached the end offset seen at assignment.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+
+use super::core::{Core, PartitionKey};
+use super::source::{EmbeddedKafka, METADATA_TIMEOUT, WeirContext, consumer_config};
+pub use super::core::IngestSummary;
+use crate::lake::{Lake, LakeError};
+use crate::pipeline::Pipeline;
+use crate::plugin::{PluginEngine, PluginError, PluginRunner};
+
+/// How `weir ingest` runs.
+#[derive(Clone, Debug, Default)]
+pub struct IngestOptions {
+    /// stop once every assigned partition reached its end offset at assignment.
+    pub drain: bool,
+    /// set to stop (flush, commit, exit).
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Why ingest could not start or finish.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The plugin could not be loaded or initialised.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    /// The lake cannot be opened or written.
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    /// Kafka client setup failed.
+    #[error("kafka ({brokers}): {error}")]
+    Kafka {
+        /// the bootstrap servers.
+        brokers: String,
+        /// the client's error.
+        error: rdkafka::error::KafkaError,
+    },
+    /// The pipeline and plugin do not fit together.
+    #[error("{file}: {message}")]
+    Config {
+        /// the pipeline file.
+        file: String,
+        /// what does not fit.
+        message: String,
+    },
+    /// The async runtime could not start.
+    #[error("runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Load the plugin a pipeline names (file path or object store URL).
+pub fn load_plugin(pipeline: &Pipeline, engine: &PluginEngine, rt: &tokio::runtime::Runtime) -> Result<Arc<crate::plugin::LoadedPlugin>, IngestError> {
+    let location = pipeline.plugin_location();
+    if let Some(rest) = location.strip_prefix("s3://") {
+        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+        let mut lake_cfg = pipeline.config.lake.clone();
+        lake_cfg.url = format!("s3://{bucket}");
+        let store = Lake::open(&lake_cfg)?;
+        let path = store.key(key);
+        let bytes = rt
+            .block_on(async { store.store().get(&path).await?.bytes().await })
+            .map_err(|error| LakeError::Store { key: location.clone(), error })?;
+        let name = key.rsplit('/').next().unwrap_or(key);
+        return Ok(engine.load_bytes(name, &bytes)?);
+    }
+    Ok(engine.load_file(std::path::Path::new(location.strip_prefix("file://").unwrap_or(&location)))?)
+}
+
+/// Run the streaming path until stopped (or drained).
+pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummary, IngestError> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().map_err(IngestError::Runtime)?;
+    let lake = Lake::open(&pipeline.config.lake)?;
+    let engine = PluginEngine::new(pipeline.config.plugin.limits.clone())?;
+    let plugin = load_plugin(&pipeline, &engine, &rt)?;
+    let runner = PluginRunner::new(engine, plugin, &pipeline.schema, &pipeline.plugin_config())?;
+    let source = pipeline.config.source.clone();
+    let topics = source.topics();
+    let _embedded;
+    let brokers = if source.brokers == "embedded" {
+        let kafka = EmbeddedKafka::start(&topics, source.embedded_partitions)
+            .map_err(|error| IngestError::Kafka { brokers: "embedded".into(), error })?;
+        let address = kafka.bootstrap_servers();
+        tracing::info!(%address, "embedded Kafka (librdkafka mock cluster) started");
+        eprintln!("embedded Kafka listening on {address}");
+        _embedded = Some(kafka);
+        address
+    } else {
+        _embedded = None;
+        source.brokers.clone()
+    };
+    let file = pipeline.file.display().to_string();
+    let core = Core::new(pipeline.clone(), lake, runner, rt.handle().clone()).map_err(|message| IngestError::Config { file, message })?;
+    let core = Arc::new(Mutex::new(core));
+    let consumer: BaseConsumer<WeirContext> = consumer_config(&source, &brokers)
+        .create_with_context(WeirContext { core: core.clone() })
+        .map_err(|error| IngestError::Kafka { brokers: brokers.clone(), error })?;
+    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topic_refs).map_err(|error| IngestError::Kafka { brokers: brokers.clone(), error })?;
+    tracing::info!(pipeline = %pipeline.config.name, %brokers, topics = ?topics, group = %source.group, "ingesting");
+
+    let cfg = pipeline.config.ingest.clone();
+    let started = Instant::now();
+    let mut drain_targets: HashMap<PartitionKey, i64> = HashMap::new();
+    let mut last_sweep = Instant::now();
+    loop {
+        if options.stop.load(Ordering::Relaxed) {
+            tracing::info!("stop requested; flushing");
+            break;
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                let mut c = core.lock().unwrap_or_else(|p| p.into_inner());
+                let partition = message.partition();
+                c.on_message(message.topic(), partition, message.offset(), message.timestamp().to_millis(), message.payload().unwrap_or_default());
+                let key = c.partitions.keys().find(|(t, p)| &**t == message.topic() && *p == partition).cloned();
+                if let Some(key) = key
+                    && c.due(&key)
+                {
+                    c.flush(&key, &consumer)?;
+                }
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "kafka consumer error"),
+            None => {}
+        }
+        if last_sweep.elapsed() < Duration::from_millis(100) {
+            continue;
+        }
+        last_sweep = Instant::now();
+        let mut c = core.lock().unwrap_or_else(|p| p.into_inner());
+        let keys: Vec<PartitionKey> = c.partitions.keys().cloned().collect();
+        for key in &keys {
+            if c.due(key) {
+                c.flush(key, &consumer)?;
+            }
+        }
+        while c.buffered_bytes() > cfg.max_buffer_bytes {
+            let largest = c.partitions.iter().max_by_key(|(_, b)| b.bytes).map(|(k, _)| k.clone()).expect("bytes buffered");
+            tracing::debug!(partition = %format!("{}/{}", largest.0, largest.1), "buffer cap reached; flushing the largest partition");
+            c.flush(&largest, &consumer)?;
+        }
+        if options.drain {
+            drain_targets.retain(|k, _| c.partitions.contains_key(k));
+            for key in &keys {
+                if !drain_targets.contains_key(key) {
+                    match consumer.fetch_watermarks(&key.0, key.1, METADATA_TIMEOUT) {
+                        Ok((_, high)) => {
+                            drain_targets.insert(key.clone(), high);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot read the end offset; retrying"),
+                    }
+                }
+            }
+            let mut done = !keys.is_empty();
+            for key in &keys {
+                let Some(&high) = drain_targets.get(key) else {
+                    done = false;
+                    continue;
+                };
+                let reached = c.partitions[key].next_offset >= high;
+                if reached && !c.partitions[key].is_empty() {
+                    c.flush(key, &consumer)?;
+                }
+                done &= reached && c.partitions[key].is_empty();
+            }
+            if done || (keys.is_empty() && started.elapsed() > Duration::from_secs(30)) {
+                tracing::info!("drained every assigned partition");
+                break;
+            }
+        }
+    }
+    let mut c = core.lock().unwrap_or_else(|p| p.into_inner());
+    c.deadline = Some(Instant::now() + Duration::from_millis(cfg.shutdown_timeout_ms));
+    let keys: Vec<PartitionKey> = c.partitions.keys().cloned().collect();
+    for key in &keys {
+        if let Err(e) = c.flush(key, &consumer) {
+            tracing::error!(partition = %format!("{}/{}", key.0, key.1), error = %e, "final flush failed; the range will be re-read");
+        }
+    }
+    let summary = c.summary.clone();
+    drop(c);
+    consumer.unsubscribe();
+    Ok(summary)
+}

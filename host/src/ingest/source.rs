@@ -1,0 +1,92 @@
+//! The Kafka consumer: client settings (with librdkafka pass-through), the
+//! embedded mock cluster, and the rebalance callback that flushes revoked
+//! partitions and resumes assigned ones from the commit log.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::TopicPartitionList;
+
+use super::core::Core;
+use crate::pipeline::SourceConfig;
+
+/// The consumer's context: routes rebalances to the shared [`Core`].
+pub(crate) struct WeirContext {
+    pub core: Arc<Mutex<Core>>,
+}
+
+impl ClientContext for WeirContext {}
+
+impl ConsumerContext for WeirContext {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let mut core = self.core.lock().unwrap_or_else(|p| p.into_inner());
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => core.assign(consumer, tpl),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => core.revoke(consumer, tpl),
+            other => {
+                tracing::error!(error = ?other, "rebalance failed");
+                let _ = rdkafka::consumer::Consumer::unassign(consumer);
+            }
+        }
+    }
+}
+
+/// Client settings shared by consumers and producers of a pipeline.
+pub fn client_config(source: &SourceConfig, brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    for (key, value) in &source.kafka {
+        config.set(key, value);
+    }
+    config
+}
+
+/// Consumer settings: manual offsets (the lake's commit log is the truth).
+pub(crate) fn consumer_config(source: &SourceConfig, brokers: &str) -> ClientConfig {
+    let mut config = client_config(source, brokers);
+    for (key, value) in [
+        ("group.id", source.group.as_str()),
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
+        ("auto.offset.reset", "earliest"),
+        ("session.timeout.ms", "6000"),
+        ("heartbeat.interval.ms", "1000"),
+        ("enable.partition.eof", "false"),
+    ] {
+        if !source.kafka.contains_key(key) {
+            config.set(key, value);
+        }
+    }
+    config
+}
+
+/// librdkafka's in-process mock cluster, for `brokers = "embedded"`.
+pub struct EmbeddedKafka {
+    cluster: MockCluster<'static, DefaultProducerContext>,
+}
+
+impl EmbeddedKafka {
+    /// Start a one-broker cluster with `topics`, each of `partitions` partitions.
+    pub fn start(topics: &[String], partitions: i32) -> Result<Self, KafkaError> {
+        let cluster = MockCluster::new(1)?;
+        for topic in topics {
+            cluster.create_topic(topic, partitions, 1)?;
+        }
+        Ok(EmbeddedKafka { cluster })
+    }
+
+    /// The bootstrap address other processes can use while this one runs.
+    pub fn bootstrap_servers(&self) -> String {
+        self.cluster.bootstrap_servers()
+    }
+}
+
+/// How long a metadata query may take.
+pub(crate) const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
