@@ -9,7 +9,7 @@ use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, RetryConfig};
+use object_store::{ClientOptions, ObjectStore, PutMode, PutOptions, PutPayload, RetryConfig};
 
 use super::commit::{CommitRecord, CommittedFile};
 use crate::pipeline::LakeConfig;
@@ -71,7 +71,8 @@ impl Lake {
                 return Err(bad("expected s3://bucket/prefix".into()));
             }
             let s3 = &config.s3;
-            let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(RetryConfig {
+            let client = ClientOptions::new().with_timeout(Duration::from_secs(10)).with_connect_timeout(Duration::from_secs(3));
+            let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket).with_client_options(client).with_retry(RetryConfig {
                 max_retries: 3,
                 retry_timeout: Duration::from_secs(15),
                 ..RetryConfig::default()

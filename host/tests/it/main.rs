@@ -7,4 +7,5 @@ mod support;
 
 mod decode_cli;
 mod hostile;
+mod ingest;
 mod plugin_cases;
