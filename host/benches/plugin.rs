@@ -24,12 +24,17 @@ use weir_plugin_web_vitals::WebVitals;
 const BATCH: usize = 4096;
 
 fn events() -> RecordBatch {
-    let mut generator = Generator::new(GeneratorOptions { bad_share: 0.0, ..GeneratorOptions::default() });
+    let mut generator = Generator::new(GeneratorOptions {
+        bad_share: 0.0,
+        ..GeneratorOptions::default()
+    });
     let mut decoder = JsonDecoder::new(&DeclaredSchema::web_vitals(), BATCH);
     let mut line = String::new();
     while decoder.len() < BATCH {
         generator.next_into(&mut line);
-        decoder.push(line.as_bytes()).expect("generated events decode");
+        decoder
+            .push(line.as_bytes())
+            .expect("generated events decode");
     }
     decoder.flush()
 }
@@ -43,9 +48,10 @@ fn sdk_batch(batch: &RecordBatch) -> Batch {
             let c = batch.column(i);
             let valid = c.is_valid(row);
             match f.ty {
-                weir_plugin_sdk::FieldType::String => {
-                    b.push(schema.field::<Str>(&f.name).unwrap(), valid.then(|| c.as_string::<i32>().value(row)))
-                }
+                weir_plugin_sdk::FieldType::String => b.push(
+                    schema.field::<Str>(&f.name).unwrap(),
+                    valid.then(|| c.as_string::<i32>().value(row)),
+                ),
                 weir_plugin_sdk::FieldType::Float64 => b.push(
                     schema.field::<F64>(&f.name).unwrap(),
                     valid.then(|| c.as_primitive::<Float64Type>().value(row)),
@@ -62,15 +68,20 @@ fn sdk_batch(batch: &RecordBatch) -> Batch {
 }
 
 fn wasm(name: &str) -> PathBuf {
-    let dir = std::env::var_os("WEIR_PLUGIN_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
-        target.join("wasm32-wasip2/release")
-    });
+    let dir = std::env::var_os("WEIR_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map_or_else(|| PathBuf::from("target"), PathBuf::from);
+            target.join("wasm32-wasip2/release")
+        });
     dir.join(format!("{name}.wasm"))
 }
 
 fn runner(engine: &Arc<PluginEngine>, name: &str) -> PluginRunner {
-    let plugin = engine.load_file(&wasm(name)).expect("built plugin (run scripts/bench.sh)");
+    let plugin = engine
+        .load_file(&wasm(name))
+        .expect("built plugin (run scripts/bench.sh)");
     PluginRunner::new(engine.clone(), plugin, &DeclaredSchema::web_vitals(), &[]).unwrap()
 }
 
@@ -80,12 +91,17 @@ fn plugin_boundary(c: &mut Criterion) {
     let engine = PluginEngine::new(Limits::default()).unwrap();
     let mut web_vitals = runner(&engine, "weir_plugin_web_vitals");
     let mut identity = runner(&engine, "weir_plugin_identity");
-    let (mut native, _) = init_plugin::<WebVitals>(&weir_plugin_web_vitals::input_schema(), &[]).unwrap();
+    let (mut native, _) =
+        init_plugin::<WebVitals>(&weir_plugin_web_vitals::input_schema(), &[]).unwrap();
 
     let mut group = c.benchmark_group("plugin");
     group.throughput(Throughput::Elements(BATCH as u64));
     group.bench_function("web-vitals/native", |b| {
-        b.iter_batched(|| native_batch.clone(), |input| native.process(input).unwrap(), criterion::BatchSize::LargeInput)
+        b.iter_batched(
+            || native_batch.clone(),
+            |input| native.process(input).unwrap(),
+            criterion::BatchSize::LargeInput,
+        )
     });
     group.bench_function("web-vitals/wasm", |b| b.iter(|| web_vitals.process(&batch)));
     group.bench_function("identity/wasm", |b| b.iter(|| identity.process(&batch)));

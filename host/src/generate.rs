@@ -75,7 +75,12 @@ pub struct GeneratorOptions {
 
 impl Default for GeneratorOptions {
     fn default() -> Self {
-        GeneratorOptions { seed: 1, start_ms: 1_795_478_400_000, days: 3, bad_share: 0.02 }
+        GeneratorOptions {
+            seed: 1,
+            start_ms: 1_795_478_400_000,
+            days: 3,
+            bad_share: 0.02,
+        }
     }
 }
 
@@ -90,7 +95,11 @@ pub struct Generator {
 impl Generator {
     /// A generator with `options`.
     pub fn new(options: GeneratorOptions) -> Self {
-        Generator { rng: Rng::new(options.seed), options, next_id: 0 }
+        Generator {
+            rng: Rng::new(options.seed),
+            options,
+            next_id: 0,
+        }
     }
 
     /// Write the next event (without newline) into `out`, replacing its contents.
@@ -98,16 +107,27 @@ impl Generator {
         out.clear();
         self.next_id += 1;
         let r = &mut self.rng;
-        let ts = self.options.start_ms + r.below(u64::from(self.options.days.max(1)) * 86_400_000) as i64;
+        let ts = self.options.start_ms
+            + r.below(u64::from(self.options.days.max(1)) * 86_400_000) as i64;
         let id = format!("{:016x}-{}", self.options.seed, self.next_id);
         if r.unit() < self.options.bad_share {
             bad_event(r, &id, ts, out);
             return;
         }
-        let page = r.pick(&PAGES).replace("{n}", &r.below(5000).to_string()).replace(
-            "{uuid}",
-            &format!("{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}", r.next_u64() as u32, r.below(1 << 16), r.below(1 << 12), r.below(1 << 12), r.below(1 << 48)),
-        );
+        let page = r
+            .pick(&PAGES)
+            .replace("{n}", &r.below(5000).to_string())
+            .replace(
+                "{uuid}",
+                &format!(
+                    "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+                    r.next_u64() as u32,
+                    r.below(1 << 16),
+                    r.below(1 << 12),
+                    r.below(1 << 12),
+                    r.below(1 << 48)
+                ),
+            );
         let tti = 400.0 + r.unit() * r.unit() * 9000.0;
         let ttar = 50.0 + r.unit() * 1200.0;
         let ua = r.pick(&AGENTS);
@@ -123,12 +143,27 @@ impl Generator {
 
 fn bad_event(r: &mut Rng, id: &str, ts: i64, out: &mut String) {
     let _ = match r.below(6) {
-        0 => write!(out, r#"{{"event_id":"{id}","timestamp":{ts},"page_url":"https://x.org/a""#),
+        0 => write!(
+            out,
+            r#"{{"event_id":"{id}","timestamp":{ts},"page_url":"https://x.org/a""#
+        ),
         1 => write!(out, r#"["{id}",{ts}]"#),
-        2 => write!(out, r#"{{"event_id":"{id}","timestamp":{ts},"tti_ms":100}}"#),
-        3 => write!(out, r#"{{"event_id":"{id}","timestamp":{ts},"page_url":"https://x.org/a","tti_ms":"slow"}}"#),
-        4 => write!(out, r#"{{"event_id":"{id}","timestamp":"2026-11-24T10:00:00","page_url":"https://x.org/a","tti_ms":1}}"#),
-        _ => write!(out, r#"{{"event_id":"{id}","timestamp":{ts},"page_url":"not a url","tti_ms":100}}"#),
+        2 => write!(
+            out,
+            r#"{{"event_id":"{id}","timestamp":{ts},"tti_ms":100}}"#
+        ),
+        3 => write!(
+            out,
+            r#"{{"event_id":"{id}","timestamp":{ts},"page_url":"https://x.org/a","tti_ms":"slow"}}"#
+        ),
+        4 => write!(
+            out,
+            r#"{{"event_id":"{id}","timestamp":"2026-11-24T10:00:00","page_url":"https://x.org/a","tti_ms":1}}"#
+        ),
+        _ => write!(
+            out,
+            r#"{{"event_id":"{id}","timestamp":{ts},"page_url":"not a url","tti_ms":100}}"#
+        ),
     };
 }
 
@@ -140,7 +175,10 @@ mod tests {
 
     #[test]
     fn events_decode_except_the_bad_share() {
-        let mut g = Generator::new(GeneratorOptions { bad_share: 0.1, ..GeneratorOptions::default() });
+        let mut g = Generator::new(GeneratorOptions {
+            bad_share: 0.1,
+            ..GeneratorOptions::default()
+        });
         let mut decoder = JsonDecoder::new(&DeclaredSchema::web_vitals(), 1000);
         let mut line = String::new();
         let mut refused = 0;

@@ -98,7 +98,14 @@ pub enum LakeCommand {
 
 pub fn validate(args: PipelineArgs) -> anyhow::Result<ExitCode> {
     let p = args.load()?;
-    println!("{}: ok (pipeline `{}`, {} fields, topic {}, lake {})", p.file.display(), p.config.name, p.schema.fields().len(), p.config.source.topic, p.config.lake.url);
+    println!(
+        "{}: ok (pipeline `{}`, {} fields, topic {}, lake {})",
+        p.file.display(),
+        p.config.name,
+        p.schema.fields().len(),
+        p.config.source.topic,
+        p.config.lake.url
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -108,13 +115,25 @@ pub fn run_ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
     for signal in [signal_hook_like::SIGINT, signal_hook_like::SIGTERM] {
         signal_hook_like::register(signal, stop.clone());
     }
-    let summary = ingest(pipeline, IngestOptions { drain: args.drain, stop })?;
+    let summary = ingest(
+        pipeline,
+        IngestOptions {
+            drain: args.drain,
+            stop,
+        },
+    )?;
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
         println!(
             "read {} · kept {} · dropped {} · dead-lettered {} · files {} · bytes {} · commits {}",
-            summary.read, summary.kept, summary.dropped, summary.dead_lettered, summary.files, summary.bytes, summary.commits
+            summary.read,
+            summary.kept,
+            summary.dropped,
+            summary.dead_lettered,
+            summary.files,
+            summary.bytes,
+            summary.commits
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -126,7 +145,10 @@ pub fn run_produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     let reader: Box<dyn BufRead> = if args.input.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
     } else {
-        Box::new(std::io::BufReader::new(std::fs::File::open(&args.input).with_context(|| format!("cannot read {}", args.input.display()))?))
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(&args.input)
+                .with_context(|| format!("cannot read {}", args.input.display()))?,
+        ))
     };
     for line in reader.split(b'\n') {
         let line = line.with_context(|| format!("reading {}", args.input.display()))?;
@@ -140,16 +162,26 @@ pub fn run_produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
 
 pub fn run_generate(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     let pipeline = args.pipeline.load()?;
-    let options = GeneratorOptions { seed: args.seed, bad_share: args.bad_share, ..GeneratorOptions::default() };
+    let options = GeneratorOptions {
+        seed: args.seed,
+        bad_share: args.bad_share,
+        ..GeneratorOptions::default()
+    };
     let sent = generate(&pipeline, args.events, args.rate, options)?;
     println!("sent {sent}");
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn run_lake(command: LakeCommand) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     match command {
-        LakeCommand::Files { pipeline, date, json } => {
+        LakeCommand::Files {
+            pipeline,
+            date,
+            json,
+        } => {
             let p = pipeline.load()?;
             let lake = Lake::open(&p.config.lake)?;
             let files = rt.block_on(lake.committed_files(date.as_deref()))?;
@@ -161,15 +193,27 @@ pub fn run_lake(command: LakeCommand) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        LakeCommand::Vacuum { pipeline, grace_secs, dry_run } => {
+        LakeCommand::Vacuum {
+            pipeline,
+            grace_secs,
+            dry_run,
+        } => {
             let p = pipeline.load()?;
             let lake = Lake::open(&p.config.lake)?;
             let grace = Duration::from_secs(grace_secs.unwrap_or(p.config.lake.vacuum_grace_secs));
             let report = rt.block_on(lake.vacuum(grace, dry_run))?;
             for path in &report.removed {
-                println!("{} {path}", if dry_run { "would remove" } else { "removed" });
+                println!(
+                    "{} {path}",
+                    if dry_run { "would remove" } else { "removed" }
+                );
             }
-            println!("{} committed files, {} uncommitted removed, {} too young", report.committed, report.removed.len(), report.kept_young);
+            println!(
+                "{} committed files, {} uncommitted removed, {} too young",
+                report.committed,
+                report.removed.len(),
+                report.kept_young
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -186,7 +230,12 @@ mod signal_hook_like {
 
     pub fn register(signal: i32, flag: Arc<AtomicBool>) {
         std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
             rt.block_on(async move {
                 let kind = tokio::signal::unix::SignalKind::from_raw(signal);
                 if let Ok(mut s) = tokio::signal::unix::signal(kind) {
@@ -197,4 +246,3 @@ mod signal_hook_like {
         });
     }
 }
-

@@ -40,7 +40,14 @@ pub(crate) struct PartitionBuffer {
 }
 
 impl PartitionBuffer {
-    pub fn new(topic: Arc<str>, partition: i32, chain_offset: i64, next_offset: i64, schema: &DeclaredSchema, batch_rows: usize) -> Self {
+    pub fn new(
+        topic: Arc<str>,
+        partition: i32,
+        chain_offset: i64,
+        next_offset: i64,
+        schema: &DeclaredSchema,
+        batch_rows: usize,
+    ) -> Self {
         PartitionBuffer {
             topic,
             partition,

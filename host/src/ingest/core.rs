@@ -17,8 +17,8 @@ use tokio::runtime::Handle;
 
 use super::buffer::{PartitionBuffer, RawMessage};
 use crate::lake::{
-    CommitOutcome, CommitRecord, CommittedFile, DeadLetter, FileKind, FileMetadata, Lake, LakeError, dead_letters_batch,
-    encode_parquet, split_by_partition,
+    CommitOutcome, CommitRecord, CommittedFile, DeadLetter, FileKind, FileMetadata, Lake,
+    LakeError, dead_letters_batch, encode_parquet, split_by_partition,
 };
 use crate::pipeline::Pipeline;
 use crate::plugin::{PluginRunner, Verdict};
@@ -60,15 +60,34 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    pub fn new(pipeline: Pipeline, lake: Lake, runner: PluginRunner, rt: Handle) -> Result<Self, String> {
+    pub fn new(
+        pipeline: Pipeline,
+        lake: Lake,
+        runner: PluginRunner,
+        rt: Handle,
+    ) -> Result<Self, String> {
         let column = &pipeline.config.lake.partition_by;
         let partition_column = runner
             .output_schema()
             .fields()
             .iter()
             .position(|f| &f.name == column)
-            .ok_or_else(|| format!("lake.partition_by: the plugin's output has no column `{column}` (output: {})", runner.output_schema()))?;
-        Ok(Core { pipeline, lake, runner, rt, partitions: HashMap::new(), summary: IngestSummary::default(), partition_column, deadline: None })
+            .ok_or_else(|| {
+                format!(
+                    "lake.partition_by: the plugin's output has no column `{column}` (output: {})",
+                    runner.output_schema()
+                )
+            })?;
+        Ok(Core {
+            pipeline,
+            lake,
+            runner,
+            rt,
+            partitions: HashMap::new(),
+            summary: IngestSummary::default(),
+            partition_column,
+            deadline: None,
+        })
     }
 
     /// Bytes buffered over all partitions.
@@ -77,10 +96,27 @@ impl Core {
     }
 
     /// One message from Kafka.
-    pub fn on_message(&mut self, topic: &str, partition: i32, offset: i64, timestamp: Option<i64>, payload: &[u8]) {
+    pub fn on_message(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        timestamp: Option<i64>,
+        payload: &[u8],
+    ) {
         let batch_rows = self.pipeline.config.ingest.batch_rows;
-        let Some(key) = self.partitions.keys().find(|(t, p)| &**t == topic && *p == partition).cloned() else {
-            tracing::debug!(topic, partition, offset, "message of a partition not assigned here; ignored");
+        let Some(key) = self
+            .partitions
+            .keys()
+            .find(|(t, p)| &**t == topic && *p == partition)
+            .cloned()
+        else {
+            tracing::debug!(
+                topic,
+                partition,
+                offset,
+                "message of a partition not assigned here; ignored"
+            );
             return;
         };
         let buffer = self.partitions.get_mut(&key).expect("found above");
@@ -89,7 +125,11 @@ impl Core {
         }
         buffer.note_message(offset, payload.len());
         match buffer.decoder.push(payload) {
-            Ok(()) => buffer.decoded_raw.push(RawMessage { offset, timestamp, payload: payload.to_vec() }),
+            Ok(()) => buffer.decoded_raw.push(RawMessage {
+                offset,
+                timestamp,
+                payload: payload.to_vec(),
+            }),
             Err(e) => buffer.dead.push(DeadLetter {
                 topic: buffer.topic.clone(),
                 partition,
@@ -139,17 +179,24 @@ impl Core {
 
     /// Whether a partition should roll now.
     pub fn due(&self, key: &PartitionKey) -> bool {
-        let Some(b) = self.partitions.get(key) else { return false };
+        let Some(b) = self.partitions.get(key) else {
+            return false;
+        };
         let cfg = &self.pipeline.config.ingest;
         !b.is_empty()
             && (b.read as usize >= cfg.flush_rows
                 || b.bytes >= cfg.flush_bytes
-                || b.since.is_some_and(|s| s.elapsed() >= Duration::from_millis(cfg.flush_age_ms)))
+                || b.since
+                    .is_some_and(|s| s.elapsed() >= Duration::from_millis(cfg.flush_age_ms)))
     }
 
     /// Flush and commit one partition. Storage failures are retried with
     /// backoff until they pass (or until the shutdown deadline).
-    pub fn flush<C: ConsumerContext>(&mut self, key: &PartitionKey, consumer: &BaseConsumer<C>) -> Result<(), LakeError> {
+    pub fn flush<C: ConsumerContext>(
+        &mut self,
+        key: &PartitionKey,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), LakeError> {
         if self.partitions.get(key).is_none_or(|b| b.is_empty()) {
             return Ok(());
         }
@@ -199,14 +246,20 @@ impl Core {
                 let buffer = self.partitions.get_mut(key).expect("assigned partition");
                 buffer.reset(record.next_offset, record.next_offset);
                 let mut tpl = TopicPartitionList::new();
-                let _ = tpl.add_partition_offset(&record.topic, record.partition, Offset::Offset(record.next_offset));
+                let _ = tpl.add_partition_offset(
+                    &record.topic,
+                    record.partition,
+                    Offset::Offset(record.next_offset),
+                );
                 if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
                     tracing::debug!(partition = %label, error = %e, "kafka offset hint not committed");
                 }
             }
             CommitOutcome::Conflict => {
                 self.summary.conflicts += 1;
-                let last = self.retry(&label, || self.lake.last_commit(&record.topic, record.partition))?;
+                let last = self.retry(&label, || {
+                    self.lake.last_commit(&record.topic, record.partition)
+                })?;
                 let next = last.map_or(0, |c| c.next_offset);
                 tracing::warn!(
                     partition = %label, chain_offset = record.chain_offset, resume_at = next,
@@ -214,7 +267,12 @@ impl Core {
                 );
                 let buffer = self.partitions.get_mut(key).expect("assigned partition");
                 buffer.reset(next, next);
-                if let Err(e) = consumer.seek(&record.topic, record.partition, Offset::Offset(next), Duration::from_secs(5)) {
+                if let Err(e) = consumer.seek(
+                    &record.topic,
+                    record.partition,
+                    Offset::Offset(next),
+                    Duration::from_secs(5),
+                ) {
                     tracing::debug!(partition = %label, error = %e, "seek after conflict failed");
                 }
             }
@@ -234,7 +292,10 @@ impl Core {
             first_offset: first,
             last_offset: buffer.last_offset,
         };
-        let stem = format!("{}-p{}-o{:020}-{:020}", buffer.topic, buffer.partition, first, buffer.last_offset);
+        let stem = format!(
+            "{}-p{}-o{:020}-{:020}",
+            buffer.topic, buffer.partition, first, buffer.last_offset
+        );
         let mut by_value: std::collections::BTreeMap<String, Vec<RecordBatch>> = Default::default();
         for batch in &buffer.kept {
             for (value, part) in split_by_partition(batch, self.partition_column) {
@@ -244,20 +305,44 @@ impl Core {
         let mut files = Vec::new();
         for (value, batches) in by_value {
             let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-            let bytes = encode_parquet(&batches, &lake.compression, lake.row_group_rows, &meta).expect("encoding in memory");
-            let path = format!("data/{}={value}/{stem}-{}.parquet", lake.partition_by, &meta.plugin_digest[..8]);
+            let bytes = encode_parquet(&batches, &lake.compression, lake.row_group_rows, &meta)
+                .expect("encoding in memory");
+            let path = format!(
+                "data/{}={value}/{stem}-{}.parquet",
+                lake.partition_by,
+                &meta.plugin_digest[..8]
+            );
             files.push((
-                CommittedFile { path, kind: FileKind::Data, partition_value: Some(value), rows: rows as u64, bytes: bytes.len() as u64 },
+                CommittedFile {
+                    path,
+                    kind: FileKind::Data,
+                    partition_value: Some(value),
+                    rows: rows as u64,
+                    bytes: bytes.len() as u64,
+                },
                 bytes,
             ));
         }
         if !buffer.dead.is_empty() {
             let batch = dead_letters_batch(&buffer.dead);
-            let dl_meta = FileMetadata { plugin_digest: meta.plugin_digest.clone(), ..meta };
-            let bytes = encode_parquet(&[batch], &lake.compression, lake.row_group_rows, &dl_meta).expect("encoding in memory");
-            let path = format!("_dead_letters/topic={}/partition={}/{stem}.parquet", buffer.topic, buffer.partition);
+            let dl_meta = FileMetadata {
+                plugin_digest: meta.plugin_digest.clone(),
+                ..meta
+            };
+            let bytes = encode_parquet(&[batch], &lake.compression, lake.row_group_rows, &dl_meta)
+                .expect("encoding in memory");
+            let path = format!(
+                "_dead_letters/topic={}/partition={}/{stem}.parquet",
+                buffer.topic, buffer.partition
+            );
             files.push((
-                CommittedFile { path, kind: FileKind::DeadLetters, partition_value: None, rows: buffer.dead.len() as u64, bytes: bytes.len() as u64 },
+                CommittedFile {
+                    path,
+                    kind: FileKind::DeadLetters,
+                    partition_value: None,
+                    rows: buffer.dead.len() as u64,
+                    bytes: bytes.len() as u64,
+                },
                 bytes,
             ));
         }
@@ -290,7 +375,11 @@ impl Core {
     }
 
     /// New partitions: resume each after its last commit record.
-    pub fn assign<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, assigned: &TopicPartitionList) {
+    pub fn assign<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        assigned: &TopicPartitionList,
+    ) {
         let mut tpl = TopicPartitionList::new();
         for elem in assigned.elements() {
             let (topic, partition) = (elem.topic().to_string(), elem.partition());
@@ -303,11 +392,23 @@ impl Core {
                 }
             };
             let (chain, next) = last.map_or((0, 0), |c| (c.next_offset, c.next_offset));
-            let offset = if next == 0 { Offset::Beginning } else { Offset::Offset(next) };
+            let offset = if next == 0 {
+                Offset::Beginning
+            } else {
+                Offset::Offset(next)
+            };
             let _ = tpl.add_partition_offset(&topic, partition, offset);
             tracing::info!(partition = %label, resume_at = next, "partition assigned");
-            let buffer = PartitionBuffer::new(topic.as_str().into(), partition, chain, next, &self.pipeline.schema, self.pipeline.config.ingest.batch_rows);
-            self.partitions.insert((buffer.topic.clone(), partition), buffer);
+            let buffer = PartitionBuffer::new(
+                topic.as_str().into(),
+                partition,
+                chain,
+                next,
+                &self.pipeline.schema,
+                self.pipeline.config.ingest.batch_rows,
+            );
+            self.partitions
+                .insert((buffer.topic.clone(), partition), buffer);
         }
         if let Err(e) = consumer.assign(&tpl) {
             tracing::error!(error = %e, "assigning partitions failed");
@@ -315,9 +416,18 @@ impl Core {
     }
 
     /// Partitions taken away: flush and commit what belongs to them.
-    pub fn revoke<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, revoked: &TopicPartitionList) {
+    pub fn revoke<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        revoked: &TopicPartitionList,
+    ) {
         for elem in revoked.elements() {
-            let Some(key) = self.partitions.keys().find(|(t, p)| &**t == elem.topic() && *p == elem.partition()).cloned() else {
+            let Some(key) = self
+                .partitions
+                .keys()
+                .find(|(t, p)| &**t == elem.topic() && *p == elem.partition())
+                .cloned()
+            else {
                 continue;
             };
             if let Err(e) = self.flush(&key, consumer) {

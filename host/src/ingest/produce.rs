@@ -14,7 +14,9 @@ use crate::pipeline::Pipeline;
 #[derive(Debug, thiserror::Error)]
 pub enum ProduceError {
     /// `brokers = "embedded"` lives inside `weir ingest`.
-    #[error("source.brokers is `embedded`: the mock cluster lives inside `weir ingest`; pass --set source.brokers=<the address it printed>")]
+    #[error(
+        "source.brokers is `embedded`: the mock cluster lives inside `weir ingest`; pass --set source.brokers=<the address it printed>"
+    )]
     Embedded,
     /// The producer failed.
     #[error("kafka ({brokers}): {error}")]
@@ -42,37 +44,72 @@ impl EventProducer {
             return Err(ProduceError::Embedded);
         }
         let mut config = client_config(source, &source.brokers);
-        config.set("linger.ms", "5").set("queue.buffering.max.messages", "1000000");
-        let producer = config.create().map_err(|error| ProduceError::Kafka { brokers: source.brokers.clone(), error })?;
-        let topic = source.topics().into_iter().next().expect("validated: at least one topic");
-        Ok(EventProducer { producer, topic, brokers: source.brokers.clone(), sent: 0 })
+        config
+            .set("linger.ms", "5")
+            .set("queue.buffering.max.messages", "1000000");
+        let producer = config.create().map_err(|error| ProduceError::Kafka {
+            brokers: source.brokers.clone(),
+            error,
+        })?;
+        let topic = source
+            .topics()
+            .into_iter()
+            .next()
+            .expect("validated: at least one topic");
+        Ok(EventProducer {
+            producer,
+            topic,
+            brokers: source.brokers.clone(),
+            sent: 0,
+        })
     }
 
     /// Queue one message (retrying while the local queue is full).
     pub fn send(&mut self, payload: &[u8]) -> Result<(), ProduceError> {
         loop {
-            match self.producer.send(BaseRecord::<(), [u8]>::to(&self.topic).payload(payload)) {
+            match self
+                .producer
+                .send(BaseRecord::<(), [u8]>::to(&self.topic).payload(payload))
+            {
                 Ok(()) => {
                     self.sent += 1;
                     return Ok(());
                 }
-                Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), _)) => {
+                Err((
+                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    _,
+                )) => {
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                Err((error, _)) => return Err(ProduceError::Kafka { brokers: self.brokers.clone(), error }),
+                Err((error, _)) => {
+                    return Err(ProduceError::Kafka {
+                        brokers: self.brokers.clone(),
+                        error,
+                    });
+                }
             }
         }
     }
 
     /// Wait until every queued message is acknowledged; returns the count sent.
     pub fn finish(self) -> Result<u64, ProduceError> {
-        self.producer.flush(Duration::from_secs(60)).map_err(|error| ProduceError::Kafka { brokers: self.brokers.clone(), error })?;
+        self.producer
+            .flush(Duration::from_secs(60))
+            .map_err(|error| ProduceError::Kafka {
+                brokers: self.brokers.clone(),
+                error,
+            })?;
         Ok(self.sent)
     }
 }
 
 /// Send `events` synthetic events, at most `rate` per second when given.
-pub fn generate(pipeline: &Pipeline, events: u64, rate: Option<f64>, options: GeneratorOptions) -> Result<u64, ProduceError> {
+pub fn generate(
+    pipeline: &Pipeline,
+    events: u64,
+    rate: Option<f64>,
+    options: GeneratorOptions,
+) -> Result<u64, ProduceError> {
     let mut producer = EventProducer::new(pipeline)?;
     let mut generator = Generator::new(options);
     let mut line = String::new();

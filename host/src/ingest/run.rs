@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 
+pub use super::core::IngestSummary;
 use super::core::{Core, PartitionKey};
 use super::source::{EmbeddedKafka, METADATA_TIMEOUT, WeirContext, consumer_config};
-pub use super::core::IngestSummary;
 use crate::lake::{Lake, LakeError};
 use crate::pipeline::Pipeline;
 use crate::plugin::{PluginEngine, PluginError, PluginRunner};
@@ -59,7 +59,11 @@ pub enum IngestError {
 }
 
 /// Load the plugin a pipeline names (file path or object store URL).
-pub fn load_plugin(pipeline: &Pipeline, engine: &PluginEngine, rt: &tokio::runtime::Runtime) -> Result<Arc<crate::plugin::LoadedPlugin>, IngestError> {
+pub fn load_plugin(
+    pipeline: &Pipeline,
+    engine: &PluginEngine,
+    rt: &tokio::runtime::Runtime,
+) -> Result<Arc<crate::plugin::LoadedPlugin>, IngestError> {
     let location = pipeline.plugin_location();
     if let Some(rest) = location.strip_prefix("s3://") {
         let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
@@ -69,16 +73,25 @@ pub fn load_plugin(pipeline: &Pipeline, engine: &PluginEngine, rt: &tokio::runti
         let path = store.key(key);
         let bytes = rt
             .block_on(async { store.store().get(&path).await?.bytes().await })
-            .map_err(|error| LakeError::Store { key: location.clone(), error })?;
+            .map_err(|error| LakeError::Store {
+                key: location.clone(),
+                error,
+            })?;
         let name = key.rsplit('/').next().unwrap_or(key);
         return Ok(engine.load_bytes(name, &bytes)?);
     }
-    Ok(engine.load_file(std::path::Path::new(location.strip_prefix("file://").unwrap_or(&location)))?)
+    Ok(engine.load_file(std::path::Path::new(
+        location.strip_prefix("file://").unwrap_or(&location),
+    ))?)
 }
 
 /// Run the streaming path until stopped (or drained).
 pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummary, IngestError> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().map_err(IngestError::Runtime)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(IngestError::Runtime)?;
     let lake = Lake::open(&pipeline.config.lake)?;
     let engine = PluginEngine::new(pipeline.config.plugin.limits.clone())?;
     let plugin = load_plugin(&pipeline, &engine, &rt)?;
@@ -87,8 +100,12 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
     let topics = source.topics();
     let _embedded;
     let brokers = if source.brokers == "embedded" {
-        let kafka = EmbeddedKafka::start(&topics, source.embedded_partitions)
-            .map_err(|error| IngestError::Kafka { brokers: "embedded".into(), error })?;
+        let kafka = EmbeddedKafka::start(&topics, source.embedded_partitions).map_err(|error| {
+            IngestError::Kafka {
+                brokers: "embedded".into(),
+                error,
+            }
+        })?;
         let address = kafka.bootstrap_servers();
         tracing::info!(%address, "embedded Kafka (librdkafka mock cluster) started");
         eprintln!("embedded Kafka listening on {address}");
@@ -99,13 +116,22 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
         source.brokers.clone()
     };
     let file = pipeline.file.display().to_string();
-    let core = Core::new(pipeline.clone(), lake, runner, rt.handle().clone()).map_err(|message| IngestError::Config { file, message })?;
+    let core = Core::new(pipeline.clone(), lake, runner, rt.handle().clone())
+        .map_err(|message| IngestError::Config { file, message })?;
     let core = Arc::new(Mutex::new(core));
     let consumer: BaseConsumer<WeirContext> = consumer_config(&source, &brokers)
         .create_with_context(WeirContext { core: core.clone() })
-        .map_err(|error| IngestError::Kafka { brokers: brokers.clone(), error })?;
+        .map_err(|error| IngestError::Kafka {
+            brokers: brokers.clone(),
+            error,
+        })?;
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&topic_refs).map_err(|error| IngestError::Kafka { brokers: brokers.clone(), error })?;
+    consumer
+        .subscribe(&topic_refs)
+        .map_err(|error| IngestError::Kafka {
+            brokers: brokers.clone(),
+            error,
+        })?;
     tracing::info!(pipeline = %pipeline.config.name, %brokers, topics = ?topics, group = %source.group, "ingesting");
 
     let cfg = pipeline.config.ingest.clone();
@@ -121,8 +147,18 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
             Some(Ok(message)) => {
                 let mut c = core.lock().unwrap_or_else(|p| p.into_inner());
                 let partition = message.partition();
-                c.on_message(message.topic(), partition, message.offset(), message.timestamp().to_millis(), message.payload().unwrap_or_default());
-                let key = c.partitions.keys().find(|(t, p)| &**t == message.topic() && *p == partition).cloned();
+                c.on_message(
+                    message.topic(),
+                    partition,
+                    message.offset(),
+                    message.timestamp().to_millis(),
+                    message.payload().unwrap_or_default(),
+                );
+                let key = c
+                    .partitions
+                    .keys()
+                    .find(|(t, p)| &**t == message.topic() && *p == partition)
+                    .cloned();
                 if let Some(key) = key
                     && c.due(&key)
                 {
@@ -144,7 +180,12 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
             }
         }
         while c.buffered_bytes() > cfg.max_buffer_bytes {
-            let largest = c.partitions.iter().max_by_key(|(_, b)| b.bytes).map(|(k, _)| k.clone()).expect("bytes buffered");
+            let largest = c
+                .partitions
+                .iter()
+                .max_by_key(|(_, b)| b.bytes)
+                .map(|(k, _)| k.clone())
+                .expect("bytes buffered");
             tracing::debug!(partition = %format!("{}/{}", largest.0, largest.1), "buffer cap reached; flushing the largest partition");
             c.flush(&largest, &consumer)?;
         }
@@ -156,7 +197,9 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
                         Ok((_, high)) => {
                             drain_targets.insert(key.clone(), high);
                         }
-                        Err(e) => tracing::warn!(error = %e, "cannot read the end offset; retrying"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot read the end offset; retrying")
+                        }
                     }
                 }
             }

@@ -76,6 +76,10 @@ impl CommitRecord {
 
     /// This record's key relative to the lake root.
     pub fn key(&self) -> String {
-        format!("{}{:020}.json", Self::partition_prefix(&self.topic, self.partition), self.chain_offset)
+        format!(
+            "{}{:020}.json",
+            Self::partition_prefix(&self.topic, self.partition),
+            self.chain_offset
+        )
     }
 }

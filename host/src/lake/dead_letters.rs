@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use arrow::array::{BinaryBuilder, Int32Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder};
+use arrow::array::{
+    BinaryBuilder, Int32Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 
@@ -32,7 +34,11 @@ pub fn dead_letter_schema() -> SchemaRef {
         Field::new("topic", DataType::Utf8, false),
         Field::new("partition", DataType::Int32, false),
         Field::new("offset", DataType::Int64, false),
-        Field::new("kafka_timestamp", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), true),
+        Field::new(
+            "kafka_timestamp",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            true,
+        ),
         Field::new("stage", DataType::Utf8, false),
         Field::new("reason", DataType::Utf8, false),
         Field::new("payload", DataType::Binary, false),
@@ -48,7 +54,8 @@ pub fn dead_letters_batch(letters: &[DeadLetter]) -> RecordBatch {
     let mut ts = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut stage = StringBuilder::with_capacity(n, n * 8);
     let mut reason = StringBuilder::with_capacity(n, n * 32);
-    let mut payload = BinaryBuilder::with_capacity(n, letters.iter().map(|l| l.payload.len()).sum());
+    let mut payload =
+        BinaryBuilder::with_capacity(n, letters.iter().map(|l| l.payload.len()).sum());
     for l in letters {
         topic.append_value(&*l.topic);
         partition.append_value(l.partition);

@@ -31,7 +31,10 @@ pub fn encode_parquet(
     row_group_rows: usize,
     meta: &FileMetadata,
 ) -> Result<Bytes, parquet::errors::ParquetError> {
-    let schema = batches.first().map(|b| b.schema()).expect("at least one batch");
+    let schema = batches
+        .first()
+        .map(|b| b.schema())
+        .expect("at least one batch");
     let compression = match compression {
         "snappy" => Compression::SNAPPY,
         "lz4" => Compression::LZ4_RAW,

@@ -20,11 +20,15 @@ pub fn partition_value(column: &dyn Array, row: usize) -> String {
     match column.data_type() {
         DataType::Date32 => {
             let days = column.as_primitive::<Date32Type>().value(row);
-            (NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch") + TimeDelta::days(days.into())).to_string()
+            (NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch") + TimeDelta::days(days.into()))
+                .to_string()
         }
         DataType::Timestamp(..) => {
             let ms = column.as_primitive::<TimestampMillisecondType>().value(row);
-            DateTime::from_timestamp_millis(ms).map_or_else(|| NULL_PARTITION.to_string(), |t| t.date_naive().to_string())
+            DateTime::from_timestamp_millis(ms).map_or_else(
+                || NULL_PARTITION.to_string(),
+                |t| t.date_naive().to_string(),
+            )
         }
         DataType::Int64 => column.as_primitive::<Int64Type>().value(row).to_string(),
         DataType::Boolean => column.as_boolean().value(row).to_string(),
@@ -35,7 +39,16 @@ pub fn partition_value(column: &dyn Array, row: usize) -> String {
 
 /// Keep partition values safe as one path segment.
 fn sanitize(value: &str) -> String {
-    value.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect()
+    value
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Split `batch` into one batch per value of column `column`, in value order.

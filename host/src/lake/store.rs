@@ -64,39 +64,61 @@ impl Lake {
     /// Open the lake at `config.url`.
     pub fn open(config: &LakeConfig) -> Result<Self, LakeError> {
         let url = config.url.clone();
-        let bad = |message: String| LakeError::Url { url: url.clone(), message };
+        let bad = |message: String| LakeError::Url {
+            url: url.clone(),
+            message,
+        };
         if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
                 return Err(bad("expected s3://bucket/prefix".into()));
             }
             let s3 = &config.s3;
-            let client = ClientOptions::new().with_timeout(Duration::from_secs(10)).with_connect_timeout(Duration::from_secs(3));
-            let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket).with_client_options(client).with_retry(RetryConfig {
-                max_retries: 3,
-                retry_timeout: Duration::from_secs(15),
-                ..RetryConfig::default()
-            });
+            let client = ClientOptions::new()
+                .with_timeout(Duration::from_secs(10))
+                .with_connect_timeout(Duration::from_secs(3));
+            let mut builder = AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .with_client_options(client)
+                .with_retry(RetryConfig {
+                    max_retries: 3,
+                    retry_timeout: Duration::from_secs(15),
+                    ..RetryConfig::default()
+                });
             if let Some(region) = &s3.region {
                 builder = builder.with_region(region);
             }
             if let Some(endpoint) = &s3.endpoint {
-                builder = builder.with_endpoint(endpoint).with_virtual_hosted_style_request(false);
+                builder = builder
+                    .with_endpoint(endpoint)
+                    .with_virtual_hosted_style_request(false);
             }
             builder = builder.with_allow_http(s3.allow_http);
             if let (Some(key), Some(secret)) = (&s3.access_key_id, &s3.secret_access_key) {
-                builder = builder.with_access_key_id(key).with_secret_access_key(secret);
+                builder = builder
+                    .with_access_key_id(key)
+                    .with_secret_access_key(secret);
             }
             let store = builder.build().map_err(|e| bad(e.to_string()))?;
-            return Ok(Lake { store: Arc::new(store), root: Path::from(prefix), url });
+            return Ok(Lake {
+                store: Arc::new(store),
+                root: Path::from(prefix),
+                url,
+            });
         }
         let local = url.strip_prefix("file://").unwrap_or(&url);
         if local.contains("://") {
-            return Err(bad("expected a local path, file:///path or s3://bucket/prefix".into()));
+            return Err(bad(
+                "expected a local path, file:///path or s3://bucket/prefix".into(),
+            ));
         }
         std::fs::create_dir_all(local).map_err(|e| bad(format!("cannot create directory: {e}")))?;
         let store = LocalFileSystem::new_with_prefix(local).map_err(|e| bad(e.to_string()))?;
-        Ok(Lake { store: Arc::new(store), root: Path::default(), url })
+        Ok(Lake {
+            store: Arc::new(store),
+            root: Path::default(),
+            url,
+        })
     }
 
     /// The lake URL.
@@ -117,7 +139,14 @@ impl Lake {
     pub fn relative(&self, key: &Path) -> String {
         let key = key.as_ref();
         let root = self.root.as_ref();
-        if root.is_empty() { key.to_string() } else { key.strip_prefix(root).unwrap_or(key).trim_start_matches('/').to_string() }
+        if root.is_empty() {
+            key.to_string()
+        } else {
+            key.strip_prefix(root)
+                .unwrap_or(key)
+                .trim_start_matches('/')
+                .to_string()
+        }
     }
 
     /// The underlying store (for readers).
@@ -132,20 +161,32 @@ impl Lake {
             .put(&key, PutPayload::from(bytes))
             .await
             .map(|_| ())
-            .map_err(|error| LakeError::Store { key: key.to_string(), error })
+            .map_err(|error| LakeError::Store {
+                key: key.to_string(),
+                error,
+            })
     }
 
     /// Create a commit record unless its key exists.
     pub async fn commit(&self, record: &CommitRecord) -> Result<CommitOutcome, LakeError> {
         let key = self.key(&record.key());
         let body = serde_json::to_vec_pretty(record).expect("commit records serialize");
-        let options = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
-        match self.store.put_opts(&key, PutPayload::from(body), options).await {
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self
+            .store
+            .put_opts(&key, PutPayload::from(body), options)
+            .await
+        {
             Ok(_) => Ok(CommitOutcome::Committed),
-            Err(object_store::Error::AlreadyExists { .. }) | Err(object_store::Error::Precondition { .. }) => {
-                Ok(CommitOutcome::Conflict)
-            }
-            Err(error) => Err(LakeError::Store { key: key.to_string(), error }),
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Ok(CommitOutcome::Conflict),
+            Err(error) => Err(LakeError::Store {
+                key: key.to_string(),
+                error,
+            }),
         }
     }
 
@@ -154,21 +195,43 @@ impl Lake {
             .store
             .get(key)
             .await
-            .map_err(|error| LakeError::Store { key: key.to_string(), error })?
+            .map_err(|error| LakeError::Store {
+                key: key.to_string(),
+                error,
+            })?
             .bytes()
             .await
-            .map_err(|error| LakeError::Store { key: key.to_string(), error })?;
-        serde_json::from_slice(&bytes).map_err(|e| LakeError::CorruptCommit { key: key.to_string(), message: e.to_string() })
+            .map_err(|error| LakeError::Store {
+                key: key.to_string(),
+                error,
+            })?;
+        serde_json::from_slice(&bytes).map_err(|e| LakeError::CorruptCommit {
+            key: key.to_string(),
+            message: e.to_string(),
+        })
     }
 
     async fn list(&self, relative: &str) -> Result<Vec<object_store::ObjectMeta>, LakeError> {
         let prefix = self.key(relative);
-        self.store.list(Some(&prefix)).try_collect().await.map_err(|error| LakeError::Store { key: prefix.to_string(), error })
+        self.store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|error| LakeError::Store {
+                key: prefix.to_string(),
+                error,
+            })
     }
 
     /// The latest commit record of one Kafka partition.
-    pub async fn last_commit(&self, topic: &str, partition: i32) -> Result<Option<CommitRecord>, LakeError> {
-        let mut metas = self.list(&CommitRecord::partition_prefix(topic, partition)).await?;
+    pub async fn last_commit(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<CommitRecord>, LakeError> {
+        let mut metas = self
+            .list(&CommitRecord::partition_prefix(topic, partition))
+            .await?;
         metas.retain(|m| m.location.as_ref().ends_with(".json"));
         match metas.into_iter().max_by(|a, b| a.location.cmp(&b.location)) {
             Some(meta) => Ok(Some(self.read_commit(&meta.location).await?)),
@@ -189,18 +252,34 @@ impl Lake {
     }
 
     /// Committed files (data and dead letters), optionally of one partition value.
-    pub async fn committed_files(&self, partition_value: Option<&str>) -> Result<Vec<CommittedFile>, LakeError> {
+    pub async fn committed_files(
+        &self,
+        partition_value: Option<&str>,
+    ) -> Result<Vec<CommittedFile>, LakeError> {
         let files = self.commits().await?.into_iter().flat_map(|c| c.files);
-        Ok(files.filter(|f| partition_value.is_none() || f.partition_value.as_deref() == partition_value).collect())
+        Ok(files
+            .filter(|f| {
+                partition_value.is_none() || f.partition_value.as_deref() == partition_value
+            })
+            .collect())
     }
 
     /// Files under `relative` with their age, for vacuum.
-    pub(crate) async fn listing(&self, relative: &str) -> Result<Vec<object_store::ObjectMeta>, LakeError> {
+    pub(crate) async fn listing(
+        &self,
+        relative: &str,
+    ) -> Result<Vec<object_store::ObjectMeta>, LakeError> {
         self.list(relative).await
     }
 
     /// Delete one file.
     pub(crate) async fn delete(&self, key: &Path) -> Result<(), LakeError> {
-        self.store.delete(key).await.map_err(|error| LakeError::Store { key: key.to_string(), error })
+        self.store
+            .delete(key)
+            .await
+            .map_err(|error| LakeError::Store {
+                key: key.to_string(),
+                error,
+            })
     }
 }

@@ -23,9 +23,16 @@ pub struct VacuumReport {
 impl Lake {
     /// Remove uncommitted data and dead-letter files older than `grace`.
     pub async fn vacuum(&self, grace: Duration, dry_run: bool) -> Result<VacuumReport, LakeError> {
-        let committed: HashSet<String> =
-            self.commits().await?.into_iter().flat_map(|c| c.files.into_iter().map(|f| f.path)).collect();
-        let mut report = VacuumReport { committed: committed.len(), ..VacuumReport::default() };
+        let committed: HashSet<String> = self
+            .commits()
+            .await?
+            .into_iter()
+            .flat_map(|c| c.files.into_iter().map(|f| f.path))
+            .collect();
+        let mut report = VacuumReport {
+            committed: committed.len(),
+            ..VacuumReport::default()
+        };
         let now = chrono::Utc::now();
         for prefix in ["data/", "_dead_letters/"] {
             for meta in self.listing(prefix).await? {

@@ -61,7 +61,11 @@ fn default_partitions() -> i32 {
 impl SourceConfig {
     /// The topics, split from `topic`.
     pub fn topics(&self) -> Vec<String> {
-        self.topic.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect()
+        self.topic
+            .split(',')
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect()
     }
 }
 
@@ -228,17 +232,29 @@ impl Pipeline {
     /// Read `file`, apply `WEIR_*` environment overrides then `--set`
     /// overrides, and validate.
     pub fn load(file: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(file).map_err(|error| ConfigError::Read { file: file.into(), error })?;
+        let text = std::fs::read_to_string(file).map_err(|error| ConfigError::Read {
+            file: file.into(),
+            error,
+        })?;
         let env: Vec<(String, String)> = std::env::vars().collect();
         Self::parse(file, &text, &env, overrides)
     }
 
     /// Parse `text` (as if read from `file`) with the given environment.
-    pub fn parse(file: &Path, text: &str, env: &[(String, String)], overrides: &[String]) -> Result<Self, ConfigError> {
-        let mut doc: toml::Table =
-            toml::from_str(text).map_err(|e| ConfigError::Syntax { file: file.into(), message: one_line(&e.to_string()) })?;
+    pub fn parse(
+        file: &Path,
+        text: &str,
+        env: &[(String, String)],
+        overrides: &[String],
+    ) -> Result<Self, ConfigError> {
+        let mut doc: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            file: file.into(),
+            message: one_line(&e.to_string()),
+        })?;
         for (name, value) in env {
-            let Some(path) = name.strip_prefix("WEIR_") else { continue };
+            let Some(path) = name.strip_prefix("WEIR_") else {
+                continue;
+            };
             if !path.contains("__") {
                 continue; // WEIR_LOG_FORMAT and friends are not pipeline keys
             }
@@ -246,34 +262,64 @@ impl Pipeline {
             set_key(&mut doc, &keys, value);
         }
         for o in overrides {
-            let (key, value) = o.split_once('=').ok_or_else(|| ConfigError::Override(o.clone()))?;
+            let (key, value) = o
+                .split_once('=')
+                .ok_or_else(|| ConfigError::Override(o.clone()))?;
             let keys: Vec<String> = key.trim().split('.').map(str::to_string).collect();
             if keys.iter().any(String::is_empty) {
                 return Err(ConfigError::Override(o.clone()));
             }
             set_key(&mut doc, &keys, value);
         }
-        let config: PipelineConfig = serde_path_to_error::deserialize(toml::Value::Table(doc)).map_err(|e| {
-            ConfigError::Key { file: file.into(), key: e.path().to_string(), message: one_line(&e.inner().to_string()) }
-        })?;
-        let key_error = |key: &str, message: String| ConfigError::Key { file: file.into(), key: key.into(), message };
-        let schema = DeclaredSchema::new(config.schema.fields.clone()).map_err(|e| key_error("schema.fields", e.to_string()))?;
+        let config: PipelineConfig = serde_path_to_error::deserialize(toml::Value::Table(doc))
+            .map_err(|e| ConfigError::Key {
+                file: file.into(),
+                key: e.path().to_string(),
+                message: one_line(&e.inner().to_string()),
+            })?;
+        let key_error = |key: &str, message: String| ConfigError::Key {
+            file: file.into(),
+            key: key.into(),
+            message,
+        };
+        let schema = DeclaredSchema::new(config.schema.fields.clone())
+            .map_err(|e| key_error("schema.fields", e.to_string()))?;
         if config.source.topics().is_empty() {
-            return Err(key_error("source.topic", "expected at least one topic name".into()));
+            return Err(key_error(
+                "source.topic",
+                "expected at least one topic name".into(),
+            ));
         }
         if config.source.group.trim().is_empty() {
-            return Err(key_error("source.group", "expected a consumer group name".into()));
+            return Err(key_error(
+                "source.group",
+                "expected a consumer group name".into(),
+            ));
         }
         if !["zstd", "snappy", "lz4", "none"].contains(&config.lake.compression.as_str()) {
-            return Err(key_error("lake.compression", format!("expected zstd, snappy, lz4 or none, got `{}`", config.lake.compression)));
+            return Err(key_error(
+                "lake.compression",
+                format!(
+                    "expected zstd, snappy, lz4 or none, got `{}`",
+                    config.lake.compression
+                ),
+            ));
         }
         let ingest = &config.ingest;
-        for (key, value) in [("ingest.batch_rows", ingest.batch_rows), ("ingest.flush_rows", ingest.flush_rows), ("lake.row_group_rows", config.lake.row_group_rows)] {
+        for (key, value) in [
+            ("ingest.batch_rows", ingest.batch_rows),
+            ("ingest.flush_rows", ingest.flush_rows),
+            ("lake.row_group_rows", config.lake.row_group_rows),
+        ] {
             if value == 0 {
                 return Err(key_error(key, "expected a positive number".into()));
             }
         }
-        Ok(Pipeline { file: file.to_path_buf(), config, schema })
+        Ok(Pipeline {
+            file: file.to_path_buf(),
+            config,
+            schema,
+        })
     }
 
     /// The plugin location: object store URLs as they are, file paths
@@ -289,7 +335,12 @@ impl Pipeline {
 
     /// The plugin configuration as pairs.
     pub fn plugin_config(&self) -> Vec<(String, String)> {
-        self.config.plugin.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        self.config
+            .plugin
+            .config
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 }
 
@@ -302,7 +353,9 @@ fn set_key(doc: &mut toml::Table, keys: &[String], raw: &str) {
         .unwrap_or_else(|| toml::Value::String(raw.to_string()));
     let mut table = doc;
     for key in &keys[..keys.len() - 1] {
-        let entry = table.entry(key.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = table
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         if !entry.is_table() {
             *entry = toml::Value::Table(toml::Table::new());
         }
@@ -334,30 +387,64 @@ url = "/tmp/lake"
 "#;
 
     fn parse(text: &str, env: &[(&str, &str)], sets: &[&str]) -> Result<Pipeline, ConfigError> {
-        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
         Pipeline::parse(Path::new("pipe.toml"), text, &env, &sets)
     }
 
     #[test]
     fn overrides_apply_in_order() {
-        let p = parse(MINIMAL, &[("WEIR_SOURCE__BROKERS", "env:9092"), ("WEIR_INGEST__BATCH_ROWS", "7")], &[]).unwrap();
+        let p = parse(
+            MINIMAL,
+            &[
+                ("WEIR_SOURCE__BROKERS", "env:9092"),
+                ("WEIR_INGEST__BATCH_ROWS", "7"),
+            ],
+            &[],
+        )
+        .unwrap();
         assert_eq!(p.config.source.brokers, "env:9092");
         assert_eq!(p.config.ingest.batch_rows, 7);
-        let p = parse(MINIMAL, &[("WEIR_SOURCE__BROKERS", "env:9092")], &["source.brokers=cli:9092"]).unwrap();
+        let p = parse(
+            MINIMAL,
+            &[("WEIR_SOURCE__BROKERS", "env:9092")],
+            &["source.brokers=cli:9092"],
+        )
+        .unwrap();
         assert_eq!(p.config.source.brokers, "cli:9092");
         assert_eq!(p.plugin_location(), "p.wasm");
     }
 
     #[test]
     fn errors_name_file_and_key() {
-        let err = parse(&MINIMAL.replace("group = \"g\"", "group = \"g\"\ncolour = 1"), &[], &[]).unwrap_err().to_string();
-        assert!(err.starts_with("pipe.toml: key `source.colour`: unknown field `colour`"), "{err}");
-        let err = parse(MINIMAL, &[], &["ingest.batch_rows=many"]).unwrap_err().to_string();
-        assert!(err.contains("key `ingest.batch_rows`") && err.contains("expected usize"), "{err}");
-        let err = parse(&MINIMAL.replace("topic = \"events\"\n", ""), &[], &[]).unwrap_err().to_string();
+        let err = parse(
+            &MINIMAL.replace("group = \"g\"", "group = \"g\"\ncolour = 1"),
+            &[],
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("pipe.toml: key `source.colour`: unknown field `colour`"),
+            "{err}"
+        );
+        let err = parse(MINIMAL, &[], &["ingest.batch_rows=many"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("key `ingest.batch_rows`") && err.contains("expected usize"),
+            "{err}"
+        );
+        let err = parse(&MINIMAL.replace("topic = \"events\"\n", ""), &[], &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("missing field `topic`"), "{err}");
-        let err = parse(MINIMAL, &[], &["lake.compression=gzip"]).unwrap_err().to_string();
+        let err = parse(MINIMAL, &[], &["lake.compression=gzip"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("key `lake.compression`"), "{err}");
     }
 }

@@ -4,5 +4,7 @@
 pub mod config;
 pub mod schema;
 
-pub use config::{ConfigError, IngestConfig, LakeConfig, Pipeline, PipelineConfig, S3Config, SourceConfig};
+pub use config::{
+    ConfigError, IngestConfig, LakeConfig, Pipeline, PipelineConfig, S3Config, SourceConfig,
+};
 pub use schema::{DeclaredSchema, FieldSpec, FieldType, SchemaError};

@@ -10,7 +10,8 @@ use serde_json::Value;
 use weir::generate::Rng;
 
 use crate::support::{
-    assert_exactly_once, good_event_date, good_events, kafka, produce, read_lake, signal, wait_for_lake, weir_cmd, write_pipeline,
+    assert_exactly_once, good_event, good_event_date, good_events, kafka, produce, read_lake,
+    signal, wait_for_lake, weir_cmd, write_pipeline,
 };
 
 /// Every kind of bad input, with the reason and stage it must be dead-lettered with.
@@ -18,9 +19,21 @@ fn bad_events() -> Vec<(String, &'static str, &'static str)> {
     let ts = 1_795_478_400_000i64;
     let mut v = Vec::new();
     for i in 0..3 {
-        v.push((format!(r#"{{"event_id":"bad-json-{i}","timestamp":{ts}"#), "decode", "invalid JSON"));
-        v.push((format!(r#"["not-an-object-{i}"]"#), "decode", "not a JSON object"));
-        v.push((format!(r#"{{"event_id":"no-url-{i}","timestamp":{ts},"tti_ms":5}}"#), "decode", "missing required field `page_url`"));
+        v.push((
+            format!(r#"{{"event_id":"bad-json-{i}","timestamp":{ts}"#),
+            "decode",
+            "invalid JSON",
+        ));
+        v.push((
+            format!(r#"["not-an-object-{i}"]"#),
+            "decode",
+            "not a JSON object",
+        ));
+        v.push((
+            format!(r#"{{"event_id":"no-url-{i}","timestamp":{ts},"tti_ms":5}}"#),
+            "decode",
+            "missing required field `page_url`",
+        ));
         v.push((format!(r#"{{"event_id":"type-{i}","timestamp":{ts},"page_url":"https://x.org","tti_ms":"fast"}}"#), "decode", "field `tti_ms`: not a float64"));
         v.push((format!(r#"{{"event_id":"naive-{i}","timestamp":"2026-11-24T08:00:00","page_url":"https://x.org","tti_ms":5}}"#), "decode", "field `timestamp`: timestamp without UTC offset"));
         v.push((format!(r#"{{"event_id":"url-{i}","timestamp":{ts},"page_url":"ftp://x.org/{i}","tti_ms":5}}"#), "plugin", "invalid page_url"));
@@ -47,41 +60,87 @@ fn drain_writes_exactly_the_kept_events_and_dead_letters() {
     all.extend(bad.iter().map(|(p, _, _)| p.clone()));
     produce(&k.brokers, "vitals", &all);
 
-    let out = weir_cmd(&["ingest", pipeline.to_str().unwrap(), "--drain", "--json"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = weir_cmd(&["ingest", pipeline.to_str().unwrap(), "--drain", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["read"], all.len() as u64);
     assert_eq!(summary["kept"], 900);
     assert_eq!(summary["dropped"], 30);
     assert_eq!(summary["dead_lettered"], bad.len() as u64);
-    assert!(summary["files"].as_u64().unwrap() >= 3 && summary["bytes"].as_u64().unwrap() > 0, "{summary}");
+    assert!(
+        summary["files"].as_u64().unwrap() >= 3 && summary["bytes"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
 
     let contents = read_lake(&pipeline);
     assert_exactly_once(&contents, "g", 900);
     for (id, dir, url) in &contents.kept {
         let i: usize = id[1..].parse().unwrap();
-        assert_eq!(dir, &good_event_date(i), "{id} is in the wrong date partition");
-        assert_eq!(url, &format!("https://shop.example.com/p/{}", i % 50), "{id} was not cleaned by the plugin");
+        assert_eq!(
+            dir,
+            &good_event_date(i),
+            "{id} is in the wrong date partition"
+        );
+        assert_eq!(
+            url,
+            &format!("https://shop.example.com/p/{}", i % 50),
+            "{id} was not cleaned by the plugin"
+        );
     }
-    let mut expected: Vec<(String, String, String)> =
-        bad.iter().map(|(p, s, r)| (p.clone(), s.to_string(), r.to_string())).collect();
+    let mut expected: Vec<(String, String, String)> = bad
+        .iter()
+        .map(|(p, s, r)| (p.clone(), s.to_string(), r.to_string()))
+        .collect();
     let mut dead = contents.dead.clone();
     expected.sort();
     dead.sort();
     assert_eq!(dead, expected);
 
     // a second drain finds nothing new: the commit log is the position
-    let again = weir_cmd(&["ingest", pipeline.to_str().unwrap(), "--drain", "--json"]).output().unwrap();
+    let again = weir_cmd(&["ingest", pipeline.to_str().unwrap(), "--drain", "--json"])
+        .output()
+        .unwrap();
     let summary: Value = serde_json::from_slice(&again.stdout).unwrap();
-    assert_eq!(summary["read"], 0, "{}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(
+        summary["read"],
+        0,
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
 
     // the CLI lists the committed files of one date, from the commit log
-    let listed = weir_cmd(&["lake", "files", pipeline.to_str().unwrap(), "--date", &good_event_date(0), "--json"]).output().unwrap();
+    let listed = weir_cmd(&[
+        "lake",
+        "files",
+        pipeline.to_str().unwrap(),
+        "--date",
+        &good_event_date(0),
+        "--json",
+    ])
+    .output()
+    .unwrap();
     let rows: u64 = String::from_utf8_lossy(&listed.stdout)
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["rows"].as_u64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["rows"]
+                .as_u64()
+                .unwrap()
+        })
         .sum();
-    assert_eq!(rows, contents.kept.iter().filter(|(_, d, _)| d == &good_event_date(0)).count() as u64);
+    assert_eq!(
+        rows,
+        contents
+            .kept
+            .iter()
+            .filter(|(_, d, _)| d == &good_event_date(0))
+            .count() as u64
+    );
 }
 
 #[test]
@@ -91,11 +150,29 @@ fn vacuum_removes_only_uncommitted_files() {
     let lake = dir.path().join("lake");
     let pipeline = write_pipeline(dir.path(), &k.brokers, "vac", lake.to_str().unwrap(), "");
     produce(&k.brokers, "vac", &good_events("v", 50));
-    assert!(weir_cmd(&["ingest", pipeline.to_str().unwrap(), "--drain"]).output().unwrap().status.success());
+    assert!(
+        weir_cmd(&["ingest", pipeline.to_str().unwrap(), "--drain"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
     let orphan = lake.join("data/event_date=2026-11-24/vac-p0-o00000000000000000050-00000000000000000099-deadbeef.parquet");
     std::fs::write(&orphan, b"left by a crashed writer").unwrap();
-    let out = weir_cmd(&["lake", "vacuum", pipeline.to_str().unwrap(), "--grace-secs", "0"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = weir_cmd(&[
+        "lake",
+        "vacuum",
+        pipeline.to_str().unwrap(),
+        "--grace-secs",
+        "0",
+    ])
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!orphan.exists());
     assert_exactly_once(&read_lake(&pipeline), "v", 50);
 }
@@ -107,24 +184,44 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let k = kafka("crash", 3);
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    let pipeline = write_pipeline(dir.path(), &k.brokers, "crash", lake.to_str().unwrap(), FAST_ROLL);
-    let events = good_events("c", 12_000);
-    let brokers = k.brokers.clone();
-    let to_send = events.clone();
+    let pipeline = write_pipeline(
+        dir.path(),
+        &k.brokers,
+        "crash",
+        lake.to_str().unwrap(),
+        FAST_ROLL,
+    );
+    // events keep arriving for the whole test, until `stop`
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (brokers, stop_producing) = (k.brokers.clone(), stop.clone());
     let producer = std::thread::spawn(move || {
-        for chunk in to_send.chunks(200) {
-            produce(&brokers, "crash", chunk);
-            std::thread::sleep(Duration::from_millis(250));
+        let mut sent = 0;
+        while !stop_producing.load(std::sync::atomic::Ordering::Relaxed) {
+            let chunk: Vec<String> = (sent..sent + 100).map(|i| good_event("c", i)).collect();
+            produce(&brokers, "crash", &chunk);
+            sent += chunk.len();
+            std::thread::sleep(Duration::from_millis(100));
         }
+        sent
     });
-    let mut rng = Rng::new(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
+    let mut rng = Rng::new(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
+    );
     let mut commits_seen = vec![0];
     for _ in 0..5 {
-        let mut child = weir_cmd(&["ingest", pipeline.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = weir_cmd(&["ingest", pipeline.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         // once this run is committing (group joined), kill it at a random moment
         let before = *commits_seen.last().unwrap();
         let started = std::time::Instant::now();
-        while read_lake(&pipeline).commits == before && started.elapsed() < Duration::from_secs(40) {
+        while read_lake(&pipeline).commits == before && started.elapsed() < Duration::from_secs(40)
+        {
             std::thread::sleep(Duration::from_millis(100));
         }
         std::thread::sleep(Duration::from_millis(rng.below(1500)));
@@ -132,11 +229,21 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         child.wait().unwrap();
         commits_seen.push(read_lake(&pipeline).commits);
     }
-    producer.join().unwrap();
-    let out = weir_cmd(&["ingest", pipeline.to_str().unwrap(), "--drain", "--json"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(commits_seen.windows(2).all(|w| w[1] > w[0]), "a killed run committed nothing: {commits_seen:?}");
-    assert_exactly_once(&read_lake(&pipeline), "c", events.len());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = producer.join().unwrap();
+    let out = weir_cmd(&["ingest", pipeline.to_str().unwrap(), "--drain", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        commits_seen.windows(2).all(|w| w[1] > w[0]),
+        "a killed run committed nothing: {commits_seen:?}"
+    );
+    assert_exactly_once(&read_lake(&pipeline), "c", sent);
 }
 
 #[test]
@@ -144,9 +251,21 @@ fn a_group_member_dying_mid_run_hands_over_without_loss_or_duplicates() {
     let k = kafka("group", 3);
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    let pipeline = write_pipeline(dir.path(), &k.brokers, "group", lake.to_str().unwrap(), FAST_ROLL);
+    let pipeline = write_pipeline(
+        dir.path(),
+        &k.brokers,
+        "group",
+        lake.to_str().unwrap(),
+        FAST_ROLL,
+    );
     let events = good_events("r", 9_000);
-    let spawn = || weir_cmd(&["ingest", pipeline.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let spawn = || {
+        weir_cmd(&["ingest", pipeline.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
     let mut a = spawn();
     let mut b = spawn();
     let brokers = k.brokers.clone();

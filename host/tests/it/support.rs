@@ -55,7 +55,10 @@ pub fn repo() -> PathBuf {
 /// The `weir` binary as a command (compile cache shared with the tests).
 pub fn weir_cmd(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
-    c.args(args).env("WEIR_CACHE_DIR", PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("weir-cache"));
+    c.args(args).env(
+        "WEIR_CACHE_DIR",
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("weir-cache"),
+    );
     c
 }
 
@@ -71,21 +74,33 @@ pub fn kafka(topic: &str, partitions: i32) -> Kafka {
     let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
     cluster.create_topic(topic, partitions, 1).expect("topic");
     let brokers = cluster.bootstrap_servers();
-    Kafka { _cluster: cluster, brokers }
+    Kafka {
+        _cluster: cluster,
+        brokers,
+    }
 }
 
 /// A web-vitals pipeline file in `dir` reading `topic` from `brokers` into `lake_url`.
-pub fn write_pipeline(dir: &std::path::Path, brokers: &str, topic: &str, lake_url: &str, extra: &str) -> PathBuf {
+pub fn write_pipeline(
+    dir: &std::path::Path,
+    brokers: &str,
+    topic: &str,
+    lake_url: &str,
+    extra: &str,
+) -> PathBuf {
     let template = std::fs::read_to_string(repo().join("pipelines/local.toml")).unwrap();
     let mut doc: toml::Table = toml::from_str(&template).unwrap();
     doc["source"]["brokers"] = toml::Value::String(brokers.into());
     doc["source"]["topic"] = toml::Value::String(topic.into());
     doc["source"]["group"] = toml::Value::String(format!("g-{topic}"));
-    doc["plugin"]["path"] = toml::Value::String(wasm("weir_plugin_web_vitals").display().to_string());
+    doc["plugin"]["path"] =
+        toml::Value::String(wasm("weir_plugin_web_vitals").display().to_string());
     doc["lake"]["url"] = toml::Value::String(lake_url.into());
     let extra: toml::Table = toml::from_str(extra).unwrap();
     for (section, values) in extra {
-        let table = doc.entry(section).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let table = doc
+            .entry(section)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         for (k, v) in values.as_table().unwrap() {
             table.as_table_mut().unwrap().insert(k.clone(), v.clone());
         }
@@ -99,11 +114,12 @@ pub fn write_pipeline(dir: &std::path::Path, brokers: &str, topic: &str, lake_ur
 /// Send `lines` to `topic`.
 pub fn produce(brokers: &str, topic: &str, lines: &[String]) {
     use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-    let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "2")
-        .create()
-        .unwrap();
+    let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("linger.ms", "2")
+            .create()
+            .unwrap();
     for line in lines {
         loop {
             match producer.send(BaseRecord::<(), str>::to(topic).payload(line.as_str())) {
@@ -132,13 +148,23 @@ pub fn read_lake(pipeline: &std::path::Path) -> LakeContents {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let p = weir::pipeline::Pipeline::load(pipeline, &[]).unwrap();
     let lake = weir::lake::Lake::open(&p.config.lake).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let commits = rt.block_on(lake.commits()).unwrap();
-    let mut contents = LakeContents { commits: commits.len(), ..LakeContents::default() };
+    let mut contents = LakeContents {
+        commits: commits.len(),
+        ..LakeContents::default()
+    };
     for file in commits.iter().flat_map(|c| &c.files) {
         let key = lake.key(&file.path);
-        let bytes = rt.block_on(async { lake.store().get(&key).await.unwrap().bytes().await.unwrap() });
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap();
+        let bytes =
+            rt.block_on(async { lake.store().get(&key).await.unwrap().bytes().await.unwrap() });
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .unwrap()
+            .build()
+            .unwrap();
         for batch in reader {
             let batch = batch.unwrap();
             let col = |name: &str| batch.column(batch.schema().index_of(name).unwrap()).clone();
@@ -147,13 +173,27 @@ pub fn read_lake(pipeline: &std::path::Path) -> LakeContents {
                     let (ids, urls) = (col("event_id"), col("page_url"));
                     let (ids, urls) = (ids.as_string::<i32>(), urls.as_string::<i32>());
                     for r in 0..batch.num_rows() {
-                        let dir = file.path.split('/').nth(1).unwrap().trim_start_matches("event_date=").to_string();
-                        contents.kept.push((ids.value(r).to_string(), dir, urls.value(r).to_string()));
+                        let dir = file
+                            .path
+                            .split('/')
+                            .nth(1)
+                            .unwrap()
+                            .trim_start_matches("event_date=")
+                            .to_string();
+                        contents.kept.push((
+                            ids.value(r).to_string(),
+                            dir,
+                            urls.value(r).to_string(),
+                        ));
                     }
                 }
                 weir::lake::FileKind::DeadLetters => {
                     let (payload, stage, reason) = (col("payload"), col("stage"), col("reason"));
-                    let (payload, stage, reason) = (payload.as_binary::<i32>(), stage.as_string::<i32>(), reason.as_string::<i32>());
+                    let (payload, stage, reason) = (
+                        payload.as_binary::<i32>(),
+                        stage.as_string::<i32>(),
+                        reason.as_string::<i32>(),
+                    );
                     for r in 0..batch.num_rows() {
                         contents.dead.push((
                             String::from_utf8_lossy(payload.value(r)).into_owned(),
@@ -170,22 +210,31 @@ pub fn read_lake(pipeline: &std::path::Path) -> LakeContents {
 
 /// `n` good events with ids `{prefix}{i}` spread over three days.
 pub fn good_events(prefix: &str, n: usize) -> Vec<String> {
-    (0..n)
-        .map(|i| {
-            let ts = 1_795_478_400_000i64 + (i as i64 % 3) * 86_400_000 + (i as i64 * 7919) % 86_400_000;
+    (0..n).map(|i| good_event(prefix, i)).collect()
+}
+
+/// Good event number `i` with id `{prefix}{i}`.
+pub fn good_event(prefix: &str, i: usize) -> String {
+    {
+        {
+            let ts =
+                1_795_478_400_000i64 + (i as i64 % 3) * 86_400_000 + (i as i64 * 7919) % 86_400_000;
             format!(
                 r#"{{"event_id":"{prefix}{i}","timestamp":{ts},"page_url":"https://Shop.example.com/p/{}/?x=1","tti_ms":{},"ttar_ms":12.5,"user_agent":"Mozilla/5.0 (X11; Linux)","country":"de"}}"#,
                 i % 50,
                 100 + i % 900
             )
-        })
-        .collect()
+        }
+    }
 }
 
 /// The UTC date (`YYYY-MM-DD`) of a good event's index, as [`good_events`] made it.
 pub fn good_event_date(i: usize) -> String {
     let ts = 1_795_478_400_000i64 + (i as i64 % 3) * 86_400_000 + (i as i64 * 7919) % 86_400_000;
-    chrono::DateTime::from_timestamp_millis(ts).unwrap().date_naive().to_string()
+    chrono::DateTime::from_timestamp_millis(ts)
+        .unwrap()
+        .date_naive()
+        .to_string()
 }
 
 /// Assert every id `{prefix}0..n` is in the lake exactly once.
@@ -194,15 +243,31 @@ pub fn assert_exactly_once(contents: &LakeContents, prefix: &str, n: usize) {
     for (id, _, _) in &contents.kept {
         *counts.entry(id.as_str()).or_default() += 1;
     }
-    let missing: Vec<usize> = (0..n).filter(|i| !counts.contains_key(format!("{prefix}{i}").as_str())).collect();
+    let missing: Vec<usize> = (0..n)
+        .filter(|i| !counts.contains_key(format!("{prefix}{i}").as_str()))
+        .collect();
     let duplicated: Vec<(&&str, &usize)> = counts.iter().filter(|(_, c)| **c > 1).collect();
-    assert!(missing.is_empty(), "{} events missing, e.g. {:?}", missing.len(), &missing[..missing.len().min(10)]);
-    assert!(duplicated.is_empty(), "{} events duplicated, e.g. {:?}", duplicated.len(), &duplicated[..duplicated.len().min(10)]);
+    assert!(
+        missing.is_empty(),
+        "{} events missing, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    assert!(
+        duplicated.is_empty(),
+        "{} events duplicated, e.g. {:?}",
+        duplicated.len(),
+        &duplicated[..duplicated.len().min(10)]
+    );
     assert_eq!(contents.kept.len(), n);
 }
 
 /// Wait until the lake's commits cover `messages` messages, or `timeout`.
-pub fn wait_for_lake(pipeline: &std::path::Path, messages: u64, timeout: std::time::Duration) -> bool {
+pub fn wait_for_lake(
+    pipeline: &std::path::Path,
+    messages: u64,
+    timeout: std::time::Duration,
+) -> bool {
     let started = std::time::Instant::now();
     while started.elapsed() < timeout {
         if read_lake_commits(pipeline) >= messages {
@@ -216,12 +281,20 @@ pub fn wait_for_lake(pipeline: &std::path::Path, messages: u64, timeout: std::ti
 fn read_lake_commits(pipeline: &std::path::Path) -> u64 {
     let p = weir::pipeline::Pipeline::load(pipeline, &[]).unwrap();
     let lake = weir::lake::Lake::open(&p.config.lake).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(lake.commits()).map(|c| c.iter().map(|c| c.read).sum()).unwrap_or(0)
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(lake.commits())
+        .map(|c| c.iter().map(|c| c.read).sum())
+        .unwrap_or(0)
 }
 
 /// Send a signal to a child.
 pub fn signal(child: &std::process::Child, sig: &str) {
-    let status = Command::new("kill").args([&format!("-{sig}"), &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
 }
