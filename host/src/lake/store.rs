@@ -74,15 +74,16 @@ impl Lake {
                 return Err(bad("expected s3://bucket/prefix".into()));
             }
             let s3 = &config.s3;
+            let timeout = Duration::from_secs(s3.request_timeout_secs.max(1));
             let client = ClientOptions::new()
-                .with_timeout(Duration::from_secs(10))
-                .with_connect_timeout(Duration::from_secs(3));
+                .with_timeout(timeout)
+                .with_connect_timeout(Duration::from_secs(5));
             let mut builder = AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
                 .with_client_options(client)
                 .with_retry(RetryConfig {
-                    max_retries: 3,
-                    retry_timeout: Duration::from_secs(15),
+                    max_retries: s3.client_retries,
+                    retry_timeout: timeout * (s3.client_retries as u32 + 1),
                     ..RetryConfig::default()
                 });
             if let Some(region) = &s3.region {

@@ -130,7 +130,7 @@ fn default_vacuum_grace() -> u64 {
 }
 
 /// `[lake.s3]`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3Config {
     /// AWS region.
@@ -144,6 +144,34 @@ pub struct S3Config {
     pub access_key_id: Option<String>,
     /// secret key (else the AWS chain).
     pub secret_access_key: Option<String>,
+    /// timeout of one request, in seconds (large Parquet uploads need room).
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: u64,
+    /// retries of one request inside the S3 client before weir's own
+    /// backoff (which never gives up while running) takes over.
+    #[serde(default = "default_client_retries")]
+    pub client_retries: usize,
+}
+
+fn default_request_timeout() -> u64 {
+    60
+}
+fn default_client_retries() -> usize {
+    3
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            region: None,
+            endpoint: None,
+            allow_http: false,
+            access_key_id: None,
+            secret_access_key: None,
+            request_timeout_secs: default_request_timeout(),
+            client_retries: default_client_retries(),
+        }
+    }
 }
 
 /// `[ingest]`: batching, rolling and memory.

@@ -8,4 +8,5 @@ mod support;
 mod decode_cli;
 mod hostile;
 mod ingest;
+mod lake_s3;
 mod plugin_cases;

@@ -298,3 +298,127 @@ pub fn signal(child: &std::process::Child, sig: &str) {
         .unwrap();
     assert!(status.success());
 }
+
+/// A moto server of this test's own (fresh state), stopped on drop.
+pub struct Moto {
+    child: std::process::Child,
+    /// `http://127.0.0.1:port`.
+    pub endpoint: String,
+}
+
+impl Moto {
+    /// Start moto server (the binary the test script installed) on a free port.
+    pub fn start() -> Moto {
+        let bin = std::env::var("WEIR_TEST_MOTO_BIN")
+            .expect("WEIR_TEST_MOTO_BIN: run the tests through scripts/test.sh");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Moto { child, endpoint }
+    }
+
+    /// Create a bucket.
+    pub fn bucket(&self, name: &str) {
+        let status = Command::new("curl")
+            .args(["-fsS", "-X", "PUT", &format!("{}/{name}", self.endpoint)])
+            .output()
+            .unwrap();
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+    }
+
+    /// Pipeline settings pointing a lake at this server.
+    pub fn lake_settings(&self) -> String {
+        format!(
+            "[lake.s3]\nregion = \"us-east-1\"\nendpoint = \"{}\"\nallow_http = true\naccess_key_id = \"test\"\nsecret_access_key = \"test\"\n",
+            self.endpoint
+        )
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP forwarder in front of a server, that can be taken down (every
+/// connection cut, new ones closed at once) and brought back: an outage.
+pub struct Outage {
+    /// port clients connect to.
+    pub port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Outage {
+    /// Forward 127.0.0.1:<new port> to `upstream` (`host:port`).
+    pub fn forward(upstream: &str) -> Outage {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (up2, conns2, upstream) = (up.clone(), conns.clone(), upstream.to_string());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if !up2.load(Ordering::Relaxed) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let mut list = conns2.lock().unwrap();
+                list.push(client.try_clone().unwrap());
+                list.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Outage { port, up, conns }
+    }
+
+    /// Cut every connection and refuse new ones until [`Outage::end`].
+    pub fn begin(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::Relaxed);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Serve again.
+    pub fn end(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
