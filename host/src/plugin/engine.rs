@@ -86,6 +86,10 @@ impl PluginEngine {
         config.epoch_interruption(true);
         config.max_wasm_stack(limits.stack_kib.max(64) * 1024);
         config.cranelift_opt_level(OptLevel::Speed);
+        if std::env::var("WEIR_WASM_PROFILER").is_ok_and(|v| v == "perfmap") {
+            // lets `perf` name JIT-compiled plugin functions
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|e| PluginError::Engine(e.to_string()))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)

@@ -129,13 +129,13 @@ impl Plugin for WebVitals {
                 continue;
             };
             let user_agent = batch.get(i.user_agent, row).filter(|ua| !ua.is_empty());
-            let ua_lower = user_agent.map(|ua| {
+            let traits = user_agent.map(|ua| {
                 self.user_agent.clear();
-                self.user_agent
-                    .extend(ua.chars().map(|c| c.to_ascii_lowercase()));
-                self.user_agent.as_str()
+                self.user_agent.push_str(ua);
+                self.user_agent.make_ascii_lowercase();
+                rules::scan_user_agent(&self.user_agent)
             });
-            if ua_lower.is_some_and(rules::is_bot) {
+            if traits.is_some_and(|t| t.bot) {
                 out.drop_row(row, "bot");
                 continue;
             }
@@ -161,7 +161,7 @@ impl Plugin for WebVitals {
             out.push(o.page_group, Some(self.group.as_str()));
             out.push(o.tti_ms, tti);
             out.push(o.ttar_ms, ttar);
-            out.push(o.device_class, Some(rules::device_class(ua_lower)));
+            out.push(o.device_class, Some(rules::device_class_of(traits)));
             out.push(o.country, country);
             out.push(o.session_id, batch.get(i.session_id, row));
             out.push(o.user_agent, user_agent);
