@@ -46,9 +46,18 @@ enum Command {
     Produce(pipeline_cmds::ProduceArgs),
     /// Send synthetic web-vitals events (some deliberately broken).
     Generate(pipeline_cmds::GenerateArgs),
+    /// Benchmarks (`weir bench ingest`).
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Inspect and maintain the lake.
     #[command(subcommand)]
     Lake(pipeline_cmds::LakeCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Kafka (mock) → decode → plugin → Parquet, beside decoding alone, with peak memory.
+    Ingest(pipeline_cmds::BenchIngestArgs),
 }
 
 /// Set up `tracing` on stderr.
@@ -79,5 +88,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Produce(args) => pipeline_cmds::run_produce(args),
         Command::Generate(args) => pipeline_cmds::run_generate(args),
         Command::Lake(command) => pipeline_cmds::run_lake(command),
+        Command::Bench(BenchCommand::Ingest(args)) => pipeline_cmds::run_bench_ingest(args),
     }
 }

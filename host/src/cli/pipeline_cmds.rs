@@ -246,3 +246,45 @@ mod signal_hook_like {
         });
     }
 }
+
+#[derive(Debug, Args)]
+pub struct BenchIngestArgs {
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+    /// How many synthetic events.
+    #[arg(long, default_value_t = 500_000)]
+    events: u64,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run_bench_ingest(args: BenchIngestArgs) -> anyhow::Result<ExitCode> {
+    let pipeline = args.pipeline.load()?;
+    let lake = tempfile::tempdir().context("temporary lake directory")?;
+    let r = weir::ingest::bench::bench_ingest(&pipeline, args.events, lake.path())?;
+    if args.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "input          {} events, {:.1} MB of JSON, baseline RSS {:.0} MiB (mock cluster holding them)",
+            args.events,
+            r.input_bytes as f64 / 1e6,
+            r.baseline_rss_mib
+        );
+        for (name, f) in [
+            ("decode only", &r.decode_only),
+            ("end to end", &r.end_to_end),
+        ] {
+            println!(
+                "{name:<14} {:>10.0} events/s  ({} events in {:.2} s, peak RSS {:.0} MiB)",
+                f.events_per_sec, f.events, f.seconds, f.peak_rss_mib
+            );
+        }
+        println!(
+            "ratio          end to end = {:.2} x decode only",
+            r.end_to_end.events_per_sec / r.decode_only.events_per_sec.max(1e-9)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

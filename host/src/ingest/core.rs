@@ -42,6 +42,8 @@ pub struct IngestSummary {
     pub commits: u64,
     /// flushes abandoned because another host had committed the range.
     pub conflicts: u64,
+    /// milliseconds from the first message to the end of the run.
+    pub busy_ms: Option<u64>,
 }
 
 pub(crate) type PartitionKey = (Arc<str>, i32);

@@ -5,8 +5,10 @@
 //! - [`buffer`]: what one Kafka partition holds between two commits;
 //! - [`core`]: flushing a partition (files, then one conditional commit);
 //! - [`run`]: the consume loop, rolling, draining, shutdown, the summary;
-//! - [`produce`]: `weir produce` and `weir generate`.
+//! - [`produce`]: `weir produce` and `weir generate`;
+//! - [`bench`]: `weir bench ingest`.
 
+pub mod bench;
 mod buffer;
 mod core;
 pub mod decode;

@@ -138,6 +138,7 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
     let started = Instant::now();
     let mut drain_targets: HashMap<PartitionKey, i64> = HashMap::new();
     let mut last_sweep = Instant::now();
+    let mut first_message: Option<Instant> = None;
     loop {
         if options.stop.load(Ordering::Relaxed) {
             tracing::info!("stop requested; flushing");
@@ -145,6 +146,7 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
         }
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => {
+                first_message.get_or_insert_with(Instant::now);
                 let mut c = core.lock().unwrap_or_else(|p| p.into_inner());
                 let partition = message.partition();
                 c.on_message(
@@ -229,7 +231,8 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
             tracing::error!(partition = %format!("{}/{}", key.0, key.1), error = %e, "final flush failed; the range will be re-read");
         }
     }
-    let summary = c.summary.clone();
+    let mut summary = c.summary.clone();
+    summary.busy_ms = first_message.map(|t| t.elapsed().as_millis() as u64);
     drop(c);
     consumer.unsubscribe();
     Ok(summary)
