@@ -145,12 +145,33 @@ fn decode_phase(
             .map_err(kafka_error)?;
     }
     consumer.assign(&tpl).map_err(kafka_error)?;
+    // what the cluster holds (the mock cluster may keep fewer than were sent)
+    let mut stored = 0;
+    for partition in 0..3 {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            .map_err(kafka_error)?;
+        stored += (high - low).max(0) as u64;
+    }
+    if stored != events {
+        tracing::warn!(
+            sent = events,
+            stored,
+            "the cluster holds a different number of messages than were sent"
+        );
+    }
+    let events = stored;
     let batch_rows = p.config.ingest.batch_rows;
     let mut decoder = JsonDecoder::new(&p.schema, batch_rows);
     let (mut seen, mut rows) = (0u64, 0usize);
     let mut started = None;
     let deadline = Instant::now() + Duration::from_secs(600);
+    let mut last_report = Instant::now();
     while seen < events && Instant::now() < deadline {
+        if last_report.elapsed() > Duration::from_secs(5) {
+            tracing::info!(seen, events, "decode-only phase still consuming");
+            last_report = Instant::now();
+        }
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
             started.get_or_insert_with(Instant::now);
             seen += 1;
