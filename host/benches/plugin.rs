@@ -5,6 +5,7 @@
 //! - `identity/wasm`: a component that keeps every event (boundary cost only).
 //!
 //! Run: `bash scripts/bench.sh plugin` (builds the components first).
+#![allow(missing_docs)] // criterion_group! generates undocumented items
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -59,12 +59,15 @@ pub fn bench_ingest(
     lake_dir: &std::path::Path,
 ) -> Result<IngestBenchReport, IngestError> {
     let topic = "weir-bench".to_string();
-    let kafka = EmbeddedKafka::start(std::slice::from_ref(&topic), 3).map_err(|error| {
-        IngestError::Kafka {
-            brokers: "embedded".into(),
-            error,
-        }
-    })?;
+    // the mock cluster keeps at most 5 MiB per partition: spread the input
+    let partitions = (events * 320 / (4 << 20) + 1).max(3) as i32;
+    let kafka =
+        EmbeddedKafka::start(std::slice::from_ref(&topic), partitions).map_err(|error| {
+            IngestError::Kafka {
+                brokers: "embedded".into(),
+                error,
+            }
+        })?;
     let brokers = kafka.bootstrap_servers();
     let mut p = pipeline.clone();
     p.config.source.brokers = brokers.clone();
@@ -96,7 +99,7 @@ pub fn bench_ingest(
     let baseline_rss_mib = rss_mib("VmRSS");
 
     reset_peak();
-    let decode_only = decode_phase(&p, &brokers, &topic, events)?;
+    let decode_only = decode_phase(&p, &brokers, &topic, partitions, events)?;
     reset_peak();
     let started = Instant::now();
     let summary = ingest(
@@ -128,6 +131,7 @@ fn decode_phase(
     p: &Pipeline,
     brokers: &str,
     topic: &str,
+    partitions: i32,
     events: u64,
 ) -> Result<PhaseFigures, IngestError> {
     let kafka_error = |error| IngestError::Kafka {
@@ -140,14 +144,14 @@ fn decode_phase(
         .set("enable.auto.commit", "false");
     let consumer: BaseConsumer = config.create().map_err(kafka_error)?;
     let mut tpl = TopicPartitionList::new();
-    for partition in 0..3 {
+    for partition in 0..partitions {
         tpl.add_partition_offset(topic, partition, Offset::Beginning)
             .map_err(kafka_error)?;
     }
     consumer.assign(&tpl).map_err(kafka_error)?;
     // what the cluster holds (the mock cluster may keep fewer than were sent)
     let mut stored = 0;
-    for partition in 0..3 {
+    for partition in 0..partitions {
         let (low, high) = consumer
             .fetch_watermarks(topic, partition, Duration::from_secs(10))
             .map_err(kafka_error)?;
