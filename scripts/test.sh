@@ -50,4 +50,12 @@ cargo clippy --release --target wasm32-wasip2 \
     -p weir-fixture-hostile -p weir-fixture-wrong-version -- -D warnings
 
 step "tests"
-cargo test --workspace
+log="$(mktemp)"
+set +e
+cargo test --workspace 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# one closing line over every test binary (cargo prints one per binary)
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' "$log"
+rm -f "$log"
+exit "$status"

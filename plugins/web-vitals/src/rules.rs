@@ -27,21 +27,29 @@ pub fn scan_user_agent(user_agent_lower: &str) -> UserAgentTraits {
     for i in 0..b.len() {
         let rest = &b[i..];
         match b[i] {
-            b'b' => t.bot |= rest.starts_with(b"bot"),
-            b'c' => t.bot |= rest.starts_with(b"crawler"),
-            b's' => t.bot |= rest.starts_with(b"spider"),
-            b'h' => t.bot |= rest.starts_with(b"headlesschrome"),
+            b'b' => t.bot |= has(rest, b"bot"),
+            b'c' => t.bot |= has(rest, b"crawler"),
+            b's' => t.bot |= has(rest, b"spider"),
+            b'h' => t.bot |= has(rest, b"headlesschrome"),
             b'i' => {
-                t.tablet |= rest.starts_with(b"ipad");
-                t.mobile |= rest.starts_with(b"iphone");
+                t.tablet |= has(rest, b"ipad");
+                t.mobile |= has(rest, b"iphone");
             }
-            b't' => t.tablet |= rest.starts_with(b"tablet"),
-            b'm' => t.mobile |= rest.starts_with(b"mobi"),
-            b'a' => t.mobile |= rest.starts_with(b"android"),
+            b't' => t.tablet |= has(rest, b"tablet"),
+            b'm' => t.mobile |= has(rest, b"mobi"),
+            b'a' => t.mobile |= has(rest, b"android"),
             _ => {}
         }
     }
     t
+}
+
+/// `rest` starts with `needle` (whose first byte the caller matched); the
+/// second byte is compared first, which rejects most candidates without a
+/// slice comparison.
+#[inline(always)]
+fn has(rest: &[u8], needle: &[u8]) -> bool {
+    rest.len() >= needle.len() && rest[1] == needle[1] && rest[..needle.len()] == *needle
 }
 
 /// Whether `user_agent` (already lower-cased) names a bot.
@@ -55,7 +63,12 @@ pub fn is_bot(user_agent_lower: &str) -> bool {
 pub fn normalize_url(raw: &str, out: &mut String) -> bool {
     out.clear();
     let url = raw.trim();
-    let Some((scheme, rest)) = url.split_once("://") else {
+    // the scheme ends at the first ':' (a later "://" cannot give http/https)
+    let Some(colon) = url.bytes().position(|b| b == b':') else {
+        return false;
+    };
+    let (scheme, rest) = (&url[..colon], &url[colon..]);
+    let Some(rest) = rest.strip_prefix("://") else {
         return false;
     };
     let (scheme, default_port) = if scheme.eq_ignore_ascii_case("http") {
@@ -65,7 +78,10 @@ pub fn normalize_url(raw: &str, out: &mut String) -> bool {
     } else {
         return false;
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority_end = rest
+        .bytes()
+        .position(|b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
     // user information is not part of the normalised URL
     let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
@@ -75,14 +91,17 @@ pub fn normalize_url(raw: &str, out: &mut String) -> bool {
     };
     out.push_str(scheme);
     out.push_str("://");
-    for c in host.chars() {
-        out.push(c.to_ascii_lowercase());
-    }
+    let host_start = out.len();
+    out.push_str(host);
+    out[host_start..].make_ascii_lowercase();
     if let Some(port) = port.filter(|p| *p != default_port) {
         out.push(':');
         out.push_str(&port.to_string());
     }
-    let path = &tail[..tail.find(['?', '#']).unwrap_or(tail.len())];
+    let path = &tail[..tail
+        .bytes()
+        .position(|b| b == b'?' || b == b'#')
+        .unwrap_or(tail.len())];
     let path_start = out.len();
     for segment in path.split('/').filter(|s| !s.is_empty()) {
         out.push('/');
@@ -114,8 +133,8 @@ fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
         (&authority[..close + 2], port)
     } else {
         let (host, port) = authority.rsplit_once(':').unwrap_or((authority, ""));
-        let valid = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_';
-        if host.is_empty() || !host.chars().all(valid) || host.chars().all(|c| c == '.') {
+        let valid = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_';
+        if host.is_empty() || !host.bytes().all(valid) || host.bytes().all(|b| b == b'.') {
             return None;
         }
         (host, port)
