@@ -179,8 +179,10 @@ impl Core {
         }
     }
 
-    /// Whether a partition should roll now.
-    pub fn due(&self, key: &PartitionKey) -> bool {
+    /// Whether a partition should roll now: by count or size, and with
+    /// `by_age` also by the age of its oldest event (the periodic sweep asks
+    /// for that; the per-message check skips the clock read).
+    pub fn due(&self, key: &PartitionKey, by_age: bool) -> bool {
         let Some(b) = self.partitions.get(key) else {
             return false;
         };
@@ -188,8 +190,9 @@ impl Core {
         !b.is_empty()
             && (b.read as usize >= cfg.flush_rows
                 || b.bytes >= cfg.flush_bytes
-                || b.since
-                    .is_some_and(|s| s.elapsed() >= Duration::from_millis(cfg.flush_age_ms)))
+                || (by_age
+                    && b.since
+                        .is_some_and(|s| s.elapsed() >= Duration::from_millis(cfg.flush_age_ms))))
     }
 
     /// Flush and commit one partition. Storage failures are retried with

@@ -162,7 +162,7 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
                     .find(|(t, p)| &**t == message.topic() && *p == partition)
                     .cloned();
                 if let Some(key) = key
-                    && c.due(&key)
+                    && c.due(&key, false)
                 {
                     c.flush(&key, &consumer)?;
                 }
@@ -177,7 +177,7 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
         let mut c = core.lock().unwrap_or_else(|p| p.into_inner());
         let keys: Vec<PartitionKey> = c.partitions.keys().cloned().collect();
         for key in &keys {
-            if c.due(key) {
+            if c.due(key, true) {
                 c.flush(key, &consumer)?;
             }
         }

@@ -53,10 +53,19 @@ pub fn client_config(source: &SourceConfig, brokers: &str) -> ClientConfig {
     config
 }
 
+/// Fetch settings that favour throughput (bigger fetches, deeper local
+/// queue); any of them can be overridden under `[source.kafka]`.
+pub(crate) const THROUGHPUT_DEFAULTS: &[(&str, &str)] = &[
+    ("fetch.wait.max.ms", "100"),
+    ("fetch.min.bytes", "65536"),
+    ("max.partition.fetch.bytes", "4194304"),
+    ("queued.min.messages", "200000"),
+];
+
 /// Consumer settings: manual offsets (the lake's commit log is the truth).
 pub(crate) fn consumer_config(source: &SourceConfig, brokers: &str) -> ClientConfig {
     let mut config = client_config(source, brokers);
-    for (key, value) in [
+    for &(key, value) in [
         ("group.id", source.group.as_str()),
         ("enable.auto.commit", "false"),
         ("enable.auto.offset.store", "false"),
@@ -64,7 +73,10 @@ pub(crate) fn consumer_config(source: &SourceConfig, brokers: &str) -> ClientCon
         ("session.timeout.ms", "6000"),
         ("heartbeat.interval.ms", "1000"),
         ("enable.partition.eof", "false"),
-    ] {
+    ]
+    .iter()
+    .chain(THROUGHPUT_DEFAULTS)
+    {
         if !source.kafka.contains_key(key) {
             config.set(key, value);
         }

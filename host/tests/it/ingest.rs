@@ -4,14 +4,15 @@
 
 use std::collections::HashSet;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 use weir::generate::Rng;
 
 use crate::support::{
-    assert_exactly_once, good_event, good_event_date, good_events, kafka, produce, read_lake,
-    signal, wait_for_lake, weir_cmd, write_pipeline,
+    assert_exactly_once, good_event_date, good_events, kafka, produce, read_lake, signal,
+    spawn_producer, wait_for_lake, weir_cmd, write_pipeline,
 };
 
 /// Every kind of bad input, with the reason and stage it must be dead-lettered with.
@@ -193,17 +194,15 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     );
     // events keep arriving for the whole test, until `stop`
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (brokers, stop_producing) = (k.brokers.clone(), stop.clone());
-    let producer = std::thread::spawn(move || {
-        let mut sent = 0;
-        while !stop_producing.load(std::sync::atomic::Ordering::Relaxed) {
-            let chunk: Vec<String> = (sent..sent + 100).map(|i| good_event("c", i)).collect();
-            produce(&brokers, "crash", &chunk);
-            sent += chunk.len();
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        sent
-    });
+    let producer = spawn_producer(
+        &k.brokers,
+        "crash",
+        "c",
+        100,
+        Duration::from_millis(100),
+        None,
+        stop.clone(),
+    );
     let mut rng = Rng::new(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -258,7 +257,7 @@ fn a_group_member_dying_mid_run_hands_over_without_loss_or_duplicates() {
         lake.to_str().unwrap(),
         FAST_ROLL,
     );
-    let events = good_events("r", 9_000);
+    let events = 9_000;
     let spawn = || {
         weir_cmd(&["ingest", pipeline.to_str().unwrap()])
             .stdout(Stdio::null())
@@ -268,24 +267,25 @@ fn a_group_member_dying_mid_run_hands_over_without_loss_or_duplicates() {
     };
     let mut a = spawn();
     let mut b = spawn();
-    let brokers = k.brokers.clone();
-    let to_send = events.clone();
-    let producer = std::thread::spawn(move || {
-        for chunk in to_send.chunks(300) {
-            produce(&brokers, "group", chunk);
-            std::thread::sleep(Duration::from_millis(150));
-        }
-    });
+    let producer = spawn_producer(
+        &k.brokers,
+        "group",
+        "r",
+        300,
+        Duration::from_millis(150),
+        Some(events),
+        Arc::default(),
+    );
     std::thread::sleep(Duration::from_secs(6));
     signal(&a, "KILL");
     a.wait().unwrap();
-    producer.join().unwrap();
-    let complete = wait_for_lake(&pipeline, events.len() as u64, Duration::from_secs(90));
+    assert_eq!(producer.join().unwrap(), events);
+    let complete = wait_for_lake(&pipeline, events as u64, Duration::from_secs(90));
     signal(&b, "TERM");
     assert!(b.wait().unwrap().success());
     assert!(complete, "the surviving member did not catch up");
     let contents = read_lake(&pipeline);
-    assert_exactly_once(&contents, "r", events.len());
+    assert_exactly_once(&contents, "r", events);
     let partitions: HashSet<String> = contents.kept.iter().map(|(_, d, _)| d.clone()).collect();
     assert_eq!(partitions.len(), 3);
 }

@@ -9,8 +9,8 @@ use weir::lake::{CommitOutcome, CommitRecord, Lake};
 use weir::pipeline::Pipeline;
 
 use crate::support::{
-    Moto, Outage, assert_exactly_once, good_event, good_events, kafka, produce, read_lake, signal,
-    wait_for_lake, weir_cmd, write_pipeline,
+    Moto, Outage, assert_exactly_once, good_events, kafka, produce, read_lake, signal,
+    spawn_producer, wait_for_lake, weir_cmd, write_pipeline,
 };
 
 fn record(chain_offset: i64) -> CommitRecord {
@@ -148,14 +148,15 @@ fn an_object_store_outage_pauses_ingest_without_loss() {
         .stderr(log)
         .spawn()
         .unwrap();
-    let brokers = k.brokers.clone();
-    let producer = std::thread::spawn(move || {
-        for start in (0..4000).step_by(200) {
-            let chunk: Vec<String> = (start..start + 200).map(|i| good_event("t", i)).collect();
-            produce(&brokers, "stall", &chunk);
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    });
+    let producer = spawn_producer(
+        &k.brokers,
+        "stall",
+        "t",
+        200,
+        Duration::from_millis(300),
+        Some(4000),
+        Default::default(),
+    );
     assert!(
         wait_for_lake(&pipeline, 1, Duration::from_secs(40)),
         "ingest never committed"
@@ -163,7 +164,7 @@ fn an_object_store_outage_pauses_ingest_without_loss() {
     outage.begin();
     std::thread::sleep(Duration::from_secs(8));
     outage.end();
-    producer.join().unwrap();
+    assert_eq!(producer.join().unwrap(), 4000);
     let complete = wait_for_lake(&pipeline, 4000, Duration::from_secs(90));
     signal(&child, "TERM");
     assert!(child.wait().unwrap().success());

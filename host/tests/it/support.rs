@@ -213,25 +213,24 @@ pub fn good_events(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| good_event(prefix, i)).collect()
 }
 
+/// Event time of good event `i`: one of three days, spread over the day.
+fn good_event_ts(i: usize) -> i64 {
+    1_795_478_400_000i64 + (i as i64 % 3) * 86_400_000 + (i as i64 * 7919) % 86_400_000
+}
+
 /// Good event number `i` with id `{prefix}{i}`.
 pub fn good_event(prefix: &str, i: usize) -> String {
-    {
-        {
-            let ts =
-                1_795_478_400_000i64 + (i as i64 % 3) * 86_400_000 + (i as i64 * 7919) % 86_400_000;
-            format!(
-                r#"{{"event_id":"{prefix}{i}","timestamp":{ts},"page_url":"https://Shop.example.com/p/{}/?x=1","tti_ms":{},"ttar_ms":12.5,"user_agent":"Mozilla/5.0 (X11; Linux)","country":"de"}}"#,
-                i % 50,
-                100 + i % 900
-            )
-        }
-    }
+    format!(
+        r#"{{"event_id":"{prefix}{i}","timestamp":{},"page_url":"https://Shop.example.com/p/{}/?x=1","tti_ms":{},"ttar_ms":12.5,"user_agent":"Mozilla/5.0 (X11; Linux)","country":"de"}}"#,
+        good_event_ts(i),
+        i % 50,
+        100 + i % 900
+    )
 }
 
 /// The UTC date (`YYYY-MM-DD`) of a good event's index, as [`good_events`] made it.
 pub fn good_event_date(i: usize) -> String {
-    let ts = 1_795_478_400_000i64 + (i as i64 % 3) * 86_400_000 + (i as i64 * 7919) % 86_400_000;
-    chrono::DateTime::from_timestamp_millis(ts)
+    chrono::DateTime::from_timestamp_millis(good_event_ts(i))
         .unwrap()
         .date_naive()
         .to_string()
@@ -421,4 +420,29 @@ impl Outage {
     pub fn end(&self) {
         self.up.store(true, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// Produce good events `{prefix}0, 1, ...` in chunks of `chunk` every
+/// `pause` until `limit` are sent or `stop` is set; returns how many were sent.
+pub fn spawn_producer(
+    brokers: &str,
+    topic: &str,
+    prefix: &'static str,
+    chunk: usize,
+    pause: std::time::Duration,
+    limit: Option<usize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
+    let (brokers, topic) = (brokers.to_string(), topic.to_string());
+    std::thread::spawn(move || {
+        let mut sent = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) && limit.is_none_or(|l| sent < l) {
+            let end = limit.map_or(sent + chunk, |l| (sent + chunk).min(l));
+            let lines: Vec<String> = (sent..end).map(|i| good_event(prefix, i)).collect();
+            produce(&brokers, &topic, &lines);
+            sent = end;
+            std::thread::sleep(pause);
+        }
+        sent
+    })
 }
