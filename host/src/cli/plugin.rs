@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use weir::pipeline::{DeclaredSchema, FieldSpec};
 use weir::plugin::check::{BenchOptions, Sample, bench, check};
+use weir::plugin::diff::diff;
 use weir::plugin::{Limits, PluginEngine};
 
 #[derive(Debug, Subcommand)]
@@ -15,6 +16,37 @@ pub enum PluginCommand {
     Check(CheckArgs),
     /// Events per second through a plugin, with size and start-up time.
     Bench(BenchArgs),
+    /// Run two plugins over the same events; report every event they treat differently.
+    Diff(DiffArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The first plugin.
+    left: PathBuf,
+    /// The second plugin.
+    right: PathBuf,
+    /// Events, one JSON object per line.
+    #[arg(long)]
+    input: PathBuf,
+    /// Configuration of the first plugin; repeatable.
+    #[arg(long = "config-left", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    config_left: Vec<(String, String)>,
+    /// Configuration of the second plugin; repeatable.
+    #[arg(long = "config-right", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    config_right: Vec<(String, String)>,
+    /// Input schema file (`[[schema.fields]]`); default: web-vitals.
+    #[arg(long)]
+    schema: Option<PathBuf>,
+    /// Differences shown in full (the rest are counted).
+    #[arg(long, default_value_t = 5)]
+    examples: usize,
+    /// Events per call.
+    #[arg(long, default_value_t = 1024)]
+    batch_size: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -76,6 +108,7 @@ pub fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
     match command {
         PluginCommand::Check(args) => run_check(args),
         PluginCommand::Bench(args) => run_bench(args),
+        PluginCommand::Diff(args) => run_diff(args),
     }
 }
 
@@ -201,4 +234,59 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn run_diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
+    let engine = PluginEngine::new(Limits::default())?;
+    let left = engine.load_file(&args.left)?;
+    let right = engine.load_file(&args.right)?;
+    let schema = match &args.schema {
+        None => DeclaredSchema::web_vitals(),
+        Some(path) => read_schema(path)?,
+    };
+    let text = read_input(&args.input)?;
+    let report = diff(
+        &engine,
+        (&left, &args.config_left),
+        (&right, &args.config_right),
+        &schema,
+        &text,
+        args.batch_size.max(1),
+        args.examples,
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        if let Some(schemas) = &report.schema_difference {
+            println!("output schemas differ:\n{schemas}");
+        }
+        for d in &report.examples {
+            println!(
+                "line {}: {}\n  {}: {}\n  {}: {}",
+                d.line, d.input, left.name, d.left, right.name, d.right
+            );
+        }
+        let kinds: Vec<String> = report
+            .kinds
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
+        println!(
+            "{} events compared ({} undecodable lines skipped): {}",
+            report.events,
+            report.undecodable,
+            if report.differing == 0 {
+                "no differences".to_string()
+            } else {
+                format!("{} differ ({})", report.differing, kinds.join(", "))
+            }
+        );
+    }
+    Ok(
+        if report.differing == 0 && report.schema_difference.is_none() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        },
+    )
 }

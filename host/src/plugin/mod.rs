@@ -11,6 +11,7 @@
 mod bindings;
 pub mod check;
 mod convert;
+pub mod diff;
 mod engine;
 mod error;
 mod limits;

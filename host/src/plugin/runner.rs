@@ -122,6 +122,14 @@ impl PluginRunner {
 
     /// Run one batch (of the input schema) through the plugin.
     pub fn process(&mut self, batch: &RecordBatch) -> Processed {
+        if batch.num_rows() == 0 {
+            let empty = RecordBatch::new_empty(self.output.arrow().clone());
+            return Processed {
+                batch: empty,
+                excluded: Vec::new(),
+                failed_calls: 0,
+            };
+        }
         let mut budget = self.engine.limits().isolation_calls.max(1);
         let mut failed_calls = 0;
         let mut processed = self.run(batch, &mut budget, &mut failed_calls, None);
@@ -294,9 +302,11 @@ fn classify(error: &wasmtime::Error, store: &Store<HostState>, limits: &Limits) 
         CallFailure::Timeout(limits.call_timeout_ms)
     } else if store.data().limiter.refused {
         CallFailure::OutOfMemory(limits.memory_bytes())
+    } else if let Some(trap) = error.downcast_ref::<Trap>() {
+        CallFailure::Trap(trap.to_string())
     } else {
-        let text = format!("{error:#}");
-        CallFailure::Trap(text.lines().next().unwrap_or("unknown trap").to_string())
+        let cause = error.root_cause().to_string();
+        CallFailure::Trap(cause.lines().next().unwrap_or("unknown trap").to_string())
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod conformance;
 mod decode_cli;
 mod hostile;
 mod ingest;
