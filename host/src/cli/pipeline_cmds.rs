@@ -68,6 +68,9 @@ pub struct GenerateArgs {
     /// Share of broken events, 0..1.
     #[arg(long, default_value_t = 0.02)]
     bad_share: f64,
+    /// Write the events to this file (JSON lines) instead of sending them.
+    #[arg(long, value_name = "PATH")]
+    to_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -161,6 +164,26 @@ pub fn run_produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn run_generate(args: GenerateArgs) -> anyhow::Result<ExitCode> {
+    if let Some(path) = &args.to_file {
+        use std::io::Write;
+        let options = GeneratorOptions {
+            seed: args.seed,
+            bad_share: args.bad_share,
+            ..GeneratorOptions::default()
+        };
+        let mut generator = weir::generate::Generator::new(options);
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        let mut out = std::io::BufWriter::new(file);
+        let mut line = String::new();
+        for _ in 0..args.events {
+            generator.next_into(&mut line);
+            writeln!(out, "{line}").with_context(|| format!("writing {}", path.display()))?;
+        }
+        out.flush()?;
+        println!("wrote {} events to {}", args.events, path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
     let pipeline = args.pipeline.load()?;
     let options = GeneratorOptions {
         seed: args.seed,
