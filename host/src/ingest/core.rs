@@ -248,6 +248,9 @@ impl Core {
                     dead_lettered = record.dead_lettered, files = record.files.len(),
                     elapsed_ms = started.elapsed().as_millis() as u64, "committed"
                 );
+                if let Err(e) = self.rt.block_on(self.lake.set_latest_hint(&record)) {
+                    tracing::debug!(partition = %label, error = %e, "latest-commit hint not written (readers list instead)");
+                }
                 let buffer = self.partitions.get_mut(key).expect("assigned partition");
                 buffer.reset(record.next_offset, record.next_offset);
                 let mut tpl = TopicPartitionList::new();

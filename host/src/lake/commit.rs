@@ -74,6 +74,12 @@ impl CommitRecord {
         format!("{}{topic}/{partition:05}/", Self::PREFIX)
     }
 
+    /// Key of the partition's "latest commit" hint: the key of its newest
+    /// record, so finding it lists only records written after the hint.
+    pub fn latest_hint(topic: &str, partition: i32) -> String {
+        format!("{}_latest", Self::partition_prefix(topic, partition))
+    }
+
     /// This record's key relative to the lake root.
     pub fn key(&self) -> String {
         format!(

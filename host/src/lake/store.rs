@@ -224,15 +224,56 @@ impl Lake {
             })
     }
 
-    /// The latest commit record of one Kafka partition.
+    /// Record `record` as its partition's newest (a hint: readers verify it
+    /// by listing what comes after it).
+    pub async fn set_latest_hint(&self, record: &CommitRecord) -> Result<(), LakeError> {
+        let hint = CommitRecord::latest_hint(&record.topic, record.partition);
+        self.put(&hint, Bytes::from(record.key())).await
+    }
+
+    /// The latest commit record of one Kafka partition. With a hint, only the
+    /// records after it are listed; without one (or with a hint naming a
+    /// record that does not exist), all of them.
     pub async fn last_commit(
         &self,
         topic: &str,
         partition: i32,
     ) -> Result<Option<CommitRecord>, LakeError> {
-        let mut metas = self
-            .list(&CommitRecord::partition_prefix(topic, partition))
-            .await?;
+        let relative = CommitRecord::partition_prefix(topic, partition);
+        let hint_key = self.key(&CommitRecord::latest_hint(topic, partition));
+        let store_error = |key: &Path| {
+            let key = key.to_string();
+            move |error| LakeError::Store { key, error }
+        };
+        let hint = match self.store.get(&hint_key).await {
+            Ok(found) => Some(self.key(&String::from_utf8_lossy(
+                &found.bytes().await.map_err(store_error(&hint_key))?,
+            ))),
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(error) => return Err(store_error(&hint_key)(error)),
+        };
+        if let Some(hinted) = &hint {
+            let prefix = self.key(&relative);
+            let mut newer: Vec<object_store::ObjectMeta> = self
+                .store
+                .list_with_offset(Some(&prefix), hinted)
+                .try_collect()
+                .await
+                .map_err(store_error(&prefix))?;
+            newer.retain(|m| m.location.as_ref().ends_with(".json"));
+            if let Some(meta) = newer.into_iter().max_by(|a, b| a.location.cmp(&b.location)) {
+                return Ok(Some(self.read_commit(&meta.location).await?));
+            }
+            match self.read_commit(hinted).await {
+                Ok(record) => return Ok(Some(record)),
+                Err(LakeError::Store {
+                    error: object_store::Error::NotFound { .. },
+                    ..
+                }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut metas = self.list(&relative).await?;
         metas.retain(|m| m.location.as_ref().ends_with(".json"));
         match metas.into_iter().max_by(|a, b| a.location.cmp(&b.location)) {
             Some(meta) => Ok(Some(self.read_commit(&meta.location).await?)),

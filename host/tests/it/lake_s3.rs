@@ -57,6 +57,32 @@ fn assert_create_only(pipeline: &std::path::Path) {
     );
     let last = rt.block_on(lake.last_commit("t", 0)).unwrap().unwrap();
     assert_eq!(last.next_offset, 20);
+    // a stale "latest" hint only shortens the listing; it never hides a newer record
+    rt.block_on(lake.set_latest_hint(&record(0))).unwrap();
+    assert_eq!(
+        rt.block_on(lake.last_commit("t", 0))
+            .unwrap()
+            .unwrap()
+            .next_offset,
+        20
+    );
+    rt.block_on(lake.set_latest_hint(&record(10))).unwrap();
+    assert_eq!(
+        rt.block_on(lake.last_commit("t", 0))
+            .unwrap()
+            .unwrap()
+            .next_offset,
+        20
+    );
+    // a hint naming a record that does not exist falls back to a full listing
+    rt.block_on(lake.set_latest_hint(&record(500))).unwrap();
+    assert_eq!(
+        rt.block_on(lake.last_commit("t", 0))
+            .unwrap()
+            .unwrap()
+            .next_offset,
+        20
+    );
     assert_eq!(
         rt.block_on(lake.commits()).unwrap(),
         vec![record(0), record(10)]
