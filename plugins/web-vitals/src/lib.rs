@@ -139,7 +139,7 @@ impl Plugin for WebVitals {
                 out.drop_row(row, "bot");
                 continue;
             }
-            if !rules::normalize_url(page_url, &mut self.url) {
+            if !rules::normalize(page_url, &mut self.url, Some(&mut self.group)) {
                 out.reject_row(row, "invalid page_url");
                 continue;
             }
@@ -149,7 +149,6 @@ impl Plugin for WebVitals {
                 out.drop_row(row, "no valid metrics");
                 continue;
             }
-            rules::page_group(&self.url, &mut self.group);
             let country = batch.get(i.country, row).and_then(rules::country);
             let country = country
                 .as_ref()

@@ -61,6 +61,12 @@ pub fn is_bot(user_agent_lower: &str) -> bool {
 /// (and leaves `out` unspecified) when `raw` is not an absolute `http` or
 /// `https` URL with a host.
 pub fn normalize_url(raw: &str, out: &mut String) -> bool {
+    normalize(raw, out, None)
+}
+
+/// [`normalize_url`], and when `group` is given also its [`page_group`],
+/// in the same pass over the path (the plugin's hot path).
+pub fn normalize(raw: &str, out: &mut String, mut group: Option<&mut String>) -> bool {
     out.clear();
     let url = raw.trim();
     // the scheme ends at the first ':' (a later "://" cannot give http/https)
@@ -102,13 +108,38 @@ pub fn normalize_url(raw: &str, out: &mut String) -> bool {
         .bytes()
         .position(|b| b == b'?' || b == b'#')
         .unwrap_or(tail.len())];
+    if let Some(g) = group.as_deref_mut() {
+        g.clear();
+        g.push_str(out);
+    }
     let path_start = out.len();
-    for segment in path.split('/').filter(|s| !s.is_empty()) {
-        out.push('/');
-        out.push_str(segment);
+    let bytes = path.as_bytes();
+    let mut start = 0;
+    for i in 0..=bytes.len() {
+        if i < bytes.len() && bytes[i] != b'/' {
+            continue;
+        }
+        if i > start {
+            // '/' is ASCII, so these are character boundaries
+            let segment = &path[start..i];
+            out.push('/');
+            out.push_str(segment);
+            if let Some(g) = group.as_deref_mut() {
+                g.push('/');
+                g.push_str(if is_id_segment(segment) {
+                    "{id}"
+                } else {
+                    segment
+                });
+            }
+        }
+        start = i + 1;
     }
     if out.len() == path_start {
         out.push('/');
+        if let Some(g) = group {
+            g.push('/');
+        }
     }
     true
 }
@@ -271,6 +302,21 @@ mod tests {
         ] {
             let once = norm(raw).unwrap();
             assert_eq!(norm(&once).unwrap(), once);
+        }
+    }
+
+    #[test]
+    fn one_pass_gives_the_same_url_and_group() {
+        for raw in [
+            "https://e.com/users/123//x/?q",
+            "http://E.com:8080",
+            "https://e.com/0b7e2c1a-7f3d-4c2e-9a1b-2c3d4e5f6a7b/",
+        ] {
+            let (mut url, mut group, mut expected) = (String::new(), String::new(), String::new());
+            assert!(normalize(raw, &mut url, Some(&mut group)));
+            page_group(&url, &mut expected);
+            assert_eq!(group, expected, "{raw}");
+            assert_eq!(norm(raw).unwrap(), url);
         }
     }
 
