@@ -97,7 +97,7 @@ impl Core {
         self.partitions.values().map(|p| p.bytes).sum()
     }
 
-    /// One message from Kafka.
+    /// One message from Kafka; returns the partition it belongs to (if assigned here).
     pub fn on_message(
         &mut self,
         topic: &str,
@@ -105,7 +105,7 @@ impl Core {
         offset: i64,
         timestamp: Option<i64>,
         payload: &[u8],
-    ) {
+    ) -> Option<PartitionKey> {
         let batch_rows = self.pipeline.config.ingest.batch_rows;
         let Some(key) = self
             .partitions
@@ -119,11 +119,11 @@ impl Core {
                 offset,
                 "message of a partition not assigned here; ignored"
             );
-            return;
+            return None;
         };
         let buffer = self.partitions.get_mut(&key).expect("found above");
         if offset < buffer.next_offset {
-            return; // already in the lake or in this buffer (a replay after seek)
+            return Some(key); // already in the lake or in this buffer (a replay after seek)
         }
         buffer.note_message(offset, payload.len());
         match buffer.decoder.push(payload) {
@@ -145,6 +145,7 @@ impl Core {
         if buffer.decoder.len() >= batch_rows {
             self.run_plugin(&key);
         }
+        Some(key)
     }
 
     /// Run the decoded rows of one partition through the plugin.
@@ -357,7 +358,8 @@ impl Core {
         files
     }
 
-    /// Run `op` until it succeeds, backing off between failures.
+    /// Run `op` until it succeeds, backing off between failures, for at most
+    /// `ingest.retry_window_ms` (and never past the shutdown deadline).
     fn retry<T, F, Fut>(&self, label: &str, op: F) -> Result<T, LakeError>
     where
         F: Fn() -> Fut,
@@ -366,11 +368,13 @@ impl Core {
         let cfg = &self.pipeline.config.ingest;
         let mut delay = Duration::from_millis(cfg.retry_initial_ms);
         let mut attempt = 1u32;
+        let give_up = Instant::now() + Duration::from_millis(cfg.retry_window_ms);
         loop {
             match self.rt.block_on(op()) {
                 Ok(v) => return Ok(v),
                 Err(e) => {
-                    if self.deadline.is_some_and(|d| Instant::now() + delay > d) {
+                    let next = Instant::now() + delay;
+                    if next > give_up || self.deadline.is_some_and(|d| next > d) {
                         return Err(e);
                     }
                     tracing::warn!(partition = label, attempt, retry_in_ms = delay.as_millis() as u64, error = %e, "lake write failed; retrying");

@@ -139,6 +139,7 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
     let mut drain_targets: HashMap<PartitionKey, i64> = HashMap::new();
     let mut last_sweep = Instant::now();
     let mut first_message: Option<Instant> = None;
+    let mut stall: Option<Stall> = None;
     loop {
         if options.stop.load(Ordering::Relaxed) {
             tracing::info!("stop requested; flushing");
@@ -149,22 +150,17 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
                 first_message.get_or_insert_with(Instant::now);
                 let mut c = core.lock().unwrap_or_else(|p| p.into_inner());
                 let partition = message.partition();
-                c.on_message(
+                let key = c.on_message(
                     message.topic(),
                     partition,
                     message.offset(),
                     message.timestamp().to_millis(),
                     message.payload().unwrap_or_default(),
                 );
-                let key = c
-                    .partitions
-                    .keys()
-                    .find(|(t, p)| &**t == message.topic() && *p == partition)
-                    .cloned();
                 if let Some(key) = key
                     && c.due(&key, false)
                 {
-                    c.flush(&key, &consumer)?;
+                    flush_or_pause(&mut c, &key, &consumer, &mut stall);
                 }
             }
             Some(Err(e)) => tracing::warn!(error = %e, "kafka consumer error"),
@@ -178,10 +174,10 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
         let keys: Vec<PartitionKey> = c.partitions.keys().cloned().collect();
         for key in &keys {
             if c.due(key, true) {
-                c.flush(key, &consumer)?;
+                flush_or_pause(&mut c, key, &consumer, &mut stall);
             }
         }
-        while c.buffered_bytes() > cfg.max_buffer_bytes {
+        while stall.is_none() && c.buffered_bytes() > cfg.max_buffer_bytes {
             let largest = c
                 .partitions
                 .iter()
@@ -189,7 +185,7 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
                 .map(|(k, _)| k.clone())
                 .expect("bytes buffered");
             tracing::debug!(partition = %format!("{}/{}", largest.0, largest.1), "buffer cap reached; flushing the largest partition");
-            c.flush(&largest, &consumer)?;
+            flush_or_pause(&mut c, &largest, &consumer, &mut stall);
         }
         if options.drain {
             drain_targets.retain(|k, _| c.partitions.contains_key(k));
@@ -213,7 +209,7 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
                 };
                 let reached = c.partitions[key].next_offset >= high;
                 if reached && !c.partitions[key].is_empty() {
-                    c.flush(key, &consumer)?;
+                    flush_or_pause(&mut c, key, &consumer, &mut stall);
                 }
                 done &= reached && c.partitions[key].is_empty();
             }
@@ -236,4 +232,61 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
     drop(c);
     consumer.unsubscribe();
     Ok(summary)
+}
+
+/// Consumption paused because the lake stayed unreachable.
+struct Stall {
+    /// next flush attempt.
+    until: Instant,
+    /// current backoff.
+    delay: Duration,
+}
+
+/// Flush one partition. When the lake stays unreachable past the retry
+/// window, pause every assigned partition (the consumer keeps polling, so the
+/// group keeps this host and rebalances are served) and try again later with
+/// backoff; resume once a flush succeeds. Nothing is dropped: the buffers
+/// stay until committed.
+fn flush_or_pause(
+    c: &mut Core,
+    key: &PartitionKey,
+    consumer: &BaseConsumer<WeirContext>,
+    stall: &mut Option<Stall>,
+) {
+    if stall.as_ref().is_some_and(|s| Instant::now() < s.until) {
+        return;
+    }
+    let cfg = &c.pipeline.config.ingest;
+    let (initial, max) = (
+        Duration::from_millis(cfg.retry_initial_ms),
+        Duration::from_millis(cfg.retry_max_ms),
+    );
+    let assignment = consumer.assignment();
+    match c.flush(key, consumer) {
+        Ok(()) => {
+            if stall.take().is_some() {
+                if let Ok(tpl) = &assignment
+                    && let Err(e) = consumer.resume(tpl)
+                {
+                    tracing::error!(error = %e, "resuming consumption failed");
+                }
+                tracing::info!("lake reachable again; consumption resumed");
+            }
+        }
+        Err(e) => {
+            let delay = stall.as_ref().map_or(initial, |s| (s.delay * 2).min(max));
+            if stall.is_none() {
+                if let Ok(tpl) = &assignment
+                    && let Err(e) = consumer.pause(tpl)
+                {
+                    tracing::error!(error = %e, "pausing consumption failed");
+                }
+                tracing::warn!(error = %e, "lake unreachable past the retry window; consumption paused, flushes retried with backoff");
+            }
+            *stall = Some(Stall {
+                until: Instant::now() + delay,
+                delay,
+            });
+        }
+    }
 }

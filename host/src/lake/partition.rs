@@ -51,18 +51,34 @@ fn sanitize(value: &str) -> String {
         .collect()
 }
 
-/// Split `batch` into one batch per value of column `column`, in value order.
+/// Split `batch` into one batch per value of column `column`, in value order
+/// (rows keep their order within each part).
 pub fn split_by_partition(batch: &RecordBatch, column: usize) -> BTreeMap<String, RecordBatch> {
     let values = batch.column(column);
     let mut rows: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-    let mut last: Option<(String, usize)> = None;
-    for row in 0..batch.num_rows() {
-        let value = partition_value(values.as_ref(), row);
-        match &mut last {
-            Some((v, _)) if *v == value => {}
-            _ => last = Some((value.clone(), row)),
+    if let (DataType::Date32, None) = (values.data_type(), values.nulls()) {
+        // the common case (event_date): group by day number, format each day once
+        let mut days: BTreeMap<i32, Vec<u32>> = BTreeMap::new();
+        for (row, day) in values
+            .as_primitive::<Date32Type>()
+            .values()
+            .iter()
+            .enumerate()
+        {
+            days.entry(*day).or_default().push(row as u32);
         }
-        rows.entry(value).or_default().push(row as u32);
+        for (_, indices) in days {
+            rows.insert(
+                partition_value(values.as_ref(), indices[0] as usize),
+                indices,
+            );
+        }
+    } else {
+        for row in 0..batch.num_rows() {
+            rows.entry(partition_value(values.as_ref(), row))
+                .or_default()
+                .push(row as u32);
+        }
     }
     rows.into_iter()
         .map(|(value, indices)| {

@@ -192,6 +192,10 @@ pub struct IngestConfig {
     pub retry_initial_ms: u64,
     /// longest retry delay.
     pub retry_max_ms: u64,
+    /// how long one flush keeps retrying before consumption is paused (the
+    /// consumer keeps polling, so the group keeps this host; flushes are
+    /// retried with backoff and consumption resumes when one succeeds).
+    pub retry_window_ms: u64,
     /// how long shutdown may take to flush and commit.
     pub shutdown_timeout_ms: u64,
 }
@@ -206,6 +210,7 @@ impl Default for IngestConfig {
             max_buffer_bytes: 384 << 20,
             retry_initial_ms: 200,
             retry_max_ms: 10_000,
+            retry_window_ms: 30_000,
             shutdown_timeout_ms: 30_000,
         }
     }

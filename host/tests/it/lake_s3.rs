@@ -165,7 +165,7 @@ fn an_object_store_outage_pauses_ingest_without_loss() {
         .lake_settings()
         .replace(&moto.endpoint, &format!("http://127.0.0.1:{}", outage.port));
     let settings = format!(
-        "{through}request_timeout_secs = 2\nclient_retries = 1\n[ingest]\nflush_rows = 300\nflush_age_ms = 150\nretry_max_ms = 2000\n"
+        "{through}request_timeout_secs = 2\nclient_retries = 1\n[ingest]\nflush_rows = 300\nflush_age_ms = 150\nretry_max_ms = 2000\nretry_window_ms = 2000\n"
     );
     let pipeline = write_pipeline(dir.path(), &k.brokers, "stall", "s3://weir/lake", &settings);
     let log = std::fs::File::create(dir.path().join("ingest.log")).unwrap();
@@ -200,5 +200,8 @@ fn an_object_store_outage_pauses_ingest_without_loss() {
         log.contains("lake write failed; retrying"),
         "no retry was logged:\n{log}"
     );
+    // the outage outlasted the retry window: consumption paused, then resumed
+    assert!(log.contains("consumption paused"), "{log}");
+    assert!(log.contains("consumption resumed"), "{log}");
     assert_exactly_once(&read_lake(&pipeline), "t", 4000);
 }
