@@ -158,7 +158,7 @@ fn decode_phase(
     };
     let mut config = client_config(&p.config.source, brokers);
     config
-        .set("group.id", "weir-bench-decode")
+        .set("group.id", group)
         .set("enable.auto.commit", "false");
     let consumer: BaseConsumer = config.create().map_err(kafka_error)?;
     let mut tpl = TopicPartitionList::new();

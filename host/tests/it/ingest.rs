@@ -289,3 +289,68 @@ fn a_group_member_dying_mid_run_hands_over_without_loss_or_duplicates() {
     let partitions: HashSet<String> = contents.kept.iter().map(|(_, d, _)| d.clone()).collect();
     assert_eq!(partitions.len(), 3);
 }
+
+#[test]
+fn the_local_pipeline_runs_on_embedded_kafka() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let local = crate::support::repo().join("pipelines/local.toml");
+    let lake = format!("lake.url={}", dir.path().join("lake").display());
+    let sets = [lake.as_str(), "ingest.flush_age_ms=200"];
+    let mut child = weir_cmd(&[
+        "ingest",
+        local.to_str().unwrap(),
+        "--set",
+        sets[0],
+        "--set",
+        sets[1],
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    // the embedded broker's address is printed on stderr; keep draining it
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(address) = line.strip_prefix("embedded Kafka listening on ") {
+                let _ = tx.send(address.trim().to_string());
+            }
+        }
+    });
+    let brokers = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("embedded broker address");
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(&events, good_events("l", 300).join("\n")).unwrap();
+    let broker_set = format!("source.brokers={brokers}");
+    let sent = weir_cmd(&[
+        "produce",
+        local.to_str().unwrap(),
+        "--set",
+        &broker_set,
+        events.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    let pipeline = weir::pipeline::Pipeline::load(&local, &sets).unwrap();
+    let started = std::time::Instant::now();
+    while crate::support::read_lake_of(&pipeline).kept.len() < 300
+        && started.elapsed() < Duration::from_secs(60)
+    {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    signal(&child, "TERM");
+    assert!(child.wait().unwrap().success());
+    assert_exactly_once(&crate::support::read_lake_of(&pipeline), "l", 300);
+}

@@ -144,9 +144,13 @@ pub struct LakeContents {
 
 /// Read every committed file of the pipeline's lake.
 pub fn read_lake(pipeline: &std::path::Path) -> LakeContents {
+    read_lake_of(&weir::pipeline::Pipeline::load(pipeline, &[]).unwrap())
+}
+
+/// Read every committed file of a loaded pipeline's lake.
+pub fn read_lake_of(p: &weir::pipeline::Pipeline) -> LakeContents {
     use arrow::array::AsArray;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    let p = weir::pipeline::Pipeline::load(pipeline, &[]).unwrap();
     let lake = weir::lake::Lake::open(&p.config.lake).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
