@@ -11,8 +11,8 @@ use serde_json::Value;
 use weir::generate::Rng;
 
 use crate::support::{
-    assert_exactly_once, good_event_date, good_events, kafka, produce, read_lake, signal,
-    spawn_producer, wait_for_lake, weir_cmd, write_pipeline,
+    assert_exactly_once, good_event_date, good_events, produce, read_lake, rig, signal,
+    spawn_producer, wait_for_lake, weir_cmd,
 };
 
 /// Every kind of bad input, with the reason and stage it must be dead-lettered with.
@@ -50,10 +50,8 @@ fn bots(n: usize) -> Vec<String> {
 
 #[test]
 fn drain_writes_exactly_the_kept_events_and_dead_letters() {
-    let k = kafka("vitals", 3);
-    let dir = tempfile::tempdir().unwrap();
-    let lake = dir.path().join("lake");
-    let pipeline = write_pipeline(dir.path(), &k.brokers, "vitals", lake.to_str().unwrap(), "");
+    let rig = rig("vitals", 3, None, "");
+    let (k, pipeline) = (&rig.kafka, rig.pipeline.clone());
     let good = good_events("g", 900);
     let bad = bad_events();
     let mut all = good.clone();
@@ -146,10 +144,12 @@ fn drain_writes_exactly_the_kept_events_and_dead_letters() {
 
 #[test]
 fn vacuum_removes_only_uncommitted_files() {
-    let k = kafka("vac", 1);
-    let dir = tempfile::tempdir().unwrap();
-    let lake = dir.path().join("lake");
-    let pipeline = write_pipeline(dir.path(), &k.brokers, "vac", lake.to_str().unwrap(), "");
+    let rig = rig("vac", 1, None, "");
+    let (k, pipeline, lake) = (
+        &rig.kafka,
+        rig.pipeline.clone(),
+        rig.dir.path().join("lake"),
+    );
     produce(&k.brokers, "vac", &good_events("v", 50));
     assert!(
         weir_cmd(&["ingest", pipeline.to_str().unwrap(), "--drain"])
@@ -182,16 +182,8 @@ const FAST_ROLL: &str = "[ingest]\nflush_rows = 300\nflush_age_ms = 150\nbatch_r
 
 #[test]
 fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
-    let k = kafka("crash", 3);
-    let dir = tempfile::tempdir().unwrap();
-    let lake = dir.path().join("lake");
-    let pipeline = write_pipeline(
-        dir.path(),
-        &k.brokers,
-        "crash",
-        lake.to_str().unwrap(),
-        FAST_ROLL,
-    );
+    let rig = rig("crash", 3, None, FAST_ROLL);
+    let (k, pipeline) = (&rig.kafka, rig.pipeline.clone());
     // events keep arriving for the whole test, until `stop`
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let producer = spawn_producer(
@@ -211,11 +203,7 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     );
     let mut commits_seen = vec![0];
     for _ in 0..5 {
-        let mut child = weir_cmd(&["ingest", pipeline.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = rig.spawn_ingest(Stdio::null());
         // once this run is committing (group joined), kill it at a random moment
         let before = *commits_seen.last().unwrap();
         let started = std::time::Instant::now();
@@ -247,26 +235,11 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
 
 #[test]
 fn a_group_member_dying_mid_run_hands_over_without_loss_or_duplicates() {
-    let k = kafka("group", 3);
-    let dir = tempfile::tempdir().unwrap();
-    let lake = dir.path().join("lake");
-    let pipeline = write_pipeline(
-        dir.path(),
-        &k.brokers,
-        "group",
-        lake.to_str().unwrap(),
-        FAST_ROLL,
-    );
+    let rig = rig("group", 3, None, FAST_ROLL);
+    let (k, pipeline) = (&rig.kafka, rig.pipeline.clone());
     let events = 9_000;
-    let spawn = || {
-        weir_cmd(&["ingest", pipeline.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    let mut a = spawn();
-    let mut b = spawn();
+    let mut a = rig.spawn_ingest(Stdio::null());
+    let mut b = rig.spawn_ingest(Stdio::null());
     let producer = spawn_producer(
         &k.brokers,
         "group",

@@ -9,7 +9,7 @@ use weir::lake::{CommitOutcome, CommitRecord, Lake};
 use weir::pipeline::Pipeline;
 
 use crate::support::{
-    Moto, Outage, assert_exactly_once, good_events, kafka, produce, read_lake, signal,
+    Moto, Outage, assert_exactly_once, good_events, produce, read_lake, rig, signal,
     spawn_producer, wait_for_lake, weir_cmd, write_pipeline,
 };
 
@@ -116,15 +116,8 @@ fn commit_records_are_create_only_on_local_disk_and_on_s3() {
 fn ingest_to_s3_lands_every_event_once() {
     let moto = Moto::start();
     moto.bucket("weir");
-    let k = kafka("s3vitals", 3);
-    let dir = tempfile::tempdir().unwrap();
-    let pipeline = write_pipeline(
-        dir.path(),
-        &k.brokers,
-        "s3vitals",
-        "s3://weir/lake",
-        &moto.lake_settings(),
-    );
+    let rig = rig("s3vitals", 3, Some("s3://weir/lake"), &moto.lake_settings());
+    let (k, pipeline) = (&rig.kafka, rig.pipeline.clone());
     let mut events = good_events("s", 600);
     events.push("{broken".into());
     produce(&k.brokers, "s3vitals", &events);
@@ -159,21 +152,16 @@ fn an_object_store_outage_pauses_ingest_without_loss() {
     moto.bucket("weir");
     // weir reaches moto through a forwarder that can be taken down
     let outage = Outage::forward(moto.endpoint.trim_start_matches("http://"));
-    let k = kafka("stall", 3);
-    let dir = tempfile::tempdir().unwrap();
     let through = moto
         .lake_settings()
         .replace(&moto.endpoint, &format!("http://127.0.0.1:{}", outage.port));
     let settings = format!(
         "{through}request_timeout_secs = 2\nclient_retries = 1\n[ingest]\nflush_rows = 300\nflush_age_ms = 150\nretry_max_ms = 2000\nretry_window_ms = 2000\n"
     );
-    let pipeline = write_pipeline(dir.path(), &k.brokers, "stall", "s3://weir/lake", &settings);
+    let rig = rig("stall", 3, Some("s3://weir/lake"), &settings);
+    let (k, pipeline, dir) = (&rig.kafka, rig.pipeline.clone(), &rig.dir);
     let log = std::fs::File::create(dir.path().join("ingest.log")).unwrap();
-    let mut child = weir_cmd(&["ingest", pipeline.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut child = rig.spawn_ingest(Stdio::from(log));
     let producer = spawn_producer(
         &k.brokers,
         "stall",

@@ -450,3 +450,44 @@ pub fn spawn_producer(
         sent
     })
 }
+
+/// What an ingest test needs: a mock cluster with its topic, a scratch
+/// directory and a pipeline file reading the topic into a lake.
+pub struct Rig {
+    /// the mock cluster (lives as long as the rig).
+    pub kafka: Kafka,
+    /// scratch directory (the local lake is `lake/` in it).
+    pub dir: tempfile::TempDir,
+    /// the pipeline file.
+    pub pipeline: PathBuf,
+}
+
+/// A rig for `topic` with `partitions`; the lake is `lake_url` or `<dir>/lake`.
+pub fn rig(topic: &str, partitions: i32, lake_url: Option<&str>, extra: &str) -> Rig {
+    let kafka = kafka(topic, partitions);
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("lake").display().to_string();
+    let pipeline = write_pipeline(
+        dir.path(),
+        &kafka.brokers,
+        topic,
+        lake_url.unwrap_or(&local),
+        extra,
+    );
+    Rig {
+        kafka,
+        dir,
+        pipeline,
+    }
+}
+
+impl Rig {
+    /// Start `weir ingest` on the rig's pipeline, stdout discarded, stderr as given.
+    pub fn spawn_ingest(&self, stderr: std::process::Stdio) -> std::process::Child {
+        weir_cmd(&["ingest", self.pipeline.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap()
+    }
+}
