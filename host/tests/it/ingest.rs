@@ -59,15 +59,7 @@ fn drain_writes_exactly_the_kept_events_and_dead_letters() {
     all.extend(bad.iter().map(|(p, _, _)| p.clone()));
     produce(&k.brokers, "vitals", &all);
 
-    let out = weir_cmd(&["ingest", pipeline.to_str().unwrap(), "--drain", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summary = rig.drain();
     assert_eq!(summary["read"], all.len() as u64);
     assert_eq!(summary["kept"], 900);
     assert_eq!(summary["dropped"], 30);
@@ -102,16 +94,7 @@ fn drain_writes_exactly_the_kept_events_and_dead_letters() {
     assert_eq!(dead, expected);
 
     // a second drain finds nothing new: the commit log is the position
-    let again = weir_cmd(&["ingest", pipeline.to_str().unwrap(), "--drain", "--json"])
-        .output()
-        .unwrap();
-    let summary: Value = serde_json::from_slice(&again.stdout).unwrap();
-    assert_eq!(
-        summary["read"],
-        0,
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
+    assert_eq!(rig.drain()["read"], 0);
 
     // the CLI lists the committed files of one date, from the commit log
     let listed = weir_cmd(&[
@@ -151,13 +134,7 @@ fn vacuum_removes_only_uncommitted_files() {
         rig.dir.path().join("lake"),
     );
     produce(&k.brokers, "vac", &good_events("v", 50));
-    assert!(
-        weir_cmd(&["ingest", pipeline.to_str().unwrap(), "--drain"])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
+    rig.drain();
     let orphan = lake.join("data/event_date=2026-11-24/vac-p0-o00000000000000000050-00000000000000000099-deadbeef.parquet");
     std::fs::write(&orphan, b"left by a crashed writer").unwrap();
     let out = weir_cmd(&[
@@ -218,14 +195,7 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let sent = producer.join().unwrap();
-    let out = weir_cmd(&["ingest", pipeline.to_str().unwrap(), "--drain", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    rig.drain();
     assert!(
         commits_seen.windows(2).all(|w| w[1] > w[0]),
         "a killed run committed nothing: {commits_seen:?}"

@@ -4,13 +4,12 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use serde_json::Value;
 use weir::lake::{CommitOutcome, CommitRecord, Lake};
 use weir::pipeline::Pipeline;
 
 use crate::support::{
     Moto, Outage, assert_exactly_once, good_events, produce, read_lake, rig, signal,
-    spawn_producer, wait_for_lake, weir_cmd, write_pipeline,
+    spawn_producer, wait_for_lake, write_pipeline,
 };
 
 fn record(chain_offset: i64) -> CommitRecord {
@@ -121,15 +120,7 @@ fn ingest_to_s3_lands_every_event_once() {
     let mut events = good_events("s", 600);
     events.push("{broken".into());
     produce(&k.brokers, "s3vitals", &events);
-    let out = weir_cmd(&["ingest", pipeline.to_str().unwrap(), "--drain", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summary = rig.drain();
     assert_eq!(
         (summary["kept"].as_u64(), summary["dead_lettered"].as_u64()),
         (Some(600), Some(1))

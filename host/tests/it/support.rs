@@ -482,6 +482,24 @@ pub fn rig(topic: &str, partitions: i32, lake_url: Option<&str>, extra: &str) ->
 }
 
 impl Rig {
+    /// Run `weir ingest --drain --json` to completion; its exit summary.
+    pub fn drain(&self) -> serde_json::Value {
+        let out = weir_cmd(&[
+            "ingest",
+            self.pipeline.to_str().unwrap(),
+            "--drain",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     /// Start `weir ingest` on the rig's pipeline, stdout discarded, stderr as given.
     pub fn spawn_ingest(&self, stderr: std::process::Stdio) -> std::process::Child {
         weir_cmd(&["ingest", self.pipeline.to_str().unwrap()])
