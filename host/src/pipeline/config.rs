@@ -96,7 +96,8 @@ pub struct PluginConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LakeConfig {
-    /// a local path, `file:///...` or `s3://bucket/prefix`.
+    /// a local path (relative paths are relative to the pipeline file),
+    /// `file:///...` or `s3://bucket/prefix`.
     pub url: String,
     /// output column whose value partitions the data (`event_date=.../`).
     #[serde(default = "default_partition_by")]
@@ -348,6 +349,13 @@ impl Pipeline {
                 return Err(key_error(key, "expected a positive number".into()));
             }
         }
+        let mut config = config;
+        let url = &config.lake.url;
+        if !url.contains("://") && !Path::new(url).is_absolute() {
+            // a relative lake directory is relative to the pipeline file, like the plugin path
+            let base = file.parent().unwrap_or(Path::new("."));
+            config.lake.url = base.join(url).display().to_string();
+        }
         Ok(Pipeline {
             file: file.to_path_buf(),
             config,
@@ -449,6 +457,14 @@ url = "/tmp/lake"
         .unwrap();
         assert_eq!(p.config.source.brokers, "cli:9092");
         assert_eq!(p.plugin_location(), "p.wasm");
+        let p = parse(MINIMAL, &[], &["lake.url=lake"]).unwrap();
+        assert_eq!(
+            p.config.lake.url, "lake",
+            "relative to pipe.toml's (empty) directory"
+        );
+        let sets = ["lake.url=../lake".to_string()];
+        let p = Pipeline::parse(Path::new("/etc/weir/pipe.toml"), MINIMAL, &[], &sets).unwrap();
+        assert_eq!(p.config.lake.url, "/etc/weir/../lake");
     }
 
     #[test]
