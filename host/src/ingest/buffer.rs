@@ -10,11 +10,43 @@ use super::decode::JsonDecoder;
 use crate::lake::DeadLetter;
 use crate::pipeline::DeclaredSchema;
 
-/// Where a decoded row came from (to dead-letter it if the plugin rejects it).
-pub(crate) struct RawMessage {
-    pub offset: i64,
-    pub timestamp: Option<i64>,
-    pub payload: Vec<u8>,
+/// The raw messages behind the decoded rows waiting for the plugin (to
+/// dead-letter the rows it rejects), in buffers reused from batch to batch:
+/// no allocation per message.
+#[derive(Default)]
+pub(crate) struct RawMessages {
+    data: Vec<u8>,
+    ends: Vec<usize>,
+    offsets: Vec<i64>,
+    timestamps: Vec<Option<i64>>,
+}
+
+impl RawMessages {
+    /// Remember the message behind the next decoded row.
+    pub fn push(&mut self, offset: i64, timestamp: Option<i64>, payload: &[u8]) {
+        self.data.extend_from_slice(payload);
+        self.ends.push(self.data.len());
+        self.offsets.push(offset);
+        self.timestamps.push(timestamp);
+    }
+
+    /// Offset, Kafka timestamp and payload of row `row`.
+    pub fn get(&self, row: usize) -> (i64, Option<i64>, &[u8]) {
+        let start = if row == 0 { 0 } else { self.ends[row - 1] };
+        (
+            self.offsets[row],
+            self.timestamps[row],
+            &self.data[start..self.ends[row]],
+        )
+    }
+
+    /// Forget every row (keeping the buffers).
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.ends.clear();
+        self.offsets.clear();
+        self.timestamps.clear();
+    }
 }
 
 /// The uncommitted state of one assigned Kafka partition.
@@ -29,7 +61,7 @@ pub(crate) struct PartitionBuffer {
     pub first_offset: Option<i64>,
     pub last_offset: i64,
     pub decoder: JsonDecoder,
-    pub decoded_raw: Vec<RawMessage>,
+    pub decoded_raw: RawMessages,
     pub kept: Vec<RecordBatch>,
     pub kept_rows: usize,
     pub dead: Vec<DeadLetter>,
@@ -56,7 +88,7 @@ impl PartitionBuffer {
             first_offset: None,
             last_offset: -1,
             decoder: JsonDecoder::new(schema, batch_rows),
-            decoded_raw: Vec::new(),
+            decoded_raw: RawMessages::default(),
             kept: Vec::new(),
             kept_rows: 0,
             dead: Vec::new(),

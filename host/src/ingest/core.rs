@@ -15,7 +15,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use tokio::runtime::Handle;
 
-use super::buffer::{PartitionBuffer, RawMessage};
+use super::buffer::PartitionBuffer;
 use crate::lake::{
     CommitOutcome, CommitRecord, CommittedFile, DeadLetter, FileKind, FileMetadata, Lake,
     LakeError, dead_letters_batch, encode_parquet, split_by_partition,
@@ -127,11 +127,7 @@ impl Core {
         }
         buffer.note_message(offset, payload.len());
         match buffer.decoder.push(payload) {
-            Ok(()) => buffer.decoded_raw.push(RawMessage {
-                offset,
-                timestamp,
-                payload: payload.to_vec(),
-            }),
+            Ok(()) => buffer.decoded_raw.push(offset, timestamp, payload),
             Err(e) => buffer.dead.push(DeadLetter {
                 topic: buffer.topic.clone(),
                 partition,
@@ -155,25 +151,25 @@ impl Core {
             return;
         }
         let batch = buffer.decoder.flush();
-        let raw = std::mem::take(&mut buffer.decoded_raw);
         let processed = self.runner.process(&batch);
         for e in processed.excluded {
             match e.verdict {
                 Verdict::Drop => buffer.dropped += 1,
                 Verdict::Reject => {
-                    let m = &raw[e.row];
+                    let (offset, kafka_timestamp, payload) = buffer.decoded_raw.get(e.row);
                     buffer.dead.push(DeadLetter {
                         topic: buffer.topic.clone(),
                         partition: buffer.partition,
-                        offset: m.offset,
-                        kafka_timestamp: m.timestamp,
+                        offset,
+                        kafka_timestamp,
                         stage: "plugin",
                         reason: e.reason.to_string(),
-                        payload: m.payload.clone(),
+                        payload: payload.to_vec(),
                     });
                 }
             }
         }
+        buffer.decoded_raw.clear();
         if processed.batch.num_rows() > 0 {
             buffer.kept_rows += processed.batch.num_rows();
             buffer.kept.push(processed.batch);

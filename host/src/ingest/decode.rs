@@ -219,17 +219,16 @@ impl JsonDecoder {
                 DecodeError::InvalidJson(e.to_string())
             });
         }
-        let mut values = Vec::with_capacity(fields.len());
+        // check every field first, so a refused message leaves the builders untouched
         for (field, slot) in fields.iter().zip(&slots) {
             let value =
                 typed(field.ty, slot).map_err(|e| e.for_field(&field.name, field.ty, slot))?;
             if matches!(value, Value::Null) && !field.nullable {
                 return Err(DecodeError::MissingField(field.name.clone()));
             }
-            values.push(value);
         }
-        for (builder, value) in self.builders.iter_mut().zip(values) {
-            append(builder, value);
+        for ((builder, field), slot) in self.builders.iter_mut().zip(fields.iter()).zip(&slots) {
+            append(builder, typed(field.ty, slot).unwrap_or(Value::Null));
         }
         self.rows += 1;
         Ok(())
