@@ -6,7 +6,7 @@
 use serde_json::Value;
 use weir::generate::{Generator, GeneratorOptions};
 
-use crate::support::{repo, wasm, weir};
+use crate::support::{repo, wasm, weir, weir_cmd, weir_ok};
 
 fn messy_sample(dir: &std::path::Path) -> std::path::PathBuf {
     let testdata = repo().join("plugins/web-vitals/testdata");
@@ -42,7 +42,7 @@ fn rust_and_python_web_vitals_agree_on_every_event() {
     let sample = messy_sample(dir.path());
     let rust = wasm("weir_plugin_web_vitals");
     let python = wasm("weir_plugin_web_vitals_py");
-    let out = weir(&[
+    let out = weir_ok(&mut weir_cmd(&[
         "plugin",
         "diff",
         rust.to_str().unwrap(),
@@ -50,13 +50,8 @@ fn rust_and_python_web_vitals_agree_on_every_event() {
         "--input",
         sample.to_str().unwrap(),
         "--json",
-    ]);
+    ]));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let report: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["differing"], 0, "{report}");
     assert!(report["events"].as_u64().unwrap() > 4000, "{report}");

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::plugin_cases::cases;
-use crate::support::{wasm, weir};
+use crate::support::{wasm, weir, weir_cmd, weir_ok};
 
 #[test]
 fn check_reports_the_expected_counts_and_idempotence() {
@@ -18,19 +18,14 @@ fn check_reports_the_expected_counts_and_idempotence() {
     text.push_str("{\"event_id\":\"x\",\"timestamp\":1,\"page_url\":\"https://x.org\",\"tti_ms\":\"slow\"}\n\n");
     std::fs::write(&input, text).unwrap();
 
-    let out = weir(&[
+    let out = weir_ok(&mut weir_cmd(&[
         "plugin",
         "check",
         wasm("weir_plugin_web_vitals").to_str().unwrap(),
         "--input",
         input.to_str().unwrap(),
         "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ]));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
 
     let count = |verdict: &str| cases.iter().filter(|c| c["verdict"] == verdict).count() as u64;

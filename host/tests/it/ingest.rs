@@ -12,7 +12,7 @@ use weir::generate::Rng;
 
 use crate::support::{
     assert_exactly_once, good_event_date, good_events, produce, read_lake, rig, signal,
-    spawn_producer, wait_for_lake, weir_cmd,
+    spawn_producer, wait_for_lake, weir_cmd, weir_ok,
 };
 
 /// Every kind of bad input, with the reason and stage it must be dead-lettered with.
@@ -137,20 +137,13 @@ fn vacuum_removes_only_uncommitted_files() {
     rig.drain();
     let orphan = lake.join("data/event_date=2026-11-24/vac-p0-o00000000000000000050-00000000000000000099-deadbeef.parquet");
     std::fs::write(&orphan, b"left by a crashed writer").unwrap();
-    let out = weir_cmd(&[
+    weir_ok(&mut weir_cmd(&[
         "lake",
         "vacuum",
         pipeline.to_str().unwrap(),
         "--grace-secs",
         "0",
-    ])
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ]));
     assert!(!orphan.exists());
     assert_exactly_once(&read_lake(&pipeline), "v", 50);
 }
@@ -271,20 +264,13 @@ fn the_local_pipeline_runs_on_embedded_kafka() {
     let events = dir.path().join("events.jsonl");
     std::fs::write(&events, good_events("l", 300).join("\n")).unwrap();
     let broker_set = format!("source.brokers={brokers}");
-    let sent = weir_cmd(&[
+    weir_ok(&mut weir_cmd(&[
         "produce",
         local.to_str().unwrap(),
         "--set",
         &broker_set,
         events.to_str().unwrap(),
-    ])
-    .output()
-    .unwrap();
-    assert!(
-        sent.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sent.stderr)
-    );
+    ]));
     let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
     let pipeline = weir::pipeline::Pipeline::load(&local, &sets).unwrap();
     let started = std::time::Instant::now();

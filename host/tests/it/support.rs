@@ -35,16 +35,9 @@ pub fn engine(limits: Limits) -> Arc<PluginEngine> {
     PluginEngine::with_cache_dir(limits, Some(cache)).expect("engine")
 }
 
-/// Run the `weir` binary.
+/// Run the `weir` binary to completion.
 pub fn weir(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(args)
-        .env(
-            "WEIR_CACHE_DIR",
-            PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("weir-cache"),
-        )
-        .output()
-        .expect("run weir")
+    weir_cmd(args).output().expect("run weir")
 }
 
 /// Repository root.
@@ -60,6 +53,17 @@ pub fn weir_cmd(args: &[&str]) -> Command {
         PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("weir-cache"),
     );
     c
+}
+
+/// Run a `weir` command to completion, insisting it succeeded (stderr shown otherwise).
+pub fn weir_ok(command: &mut Command) -> Output {
+    let out = command.output().expect("run weir");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 /// A librdkafka mock cluster living as long as this value.
@@ -484,19 +488,12 @@ pub fn rig(topic: &str, partitions: i32, lake_url: Option<&str>, extra: &str) ->
 impl Rig {
     /// Run `weir ingest --drain --json` to completion; its exit summary.
     pub fn drain(&self) -> serde_json::Value {
-        let out = weir_cmd(&[
+        let out = weir_ok(&mut weir_cmd(&[
             "ingest",
             self.pipeline.to_str().unwrap(),
             "--drain",
             "--json",
-        ])
-        .output()
-        .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        ]));
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
