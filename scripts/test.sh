@@ -2,8 +2,10 @@
 # weir's test command (the README's, and what .ci/run calls).
 #
 # Brings up what the tests need, idempotently: the wasm32-wasip2 target, the
-# plugin components, moto server (S3/DynamoDB/Lambda stand-in, in a venv
-# under ~/.cache/weir-tools) on 127.0.0.1. Then checks formatting, lints and
+# plugin components, PostgreSQL on 127.0.0.1:5432 (installed from Debian's
+# packages and started when it is not running), moto server
+# (S3/DynamoDB/Lambda stand-in, in a venv under ~/.cache/weir-tools) on
+# 127.0.0.1. Then checks formatting, lints and
 # runs every test. Stops what it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,16 +21,36 @@ bash scripts/build-plugins.sh
 export WEIR_PLUGIN_DIR="$PWD/plugins/dist"
 export WEIR_CACHE_DIR="$CARGO_TARGET_DIR/weir-cache"
 
+PG_STARTED=""
+MOTO_PID=""
+cleanup() {
+    if [ -n "$MOTO_PID" ]; then kill "$MOTO_PID" 2>/dev/null || true; wait "$MOTO_PID" 2>/dev/null || true; fi
+    if [ -n "$PG_STARTED" ]; then pg_ctlcluster "$PG_STARTED" main stop || true; fi
+}
+trap cleanup EXIT
+
+step "PostgreSQL on 127.0.0.1:5432"
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+    if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -q postgresql >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q postgresql >/dev/null; }
+    fi
+    PG_VERSION="$(ls /etc/postgresql | sort -V | tail -1)"
+    HBA="/etc/postgresql/$PG_VERSION/main/pg_hba.conf"
+    # the tests connect as postgres over TCP without a password
+    grep -q '^host all all 127.0.0.1/32 trust' "$HBA" || sed -i '1i host all all 127.0.0.1/32 trust' "$HBA"
+    pg_ctlcluster "$PG_VERSION" main start
+    PG_STARTED="$PG_VERSION"
+    for _ in $(seq 1 100); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.1; done
+fi
+pg_isready -h 127.0.0.1 -p 5432
+export WEIR_TEST_POSTGRES="${WEIR_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432/postgres}"
+
 step "moto server (S3, DynamoDB, Lambda)"
 if [ ! -x "$TOOLS/venv/bin/moto_server" ]; then
     python3 -m venv "$TOOLS/venv"
     "$TOOLS/venv/bin/pip" install --quiet 'moto[server]'
 fi
-MOTO_PID=""
-cleanup() {
-    if [ -n "$MOTO_PID" ]; then kill "$MOTO_PID" 2>/dev/null || true; wait "$MOTO_PID" 2>/dev/null || true; fi
-}
-trap cleanup EXIT
 MOTO_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 "$TOOLS/venv/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$TOOLS/moto.log" 2>&1 &
 MOTO_PID=$!

@@ -7,13 +7,20 @@
 //! - [`pipeline`]: the pipeline definition file and the declared event schema;
 //! - [`plugin`]: the wasmtime engine, the `weir:preprocess` bindings, limits,
 //!   poison-event isolation;
-//! - [`ingest`]: decoding JSON events into Arrow by the declared schema.
+//! - [`ingest`]: Kafka consumption, decoding, batching, the commit protocol;
+//! - [`lake`]: object store, Parquet files, commit log, dead letters;
+//! - [`aggregate`]: the batch path (same plugin again, exact aggregates);
+//! - [`warehouse`]: loading aggregates into PostgreSQL, Redshift or SQLite;
+//! - [`batch`]: the whole batch job, plan to load, shared by CLI and orchestrator.
 
+pub mod aggregate;
+pub mod batch;
 pub mod generate;
 pub mod ingest;
 pub mod lake;
 pub mod pipeline;
 pub mod plugin;
+pub mod warehouse;
 
 /// The weir version, recorded in every file it writes.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

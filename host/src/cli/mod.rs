@@ -3,6 +3,7 @@
 //! results on stdout (the only place weir uses `println!`).
 #![allow(clippy::print_stdout)]
 
+mod batch_cmds;
 mod pipeline_cmds;
 mod plugin;
 
@@ -52,12 +53,19 @@ enum Command {
     /// Inspect and maintain the lake.
     #[command(subcommand)]
     Lake(pipeline_cmds::LakeCommand),
+    /// Aggregate date partitions of the lake (re-applying the plugin) and load them into the warehouse.
+    Aggregate(batch_cmds::AggregateArgs),
+    /// Look at the warehouse.
+    #[command(subcommand)]
+    Warehouse(batch_cmds::WarehouseCommand),
 }
 
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
     /// Kafka (mock) → decode → plugin → Parquet, beside decoding alone, with peak memory.
     Ingest(pipeline_cmds::BenchIngestArgs),
+    /// Aggregation of a generated lake (default 5 million events), beside DuckDB.
+    Aggregate(batch_cmds::BenchAggregateArgs),
 }
 
 /// Set up `tracing` on stderr.
@@ -89,5 +97,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Generate(args) => pipeline_cmds::run_generate(args),
         Command::Lake(command) => pipeline_cmds::run_lake(command),
         Command::Bench(BenchCommand::Ingest(args)) => pipeline_cmds::run_bench_ingest(args),
+        Command::Bench(BenchCommand::Aggregate(args)) => batch_cmds::run_bench_aggregate(args),
+        Command::Aggregate(args) => batch_cmds::run_aggregate(args),
+        Command::Warehouse(command) => batch_cmds::run_warehouse(command),
     }
 }

@@ -215,7 +215,7 @@ fn decode_phase(
 }
 
 /// A `/proc/self/status` memory figure in MiB (0 where unavailable).
-fn rss_mib(key: &str) -> f64 {
+pub(crate) fn rss_mib(key: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -227,6 +227,6 @@ fn rss_mib(key: &str) -> f64 {
 }
 
 /// Reset the peak-RSS mark (Linux: writing 5 to clear_refs).
-fn reset_peak() {
+pub(crate) fn reset_peak() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }

@@ -17,4 +17,4 @@ mod run;
 pub mod source;
 
 pub use decode::{DecodeError, JsonDecoder};
-pub use run::{IngestError, IngestOptions, IngestSummary, ingest};
+pub use run::{IngestError, IngestOptions, IngestSummary, ingest, load_plugin};

@@ -62,7 +62,7 @@ pub enum IngestError {
 pub fn load_plugin(
     pipeline: &Pipeline,
     engine: &PluginEngine,
-    rt: &tokio::runtime::Runtime,
+    rt: &tokio::runtime::Handle,
 ) -> Result<Arc<crate::plugin::LoadedPlugin>, IngestError> {
     let location = pipeline.plugin_location();
     if let Some(rest) = location.strip_prefix("s3://") {
@@ -94,7 +94,7 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
         .map_err(IngestError::Runtime)?;
     let lake = Lake::open(&pipeline.config.lake)?;
     let engine = PluginEngine::new(pipeline.config.plugin.limits.clone())?;
-    let plugin = load_plugin(&pipeline, &engine, &rt)?;
+    let plugin = load_plugin(&pipeline, &engine, rt.handle())?;
     let runner = PluginRunner::new(engine, plugin, &pipeline.schema, &pipeline.plugin_config())?;
     let source = pipeline.config.source.clone();
     let topics = source.topics();

@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::schema::{DeclaredSchema, FieldSpec};
+use crate::aggregate::AggregateConfig;
 use crate::plugin::Limits;
+use crate::warehouse::WarehouseConfig;
 
 /// A whole pipeline definition.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -32,6 +34,10 @@ pub struct PipelineConfig {
     /// tuning of the streaming path.
     #[serde(default)]
     pub ingest: IngestConfig,
+    /// the batch aggregation (`weir aggregate`).
+    pub aggregate: Option<AggregateConfig>,
+    /// where aggregates are loaded.
+    pub warehouse: Option<WarehouseConfig>,
 }
 
 /// The Kafka source.
@@ -349,6 +355,28 @@ impl Pipeline {
                 return Err(key_error(key, "expected a positive number".into()));
             }
         }
+        if let Some(aggregate) = &config.aggregate {
+            aggregate
+                .validate(&config.lake.partition_by)
+                .map_err(|(key, message)| key_error(&key, message))?;
+        }
+        if let Some(w) = &config.warehouse {
+            if !["postgres://", "postgresql://", "redshift://", "sqlite://"]
+                .iter()
+                .any(|p| w.url.starts_with(p))
+            {
+                return Err(key_error(
+                    "warehouse.url",
+                    format!(
+                        "expected postgres://, redshift:// or sqlite://, got `{}`",
+                        redact(&w.url)
+                    ),
+                ));
+            }
+            if w.table.trim().is_empty() {
+                return Err(key_error("warehouse.table", "expected a table name".into()));
+            }
+        }
         let mut config = config;
         let url = &config.lake.url;
         if !url.contains("://") && !Path::new(url).is_absolute() {
@@ -382,6 +410,20 @@ impl Pipeline {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
+    }
+}
+
+/// A URL with its password (if any) replaced by `***`.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod batch;
 mod conformance;
 mod decode_cli;
 mod hostile;

@@ -1,0 +1,339 @@
+//! `weir bench aggregate`: builds a lake of generated events (through the
+//! decoder and the plugin, as ingest writes it), times `weir aggregate`
+//! over it, and in the same run times DuckDB computing the same figures
+//! with SQL over the same Parquet files.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::batch::{BatchError, BatchJob, BatchOptions};
+use crate::generate::{Generator, GeneratorOptions};
+use crate::ingest::JsonDecoder;
+use crate::ingest::bench::{reset_peak, rss_mib};
+use crate::lake::{
+    CommitRecord, CommittedFile, FileKind, FileMetadata, Lake, encode_parquet, split_by_partition,
+};
+use crate::pipeline::Pipeline;
+use crate::plugin::{PluginEngine, PluginRunner};
+
+use super::Selection;
+
+/// One timed phase.
+#[derive(Clone, Debug, Serialize)]
+pub struct Phase {
+    /// wall time in seconds.
+    pub seconds: f64,
+    /// lake rows per second.
+    pub rows_per_sec: f64,
+    /// aggregate rows produced.
+    pub groups: usize,
+    /// peak resident memory of the phase, MiB (weir only).
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// What `weir bench aggregate` reports.
+#[derive(Clone, Debug, Serialize)]
+pub struct AggregateBenchReport {
+    /// generated events.
+    pub events: u64,
+    /// rows in the lake (kept by the plugin).
+    pub lake_rows: u64,
+    /// date partitions.
+    pub dates: usize,
+    /// data files.
+    pub files: usize,
+    /// bytes of Parquet.
+    pub lake_bytes: u64,
+    /// seconds spent building the lake (not measured further).
+    pub build_seconds: f64,
+    /// `weir aggregate --all` into SQLite, plugin re-applied.
+    pub weir: Phase,
+    /// the same without re-applying the plugin.
+    pub weir_without_plugin: Phase,
+    /// DuckDB over the same files, when a Python with `duckdb` was given.
+    pub duckdb: Option<Phase>,
+    /// weir's time over DuckDB's.
+    pub ratio_to_duckdb: Option<f64>,
+}
+
+/// Build the lake in `lake_dir` (unless it already holds one), then time
+/// weir and DuckDB over it.
+pub async fn bench_aggregate(
+    pipeline: &Pipeline,
+    events: u64,
+    days: u32,
+    lake_dir: &Path,
+    duckdb_python: Option<PathBuf>,
+) -> Result<AggregateBenchReport, BatchError> {
+    let mut p = pipeline.clone();
+    p.config.lake.url = lake_dir.display().to_string();
+    let mut warehouse = p
+        .config
+        .warehouse
+        .clone()
+        .ok_or_else(|| BatchError::Config {
+            file: p.file.display().to_string(),
+            message: "no [warehouse] section".into(),
+        })?;
+    warehouse.url = format!("sqlite://{}", lake_dir.join("bench-warehouse.db").display());
+    p.config.warehouse = Some(warehouse);
+    let lake = Lake::open(&p.config.lake)?;
+    let started = Instant::now();
+    if lake.commits().await?.is_empty() {
+        let (pc, lake2) = (p.clone(), Lake::open(&p.config.lake)?);
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || build_lake(&pc, &lake2, events, days, &handle))
+            .await
+            .expect("lake builder")?;
+    }
+    let build_seconds = started.elapsed().as_secs_f64();
+    let records = lake.commits().await?;
+    let files: Vec<&CommittedFile> = records
+        .iter()
+        .flat_map(|r| &r.files)
+        .filter(|f| f.kind == FileKind::Data)
+        .collect();
+    let lake_rows: u64 = files.iter().map(|f| f.rows).sum();
+    let dates = files
+        .iter()
+        .filter_map(|f| f.partition_value.as_ref())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+
+    let timed = |reapply: bool| {
+        let mut p = p.clone();
+        if let Some(a) = p.config.aggregate.as_mut() {
+            a.reapply_plugin = reapply;
+        }
+        async move {
+            let job = Arc::new(BatchJob::open(&p).await?);
+            reset_peak();
+            let started = Instant::now();
+            let summary = job
+                .run(
+                    &BatchOptions {
+                        selection: Selection::All,
+                        replace_empty: false,
+                    },
+                    Arc::new(|_: &super::Progress| {}),
+                )
+                .await?;
+            let seconds = started.elapsed().as_secs_f64();
+            Ok::<_, BatchError>(Phase {
+                seconds,
+                rows_per_sec: summary.rows_read as f64 / seconds,
+                groups: summary.rows_loaded,
+                peak_rss_mib: Some(rss_mib("VmHWM")),
+            })
+        }
+    };
+    let weir_without_plugin = timed(false).await?;
+    let weir = timed(true).await?;
+    let duckdb = match duckdb_python {
+        Some(python) => Some(
+            run_duckdb(&python, lake_dir, lake_rows, &p).map_err(|message| BatchError::Config {
+                file: "duckdb".into(),
+                message,
+            })?,
+        ),
+        None => None,
+    };
+    let ratio_to_duckdb = duckdb.as_ref().map(|d| weir.seconds / d.seconds);
+    Ok(AggregateBenchReport {
+        events,
+        lake_rows,
+        dates,
+        files: files.len(),
+        lake_bytes: files.iter().map(|f| f.bytes).sum(),
+        build_seconds,
+        weir,
+        weir_without_plugin,
+        duckdb,
+        ratio_to_duckdb,
+    })
+}
+
+/// Generate `events` over `days`, decode, run the plugin and write the lake
+/// as ingest would: files of at most 500 000 rows per date, one commit
+/// record per file.
+fn build_lake(
+    p: &Pipeline,
+    lake: &Lake,
+    events: u64,
+    days: u32,
+    rt: &tokio::runtime::Handle,
+) -> Result<(), BatchError> {
+    let engine = PluginEngine::new(p.config.plugin.limits.clone())?;
+    let plugin = crate::ingest::load_plugin(p, &engine, rt).map_err(|e| BatchError::Config {
+        file: p.file.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let mut runner = PluginRunner::new(engine, plugin.clone(), &p.schema, &p.plugin_config())?;
+    let column = runner
+        .output_schema()
+        .arrow()
+        .index_of(&p.config.lake.partition_by)
+        .map_err(|_| BatchError::Config {
+            file: p.file.display().to_string(),
+            message: format!(
+                "the plugin's output has no `{}` column",
+                p.config.lake.partition_by
+            ),
+        })?;
+    let mut generator = Generator::new(GeneratorOptions {
+        days,
+        bad_share: 0.01,
+        ..Default::default()
+    });
+    let mut decoder = JsonDecoder::new(&p.schema, 65_536);
+    let mut pending: std::collections::BTreeMap<String, Vec<arrow::record_batch::RecordBatch>> =
+        Default::default();
+    let mut chains: std::collections::BTreeMap<String, (i32, i64)> = Default::default();
+    let mut line = String::new();
+    let flush = |date: &str,
+                 batches: Vec<arrow::record_batch::RecordBatch>,
+                 chains: &mut std::collections::BTreeMap<String, (i32, i64)>|
+     -> Result<(), BatchError> {
+        let n = chains.len() as i32;
+        let (partition, chain) = *chains.entry(date.to_string()).or_insert((n, 0));
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        let last = chain + rows as i64 - 1;
+        let meta = FileMetadata {
+            plugin_digest: plugin.digest.clone(),
+            topic: "bench".into(),
+            partition,
+            first_offset: chain,
+            last_offset: last,
+        };
+        let bytes = encode_parquet(
+            &batches,
+            &p.config.lake.compression,
+            p.config.lake.row_group_rows,
+            &meta,
+        )
+        .map_err(|e| BatchError::Config {
+            file: "bench".into(),
+            message: e.to_string(),
+        })?;
+        let path = format!(
+            "data/{}={date}/bench-p{partition}-o{chain:020}-{last:020}-{}.parquet",
+            p.config.lake.partition_by,
+            &plugin.digest[..8]
+        );
+        let file = CommittedFile {
+            path: path.clone(),
+            kind: FileKind::Data,
+            partition_value: Some(date.into()),
+            rows: rows as u64,
+            bytes: bytes.len() as u64,
+        };
+        rt.block_on(lake.put(&path, bytes))?;
+        let record = CommitRecord {
+            version: 1,
+            pipeline: p.config.name.clone(),
+            topic: "bench".into(),
+            partition,
+            chain_offset: chain,
+            first_offset: chain,
+            last_offset: last,
+            next_offset: last + 1,
+            files: vec![file],
+            plugin_digest: plugin.digest.clone(),
+            weir_version: crate::VERSION.to_string(),
+            committed_at: chrono::Utc::now().to_rfc3339(),
+            read: rows as u64,
+            kept: rows as u64,
+            dropped: 0,
+            dead_lettered: 0,
+        };
+        rt.block_on(lake.commit(&record))?;
+        chains.insert(date.to_string(), (partition, last + 1));
+        Ok(())
+    };
+    for i in 0..events {
+        generator.next_into(&mut line);
+        let _ = decoder.push(line.as_bytes());
+        if decoder.len() >= 65_536 || i + 1 == events {
+            let batch = decoder.flush();
+            let processed = runner.process(&batch);
+            for (date, part) in split_by_partition(&processed.batch, column) {
+                let list = pending.entry(date.clone()).or_default();
+                list.push(part);
+                if list.iter().map(|b| b.num_rows()).sum::<usize>() >= 500_000 {
+                    let batches = pending.remove(&date).unwrap_or_default();
+                    flush(&date, batches, &mut chains)?;
+                }
+            }
+        }
+    }
+    for (date, batches) in std::mem::take(&mut pending) {
+        flush(&date, batches, &mut chains)?;
+    }
+    Ok(())
+}
+
+/// Time DuckDB computing the same figures over the lake's Parquet files.
+fn run_duckdb(
+    python: &Path,
+    lake_dir: &Path,
+    lake_rows: u64,
+    p: &Pipeline,
+) -> Result<Phase, String> {
+    let a = p
+        .config
+        .aggregate
+        .as_ref()
+        .ok_or("no [aggregate] section")?;
+    let mut select = vec![
+        a.group_by.join(", "),
+        format!("count(DISTINCT {}) AS {}", a.distinct, a.events_column),
+    ];
+    for m in &a.metrics {
+        for s in &m.stats {
+            let c = &m.column;
+            select.push(match s.as_str() {
+                "samples" => format!("count({c})"),
+                "avg" => format!("avg({c})"),
+                "min" => format!("min({c})"),
+                "max" => format!("max({c})"),
+                pct => format!(
+                    "quantile_cont({c}, {})",
+                    pct.trim_start_matches('p').parse::<f64>().unwrap_or(50.0) / 100.0
+                ),
+            });
+        }
+    }
+    let glob = lake_dir.join("data/*/*.parquet");
+    let sql = format!(
+        "WITH d AS (SELECT DISTINCT ON ({part}, {key}) * FROM read_parquet('{glob}', hive_partitioning = false)) \
+         SELECT {select} FROM d GROUP BY {group}",
+        part = p.config.lake.partition_by,
+        key = a.distinct,
+        glob = glob.display(),
+        select = select.join(", "),
+        group = a.group_by.join(", "),
+    );
+    let script = format!(
+        "import duckdb, json, time\ncon = duckdb.connect()\nt = time.perf_counter()\nrows = con.execute({sql:?}).fetchall()\nprint(json.dumps({{'seconds': time.perf_counter() - t, 'groups': len(rows)}}))\n"
+    );
+    let out = std::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .output()
+        .map_err(|e| format!("{}: {e}", python.display()))?;
+    if !out.status.success() {
+        return Err(format!("duckdb: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("duckdb output: {e}"))?;
+    let seconds = v["seconds"].as_f64().unwrap_or(f64::NAN);
+    Ok(Phase {
+        seconds,
+        rows_per_sec: lake_rows as f64 / seconds,
+        groups: v["groups"].as_u64().unwrap_or(0) as usize,
+        peak_rss_mib: None,
+    })
+}

@@ -1,0 +1,313 @@
+//! `weir aggregate` and `weir warehouse show`: the batch CLI.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use chrono::NaiveDate;
+use clap::{Args, Subcommand};
+
+use super::pipeline_cmds::PipelineArgs;
+use weir::aggregate::{Progress, Selection};
+use weir::batch::{BatchJob, BatchOptions, BatchSummary, PartitionStatus};
+use weir::warehouse::{Shown, Warehouse};
+
+#[derive(Debug, Args)]
+pub struct AggregateArgs {
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+    /// A date partition to aggregate (YYYY-MM-DD); repeatable.
+    #[arg(long = "date", value_name = "DATE", conflicts_with_all = ["from", "all"])]
+    dates: Vec<NaiveDate>,
+    /// First date of a range (with --to).
+    #[arg(long, requires = "to", conflicts_with = "all")]
+    from: Option<NaiveDate>,
+    /// Last date of a range, inclusive (with --from).
+    #[arg(long, requires = "from")]
+    to: Option<NaiveDate>,
+    /// Every date the commit log names.
+    #[arg(long)]
+    all: bool,
+    /// For selected dates without data, delete their warehouse rows.
+    #[arg(long)]
+    replace_empty: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WarehouseCommand {
+    /// Print the aggregated rows as a table: the top N per date.
+    Show(ShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+    /// Only this date.
+    #[arg(long)]
+    date: Option<NaiveDate>,
+    /// Rows per date.
+    #[arg(long, default_value_t = 10)]
+    top: usize,
+    /// Column ordering the rows of a date (descending).
+    #[arg(long, default_value = "events")]
+    order_by: String,
+    /// Print the rows as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+pub fn run_aggregate(args: AggregateArgs) -> anyhow::Result<ExitCode> {
+    let pipeline = args.pipeline.load()?;
+    let selection = match (&args.dates[..], args.from, args.to, args.all) {
+        (_, _, _, true) => Selection::All,
+        (_, Some(from), Some(to), _) => {
+            anyhow::ensure!(from <= to, "--from {from} is after --to {to}");
+            Selection::Range(from, to)
+        }
+        ([], ..) => {
+            anyhow::bail!("say which dates: --date D (repeatable), --from D --to D, or --all")
+        }
+        (dates, ..) => Selection::Dates(dates.to_vec()),
+    };
+    let rt = runtime()?;
+    let json = args.json;
+    let summary = rt.block_on(async {
+        let job = Arc::new(BatchJob::open(&pipeline).await?);
+        let progress = Arc::new(move |p: &Progress| {
+            if !json {
+                eprintln!(
+                    "[{}/{}] {} done (so far: {} files, {} rows)",
+                    p.done, p.total, p.date, p.files, p.rows
+                );
+            }
+        });
+        let options = BatchOptions {
+            selection,
+            replace_empty: args.replace_empty,
+        };
+        job.run(&options, progress).await
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print_summary(&summary);
+    }
+    Ok(if summary.failed() > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_summary(s: &BatchSummary) {
+    for p in &s.partitions {
+        match (&p.status, &p.report) {
+            (PartitionStatus::Loaded, Some(r)) => {
+                let dropped: u64 = r.dropped.values().sum();
+                let rejected: u64 = r.rejected.values().sum();
+                println!(
+                    "{}: loaded {} rows from {} files, {} rows read ({} duplicates, {} dropped, {} rejected by the plugin)",
+                    p.date, r.groups, r.files, r.rows_read, r.duplicates, dropped, rejected
+                );
+            }
+            (PartitionStatus::NoData, _) => println!(
+                "{}: no data (no committed files); its warehouse rows are left as they are (--replace-empty deletes them)",
+                p.date
+            ),
+            (PartitionStatus::ReplacedEmpty, _) => println!(
+                "{}: no data; its warehouse rows were deleted (--replace-empty)",
+                p.date
+            ),
+            (_, _) => println!(
+                "{}: FAILED: {}",
+                p.date,
+                p.error.as_deref().unwrap_or("unknown")
+            ),
+        }
+    }
+    println!(
+        "summary: {} partitions ({} failed), {} files, {} rows read, {} rows loaded into {} table {} in {:.1} s (load {}, plugin {})",
+        s.partitions.len(),
+        s.failed(),
+        s.files,
+        s.rows_read,
+        s.rows_loaded,
+        s.warehouse,
+        s.table,
+        s.elapsed_ms as f64 / 1000.0,
+        s.load_id,
+        &s.plugin_digest[..12.min(s.plugin_digest.len())]
+    );
+}
+
+pub fn run_warehouse(command: WarehouseCommand) -> anyhow::Result<ExitCode> {
+    let WarehouseCommand::Show(args) = command;
+    let pipeline = args.pipeline.load()?;
+    let config = pipeline
+        .config
+        .warehouse
+        .clone()
+        .with_context(|| format!("{}: no [warehouse] section", pipeline.file.display()))?;
+    let base = pipeline
+        .file
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf();
+    let warehouse = Warehouse::open(&config, &pipeline.config.lake, &base)?;
+    let rt = runtime()?;
+    let shown = rt.block_on(warehouse.show(
+        &pipeline.config.lake.partition_by,
+        args.date,
+        &args.order_by,
+        args.top,
+    ))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&shown)?);
+    } else {
+        print_table(&shown);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Print rows as an aligned text table (numbers right-aligned).
+pub fn print_table(shown: &Shown) {
+    if shown.rows.is_empty() {
+        println!("(no rows)");
+        return;
+    }
+    let cells: Vec<Vec<String>> = shown
+        .rows
+        .iter()
+        .map(|r| r.iter().map(ToString::to_string).collect())
+        .collect();
+    let widths: Vec<usize> = (0..shown.columns.len())
+        .map(|c| {
+            cells
+                .iter()
+                .map(|r| r[c].chars().count())
+                .chain([shown.columns[c].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let numeric: Vec<bool> = (0..shown.columns.len())
+        .map(|c| {
+            shown.rows.iter().all(|r| {
+                matches!(
+                    r[c],
+                    weir::warehouse::Value::Int(_)
+                        | weir::warehouse::Value::Float(_)
+                        | weir::warehouse::Value::Null
+                )
+            })
+        })
+        .collect();
+    let line = |values: Vec<&str>| {
+        let parts: Vec<String> = values
+            .iter()
+            .enumerate()
+            .map(|(c, v)| {
+                if numeric[c] {
+                    format!("{v:>w$}", w = widths[c])
+                } else {
+                    format!("{v:<w$}", w = widths[c])
+                }
+            })
+            .collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(shown.columns.iter().map(String::as_str).collect());
+    println!(
+        "{}",
+        widths
+            .iter()
+            .map(|w| "-".repeat(*w))
+            .collect::<Vec<_>>()
+            .join("  ")
+    );
+    for row in &cells {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct BenchAggregateArgs {
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+    /// How many synthetic events in the lake.
+    #[arg(long, default_value_t = 5_000_000)]
+    events: u64,
+    /// Over how many days (date partitions).
+    #[arg(long, default_value_t = 5)]
+    days: u32,
+    /// Keep (and reuse) the lake in this directory instead of a temporary one.
+    #[arg(long)]
+    lake: Option<std::path::PathBuf>,
+    /// A Python interpreter with the `duckdb` package, to time DuckDB beside weir.
+    #[arg(long)]
+    duckdb_python: Option<std::path::PathBuf>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run_bench_aggregate(args: BenchAggregateArgs) -> anyhow::Result<ExitCode> {
+    let pipeline = args.pipeline.load()?;
+    let temp = tempfile::tempdir().context("temporary lake directory")?;
+    let dir = args
+        .lake
+        .clone()
+        .unwrap_or_else(|| temp.path().to_path_buf());
+    std::fs::create_dir_all(&dir)?;
+    let rt = runtime()?;
+    let r = rt.block_on(weir::aggregate::bench::bench_aggregate(
+        &pipeline,
+        args.events,
+        args.days,
+        &dir,
+        args.duckdb_python.clone(),
+    ))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "lake            {} rows ({} events generated) in {} files over {} dates, {:.1} MB of Parquet (built in {:.1} s)",
+        r.lake_rows,
+        r.events,
+        r.files,
+        r.dates,
+        r.lake_bytes as f64 / 1e6,
+        r.build_seconds
+    );
+    let line = |name: &str, p: &weir::aggregate::bench::Phase| {
+        let rss = p
+            .peak_rss_mib
+            .map(|m| format!(", peak RSS {m:.0} MiB"))
+            .unwrap_or_default();
+        println!(
+            "{name:<15} {:>7.2} s  {:>11.0} rows/s  {} groups{rss}",
+            p.seconds, p.rows_per_sec, p.groups
+        );
+    };
+    line("weir (plugin)", &r.weir);
+    line("weir (no plugin)", &r.weir_without_plugin);
+    if let Some(d) = &r.duckdb {
+        line("duckdb", d);
+    }
+    if let Some(x) = r.ratio_to_duckdb {
+        println!("ratio           weir with plugin = {x:.2} x DuckDB's time");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,221 @@
+//! Loading aggregates into a warehouse, chosen by `warehouse.url`:
+//! PostgreSQL or Amazon Redshift (`tokio-postgres`), or SQLite (embedded).
+//!
+//! Every backend replaces exactly the loaded date partitions in one
+//! transaction and writes one load-audit row per date in it, so a load can
+//! be repeated and a failed load leaves the previous rows in place.
+//!
+//! - [`config`]: the `[warehouse]` section;
+//! - [`table`]: table description, DDL, audit rows, values;
+//! - [`postgres`], [`sqlite`]: the backends;
+//! - [`copy`]: Redshift's Parquet-on-S3 `COPY` path.
+
+pub mod config;
+pub mod copy;
+pub mod postgres;
+pub mod sqlite;
+pub mod table;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use config::{CopyConfig, LoadMethod, WarehouseConfig};
+pub use table::{AuditRow, LoadRequest, SqlType, TableSpec, Value};
+
+use crate::pipeline::LakeConfig;
+use postgres::{Flavor, PgWarehouse};
+use sqlite::SqliteWarehouse;
+use table::{quote, quote_name};
+
+/// Why a warehouse operation failed; each names the server (host and
+/// database, or file) and the table.
+#[derive(Debug, thiserror::Error)]
+pub enum WarehouseError {
+    /// The configuration cannot be used.
+    #[error("{0}")]
+    Config(String),
+    /// No connection.
+    #[error("warehouse {target}, table {table}: cannot connect: {error}")]
+    Connect {
+        /// server and database.
+        target: String,
+        /// the table.
+        table: String,
+        /// the client's error.
+        error: String,
+    },
+    /// The load failed and was rolled back.
+    #[error(
+        "warehouse {target}, table {table}: load failed and was rolled back (previous rows intact): {error}"
+    )]
+    Load {
+        /// server and database.
+        target: String,
+        /// the table.
+        table: String,
+        /// the client's error.
+        error: String,
+    },
+    /// A read query failed.
+    #[error("warehouse {target}, table {table}: query failed: {error}")]
+    Query {
+        /// server and database.
+        target: String,
+        /// the table.
+        table: String,
+        /// the client's error.
+        error: String,
+    },
+    /// The staging file of a COPY load could not be written.
+    #[error("warehouse staging {url}: {error}")]
+    Staging {
+        /// the staging URL.
+        url: String,
+        /// what went wrong.
+        error: String,
+    },
+}
+
+/// Rows read back from the warehouse.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Shown {
+    /// column names.
+    pub columns: Vec<String>,
+    /// rows of values.
+    pub rows: Vec<Vec<Value>>,
+}
+
+/// A warehouse of one pipeline.
+#[derive(Debug)]
+pub struct Warehouse {
+    backend: Backend,
+    config: WarehouseConfig,
+    lake: LakeConfig,
+}
+
+#[derive(Debug)]
+enum Backend {
+    Pg(Box<PgWarehouse>),
+    Sqlite(SqliteWarehouse),
+}
+
+impl Warehouse {
+    /// Open the warehouse `config` names; relative SQLite paths are relative
+    /// to `base` (the pipeline file's directory). Connects lazily.
+    pub fn open(
+        config: &WarehouseConfig,
+        lake: &LakeConfig,
+        base: &Path,
+    ) -> Result<Self, WarehouseError> {
+        let timeout = Duration::from_secs(config.connect_timeout_secs.max(1));
+        let url = config.url.as_str();
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Pg(Box::new(PgWarehouse::new(url, Flavor::Postgres, timeout)?))
+        } else if url.starts_with("redshift://") {
+            Backend::Pg(Box::new(PgWarehouse::new(url, Flavor::Redshift, timeout)?))
+        } else if let Some(path) = url.strip_prefix("sqlite://") {
+            let path = PathBuf::from(path);
+            let path = if path.is_absolute() {
+                path
+            } else {
+                base.join(path)
+            };
+            Backend::Sqlite(SqliteWarehouse::new(path, timeout))
+        } else {
+            return Err(WarehouseError::Config(format!(
+                "warehouse.url `{url}`: expected postgres://, redshift:// or sqlite://"
+            )));
+        };
+        if config.load == LoadMethod::Copy
+            && (config.copy.is_none() || !matches!(backend, Backend::Pg(_)))
+        {
+            return Err(WarehouseError::Config(
+                "warehouse.load = \"copy\" needs [warehouse.copy] and a postgres:// or redshift:// url".into(),
+            ));
+        }
+        Ok(Warehouse {
+            backend,
+            config: config.clone(),
+            lake: lake.clone(),
+        })
+    }
+
+    /// "postgres host H:P database D" or "sqlite PATH".
+    pub fn target(&self) -> String {
+        match &self.backend {
+            Backend::Pg(p) => p.target().to_string(),
+            Backend::Sqlite(s) => s.target(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &WarehouseConfig {
+        &self.config
+    }
+
+    /// Replace the request's dates with its rows and audit rows, in one
+    /// transaction. `load_id` names the load in the audit table.
+    pub async fn load(&self, request: &LoadRequest, load_id: &str) -> Result<(), WarehouseError> {
+        match &self.backend {
+            Backend::Pg(pg) => {
+                let copy = match (&self.config.load, &self.config.copy) {
+                    (LoadMethod::Copy, Some(c)) => Some(
+                        copy::stage(c, &self.lake, &request.table.name, load_id, &request.rows)
+                            .await?,
+                    ),
+                    _ => None,
+                };
+                pg.load(request, load_id, copy.as_ref()).await
+            }
+            Backend::Sqlite(s) => tokio::task::block_in_place(|| s.load(request, load_id)),
+        }
+    }
+
+    /// Run a read query.
+    pub async fn query(&self, sql: &str) -> Result<Shown, WarehouseError> {
+        let table = &self.config.table;
+        match &self.backend {
+            Backend::Pg(pg) => pg.query(table, sql).await,
+            Backend::Sqlite(s) => tokio::task::block_in_place(|| s.query(table, sql)),
+        }
+    }
+
+    /// The top `top` rows per date by `order_by` (descending, nulls last),
+    /// of one date or of all.
+    pub async fn show(
+        &self,
+        date_column: &str,
+        date: Option<chrono::NaiveDate>,
+        order_by: &str,
+        top: usize,
+    ) -> Result<Shown, WarehouseError> {
+        let filter = date
+            .map(|d| format!(" WHERE {} = '{d}'", quote(date_column)))
+            .unwrap_or_default();
+        let sql = format!(
+            "SELECT * FROM (SELECT t.*, ROW_NUMBER() OVER (PARTITION BY {date} ORDER BY {order} DESC NULLS LAST) AS weir_rank \
+             FROM {table} t{filter}) ranked WHERE weir_rank <= {top} ORDER BY {date}, weir_rank",
+            date = quote(date_column),
+            order = quote(order_by),
+            table = quote_name(&self.config.table),
+        );
+        let mut shown = self.query(&sql).await?;
+        if let Some(i) = shown.columns.iter().position(|c| c == "weir_rank") {
+            shown.columns.remove(i);
+            for row in &mut shown.rows {
+                row.remove(i);
+            }
+        }
+        Ok(shown)
+    }
+
+    /// Every audit row, oldest first.
+    pub async fn audit(&self) -> Result<Shown, WarehouseError> {
+        let sql = format!(
+            "SELECT * FROM {} WHERE target_table = '{}' ORDER BY loaded_at, partition_date",
+            quote_name(&self.config.audit_table),
+            self.config.table.replace('\'', "''")
+        );
+        self.query(&sql).await
+    }
+}

@@ -1,0 +1,332 @@
+//! The tables a load writes, described once: column types from the
+//! aggregated rows' Arrow schema, DDL that PostgreSQL, Redshift and SQLite
+//! all accept, the audit row, and values taken out of Arrow arrays.
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, Date32Type, Float64Type, Int64Type, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use chrono::NaiveDate;
+use serde::Serialize;
+
+/// A column's SQL type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SqlType {
+    /// DATE.
+    Date,
+    /// VARCHAR(65535).
+    Text,
+    /// BIGINT.
+    BigInt,
+    /// DOUBLE PRECISION.
+    Double,
+    /// BOOLEAN.
+    Bool,
+}
+
+impl SqlType {
+    /// The type for an Arrow type, if weir can load it.
+    pub fn of(data_type: &DataType) -> Option<SqlType> {
+        Some(match data_type {
+            DataType::Date32 => SqlType::Date,
+            DataType::Utf8 => SqlType::Text,
+            DataType::Int64 => SqlType::BigInt,
+            DataType::Float64 => SqlType::Double,
+            DataType::Boolean => SqlType::Bool,
+            _ => return None,
+        })
+    }
+
+    /// DDL spelling accepted by PostgreSQL, Redshift and SQLite.
+    pub fn ddl(self) -> &'static str {
+        match self {
+            SqlType::Date => "DATE",
+            SqlType::Text => "VARCHAR(65535)",
+            SqlType::BigInt => "BIGINT",
+            SqlType::Double => "DOUBLE PRECISION",
+            SqlType::Bool => "BOOLEAN",
+        }
+    }
+}
+
+/// One value of a row.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Value {
+    /// NULL.
+    Null,
+    /// a date.
+    Date(NaiveDate),
+    /// text.
+    Text(String),
+    /// an integer.
+    Int(i64),
+    /// a float.
+    Float(f64),
+    /// a boolean.
+    Bool(bool),
+}
+
+impl std::fmt::Display for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Null => f.write_str(""),
+            Value::Date(d) => write!(f, "{d}"),
+            Value::Text(s) => f.write_str(s),
+            Value::Int(i) => write!(f, "{i}"),
+            Value::Float(x) => write!(f, "{}", (x * 100.0).round() / 100.0),
+            Value::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+/// The aggregate table: name, columns, and the date column a load replaces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableSpec {
+    /// table name (may be `schema.table`).
+    pub name: String,
+    /// columns in order.
+    pub columns: Vec<(String, SqlType)>,
+    /// the partition column (DATE) whose values a load replaces.
+    pub partition_column: String,
+}
+
+impl TableSpec {
+    /// Describe `name` from the aggregated rows' schema.
+    pub fn new(
+        name: &str,
+        schema: &SchemaRef,
+        partition_column: &str,
+    ) -> Result<TableSpec, String> {
+        let mut columns = Vec::new();
+        for f in schema.fields() {
+            let ty = SqlType::of(f.data_type()).ok_or_else(|| {
+                format!(
+                    "column `{}` has type {} which weir cannot load",
+                    f.name(),
+                    f.data_type()
+                )
+            })?;
+            columns.push((f.name().clone(), ty));
+        }
+        match columns.iter().find(|(c, _)| c == partition_column) {
+            Some((_, SqlType::Date)) => {}
+            _ => {
+                return Err(format!(
+                    "the partition column `{partition_column}` must be a DATE column of the aggregate"
+                ));
+            }
+        }
+        Ok(TableSpec {
+            name: name.into(),
+            columns,
+            partition_column: partition_column.into(),
+        })
+    }
+
+    /// `CREATE TABLE IF NOT EXISTS` for the aggregate table.
+    pub fn create_sql(&self) -> String {
+        let cols: Vec<String> = self
+            .columns
+            .iter()
+            .map(|(c, t)| format!("{} {}", quote(c), t.ddl()))
+            .collect();
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} ({})",
+            quote_name(&self.name),
+            cols.join(", ")
+        )
+    }
+
+    /// The quoted column list.
+    pub fn column_list(&self) -> String {
+        self.columns
+            .iter()
+            .map(|(c, _)| quote(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// What one load did to one date partition; a row of the audit table.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AuditRow {
+    /// the date partition.
+    pub partition_date: NaiveDate,
+    /// the pipeline.
+    pub pipeline: String,
+    /// digest of the plugin the batch path re-applied (empty when not).
+    pub plugin_digest: String,
+    /// digests of the plugins that wrote the lake files.
+    pub lake_plugin_digests: String,
+    /// the commit records read, as a JSON list of `topic/partition/chain_offset`.
+    pub commits: String,
+    /// files read.
+    pub files: i64,
+    /// rows read from the lake.
+    pub rows_read: i64,
+    /// rows the plugin dropped or rejected when re-applied.
+    pub rows_excluded: i64,
+    /// duplicate rows skipped.
+    pub duplicates: i64,
+    /// aggregate rows written.
+    pub rows_loaded: i64,
+}
+
+/// The audit table's columns, in order.
+pub const AUDIT_COLUMNS: [(&str, &str); 13] = [
+    ("load_id", "VARCHAR(64) NOT NULL"),
+    ("target_table", "VARCHAR(256) NOT NULL"),
+    ("partition_date", "DATE NOT NULL"),
+    ("loaded_at", "TIMESTAMP NOT NULL"),
+    ("pipeline", "VARCHAR(256) NOT NULL"),
+    ("plugin_digest", "VARCHAR(64) NOT NULL"),
+    ("lake_plugin_digests", "VARCHAR(65535) NOT NULL"),
+    ("commits", "VARCHAR(65535) NOT NULL"),
+    ("files", "BIGINT NOT NULL"),
+    ("rows_read", "BIGINT NOT NULL"),
+    ("rows_excluded", "BIGINT NOT NULL"),
+    ("duplicates", "BIGINT NOT NULL"),
+    ("rows_loaded", "BIGINT NOT NULL"),
+];
+
+/// `CREATE TABLE IF NOT EXISTS` for the audit table.
+pub fn audit_create_sql(audit_table: &str) -> String {
+    let cols: Vec<String> = AUDIT_COLUMNS
+        .iter()
+        .map(|(c, t)| format!("{c} {t}"))
+        .collect();
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} ({})",
+        quote_name(audit_table),
+        cols.join(", ")
+    )
+}
+
+impl AuditRow {
+    /// The row's values in [`AUDIT_COLUMNS`] order, without `loaded_at`
+    /// (the fourth column, which the database fills with its clock).
+    pub fn values(&self, load_id: &str, table: &str) -> Vec<Value> {
+        vec![
+            Value::Text(load_id.into()),
+            Value::Text(table.into()),
+            Value::Date(self.partition_date),
+            Value::Text(self.pipeline.clone()),
+            Value::Text(self.plugin_digest.clone()),
+            Value::Text(self.lake_plugin_digests.clone()),
+            Value::Text(self.commits.clone()),
+            Value::Int(self.files),
+            Value::Int(self.rows_read),
+            Value::Int(self.rows_excluded),
+            Value::Int(self.duplicates),
+            Value::Int(self.rows_loaded),
+        ]
+    }
+}
+
+/// One load: the dates it replaces, the rows that replace them, the audit.
+#[derive(Clone, Debug)]
+pub struct LoadRequest {
+    /// the aggregate table.
+    pub table: TableSpec,
+    /// the audit table's name.
+    pub audit_table: String,
+    /// every date whose rows are replaced (those with rows and, with
+    /// `--replace-empty`, those without).
+    pub dates: Vec<NaiveDate>,
+    /// the new rows (of `table`'s columns).
+    pub rows: Vec<RecordBatch>,
+    /// one audit row per replaced date.
+    pub audit: Vec<AuditRow>,
+}
+
+impl LoadRequest {
+    /// Every new row as values.
+    pub fn values(&self) -> impl Iterator<Item = Vec<Value>> + '_ {
+        self.rows
+            .iter()
+            .flat_map(|b| (0..b.num_rows()).map(move |r| row_values(b, r)))
+    }
+
+    /// Rows in the request.
+    pub fn row_count(&self) -> usize {
+        self.rows.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+/// Row `r` of `batch` as values.
+pub fn row_values(batch: &RecordBatch, r: usize) -> Vec<Value> {
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            if c.is_null(r) {
+                return Value::Null;
+            }
+            match c.data_type() {
+                DataType::Date32 => Value::Date(
+                    NaiveDate::from_num_days_from_ce_opt(
+                        c.as_primitive::<Date32Type>().value(r) + 719_163,
+                    )
+                    .unwrap_or_default(),
+                ),
+                DataType::Utf8 => Value::Text(c.as_string::<i32>().value(r).to_string()),
+                DataType::Int64 => Value::Int(c.as_primitive::<Int64Type>().value(r)),
+                DataType::Float64 => Value::Float(c.as_primitive::<Float64Type>().value(r)),
+                DataType::Boolean => Value::Bool(c.as_boolean().value(r)),
+                _ => Value::Null,
+            }
+        })
+        .collect()
+}
+
+/// Quote one identifier.
+pub fn quote(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+/// Quote a possibly schema-qualified name (`schema.table`).
+pub fn quote_name(name: &str) -> String {
+    name.split('.').map(quote).collect::<Vec<_>>().join(".")
+}
+
+/// A SQL string literal.
+pub fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// `"col" IN ('2026-11-20', ...)` for the replaced dates (dates are
+/// formatted by weir, never user text).
+pub fn dates_in(column: &str, dates: &[NaiveDate]) -> String {
+    let list: Vec<String> = dates.iter().map(|d| literal(&d.to_string())).collect();
+    format!("{} IN ({})", quote(column), list.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::{Field, Schema};
+    use std::sync::Arc;
+
+    #[test]
+    fn ddl_and_predicates() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("event_date", DataType::Date32, false),
+            Field::new("page_url", DataType::Utf8, false),
+            Field::new("events", DataType::Int64, false),
+            Field::new("avg_tti_ms", DataType::Float64, true),
+        ]));
+        let t = TableSpec::new("analytics.page_metrics_daily", &schema, "event_date").unwrap();
+        assert_eq!(
+            t.create_sql(),
+            "CREATE TABLE IF NOT EXISTS \"analytics\".\"page_metrics_daily\" (\"event_date\" DATE, \
+             \"page_url\" VARCHAR(65535), \"events\" BIGINT, \"avg_tti_ms\" DOUBLE PRECISION)"
+        );
+        let d = |s: &str| s.parse::<NaiveDate>().unwrap();
+        assert_eq!(
+            dates_in("event_date", &[d("2026-11-20"), d("2026-11-21")]),
+            "\"event_date\" IN ('2026-11-20', '2026-11-21')"
+        );
+        assert!(TableSpec::new("t", &schema, "page_url").is_err());
+        assert_eq!(literal("it's"), "'it''s'");
+    }
+}

@@ -1,0 +1,611 @@
+//! The batch path against real warehouses: events ingested through the
+//! streaming path, `weir aggregate`, and every aggregated row compared
+//! with PostgreSQL's own `count(distinct)`, `avg` and `percentile_cont`
+//! over the kept events read back from the lake.
+
+use std::collections::BTreeMap;
+
+use arrow::array::{Array, AsArray};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::support::*;
+
+/// `n` events over three days with varied metrics (some missing), a few
+/// bot user agents (dropped by the plugin), every 10th sent twice (a
+/// duplicate delivery) and every 19th line not JSON (dead-lettered).
+pub fn batch_events(prefix: &str, n: usize, day: Option<usize>) -> Vec<String> {
+    let mut lines = Vec::new();
+    for i in 0..n {
+        let d = day.unwrap_or(i % 3) as i64;
+        let ts = 1_795_478_400_000i64 + d * 86_400_000 + (i as i64 * 7919) % 86_400_000;
+        let tti = if i % 11 == 0 {
+            String::new()
+        } else {
+            format!(r#","tti_ms":{}.5"#, (i * 37) % 5000)
+        };
+        let ttar = if i % 13 == 0 {
+            String::new()
+        } else {
+            format!(r#","ttar_ms":{}"#, ((i * 53) % 3000) as f64 / 4.0)
+        };
+        let ua = if i % 17 == 0 {
+            "Googlebot/2.1"
+        } else {
+            "Mozilla/5.0 (X11; Linux x86_64)"
+        };
+        let line = format!(
+            r#"{{"event_id":"{prefix}{i}","timestamp":{ts},"page_url":"https://Shop.example.com/p/{}?x={i}"{tti}{ttar},"user_agent":"{ua}","country":"de"}}"#,
+            i % 5
+        );
+        if i % 10 == 0 {
+            lines.push(line.clone());
+        }
+        lines.push(line);
+        if i % 19 == 0 {
+            lines.push(format!(r#"{{"event_id":"{prefix}bad{i}","#));
+        }
+    }
+    lines
+}
+
+/// A fresh PostgreSQL database, dropped at the end of the test.
+pub struct PgDb {
+    /// connection URL of the database.
+    pub url: String,
+    name: String,
+}
+
+fn admin_url() -> String {
+    std::env::var("WEIR_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+impl PgDb {
+    /// Create a database named after the test.
+    pub fn create(tag: &str) -> PgDb {
+        let name = format!("weir_{tag}_{}_{}", std::process::id(), rand_suffix());
+        pg_exec(&admin_url(), &format!("CREATE DATABASE {name}"));
+        let base = admin_url();
+        let url = format!("{}/{name}", &base[..base.rfind('/').unwrap()]);
+        PgDb { url, name }
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let _ = pg_try(
+            &admin_url(),
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+}
+
+fn pg_try(url: &str, sql: &str) -> Result<(), tokio_postgres::Error> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        client.batch_execute(sql).await
+    })
+}
+
+/// Run statements; panics with the server's message on error.
+pub fn pg_exec(url: &str, sql: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    })
+}
+
+/// Run one query; its rows as text cells (NULL as None).
+pub fn pg_rows(url: &str, sql: &str) -> Vec<Vec<Option<String>>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let msgs = client
+            .simple_query(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        msgs.into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => {
+                    Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+                }
+                _ => None,
+            })
+            .collect()
+    })
+}
+
+/// The kept events of a lake: (event_id, event_date, page_url, tti, ttar).
+type Kept = Vec<(String, String, String, Option<f64>, Option<f64>)>;
+
+fn read_kept(pipeline: &std::path::Path) -> Kept {
+    let p = weir::pipeline::Pipeline::load(pipeline, &[]).unwrap();
+    let lake = weir::lake::Lake::open(&p.config.lake).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut kept = Vec::new();
+    for record in rt.block_on(lake.commits()).unwrap() {
+        for file in record
+            .files
+            .iter()
+            .filter(|f| f.kind == weir::lake::FileKind::Data)
+        {
+            let bytes = rt.block_on(async {
+                lake.store()
+                    .get(&lake.key(&file.path))
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap()
+            });
+            for batch in ParquetRecordBatchReaderBuilder::try_new(bytes)
+                .unwrap()
+                .build()
+                .unwrap()
+            {
+                let batch = batch.unwrap();
+                let col = |n: &str| batch.column(batch.schema().index_of(n).unwrap()).clone();
+                let (ids, dates, urls, tti, ttar) = (
+                    col("event_id"),
+                    col("event_date"),
+                    col("page_url"),
+                    col("tti_ms"),
+                    col("ttar_ms"),
+                );
+                let dates = dates.as_primitive::<arrow::datatypes::Date32Type>();
+                let tti = tti.as_primitive::<arrow::datatypes::Float64Type>();
+                let ttar = ttar.as_primitive::<arrow::datatypes::Float64Type>();
+                for r in 0..batch.num_rows() {
+                    kept.push((
+                        ids.as_string::<i32>().value(r).to_string(),
+                        dates.value_as_date(r).unwrap().to_string(),
+                        urls.as_string::<i32>().value(r).to_string(),
+                        tti.is_valid(r).then(|| tti.value(r)),
+                        ttar.is_valid(r).then(|| ttar.value(r)),
+                    ));
+                }
+            }
+        }
+    }
+    kept
+}
+
+const COLUMNS: &str = "event_date, page_url, events, tti_samples, avg_tti_ms, p50_tti_ms, p75_tti_ms, p95_tti_ms, \
+                       ttar_samples, avg_ttar_ms, p50_ttar_ms, p75_ttar_ms, p95_ttar_ms";
+
+/// PostgreSQL's own figures over `kept`, keyed by (date, url).
+fn expected(db: &PgDb, kept: &Kept) -> BTreeMap<(String, String), Vec<Option<String>>> {
+    pg_exec(
+        &db.url,
+        "DROP TABLE IF EXISTS kept; CREATE TABLE kept (event_id text, event_date date, page_url text, tti_ms float8, ttar_ms float8)",
+    );
+    let num = |v: &Option<f64>| v.map_or("NULL".to_string(), |x| format!("{x:?}::float8"));
+    for chunk in kept.chunks(1000) {
+        let values: Vec<String> = chunk
+            .iter()
+            .map(|(id, d, u, a, b)| {
+                format!(
+                    "('{id}', '{d}', '{}', {}, {})",
+                    u.replace('\'', "''"),
+                    num(a),
+                    num(b)
+                )
+            })
+            .collect();
+        pg_exec(
+            &db.url,
+            &format!("INSERT INTO kept VALUES {}", values.join(", ")),
+        );
+    }
+    let pct = |c: &str| {
+        ["0.5", "0.75", "0.95"]
+            .map(|p| format!("percentile_cont({p}) WITHIN GROUP (ORDER BY {c})"))
+            .join(", ")
+    };
+    let sql = format!(
+        "WITH d AS (SELECT DISTINCT ON (event_id) * FROM kept ORDER BY event_id) \
+         SELECT event_date, page_url, count(DISTINCT event_id), count(tti_ms), avg(tti_ms), {}, count(ttar_ms), avg(ttar_ms), {} \
+         FROM d GROUP BY event_date, page_url ORDER BY event_date, page_url",
+        pct("tti_ms"),
+        pct("ttar_ms")
+    );
+    keyed(pg_rows(&db.url, &sql))
+}
+
+fn keyed(rows: Vec<Vec<Option<String>>>) -> BTreeMap<(String, String), Vec<Option<String>>> {
+    rows.into_iter()
+        .map(|r| {
+            (
+                (r[0].clone().unwrap(), r[1].clone().unwrap()),
+                r[2..].to_vec(),
+            )
+        })
+        .collect()
+}
+
+/// Assert the warehouse rows equal the expected figures: counts exactly,
+/// floats to 1e-9 relative.
+fn assert_same(
+    actual: &BTreeMap<(String, String), Vec<Option<String>>>,
+    expected: &BTreeMap<(String, String), Vec<Option<String>>>,
+) {
+    assert_eq!(
+        actual.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>(),
+        "groups differ"
+    );
+    for (key, want) in expected {
+        let got = &actual[key];
+        for (c, (g, w)) in got.iter().zip(want).enumerate() {
+            match (g, w) {
+                (Some(g), Some(w)) => {
+                    let (g, w): (f64, f64) = (g.parse().unwrap(), w.parse().unwrap());
+                    assert!(
+                        (g - w).abs() <= 1e-9 * w.abs().max(1.0),
+                        "{key:?} column {c}: weir {g}, postgres {w}"
+                    );
+                }
+                (None, None) => {}
+                _ => panic!("{key:?} column {c}: weir {g:?}, postgres {w:?}"),
+            }
+        }
+    }
+}
+
+fn warehouse_rows(db: &PgDb) -> BTreeMap<(String, String), Vec<Option<String>>> {
+    keyed(pg_rows(
+        &db.url,
+        &format!("SELECT {COLUMNS} FROM page_metrics_daily ORDER BY event_date, page_url"),
+    ))
+}
+
+fn aggregate(pipeline: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["aggregate", pipeline.to_str().unwrap()];
+    all.extend_from_slice(args);
+    weir(&all)
+}
+
+fn aggregate_json(pipeline: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["aggregate", pipeline.to_str().unwrap(), "--json"];
+    all.extend_from_slice(args);
+    let out = weir_ok(&mut weir_cmd(&all));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn postgres_rows_match_postgres_own_aggregates_and_reloads_are_idempotent() {
+    let db = PgDb::create("agg");
+    let rig = rig(
+        "agg-pg",
+        3,
+        None,
+        &format!("[warehouse]\nurl = \"{}\"\n", db.url),
+    );
+    produce(&rig.kafka.brokers, "agg-pg", &batch_events("a", 3000, None));
+    rig.drain();
+    let kept = read_kept(&rig.pipeline);
+    assert!(kept.len() > 2000, "{} kept", kept.len());
+
+    let summary = aggregate_json(&rig.pipeline, &["--all"]);
+    let parts = summary["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 3, "{summary}");
+    assert!(parts.iter().all(|p| p["status"] == "loaded"), "{summary}");
+    let dups: u64 = parts
+        .iter()
+        .map(|p| p["report"]["duplicates"].as_u64().unwrap())
+        .sum();
+    assert!(
+        dups > 0,
+        "the duplicate deliveries are in the lake and counted once: {summary}"
+    );
+    let want = expected(&db, &kept);
+    let first = warehouse_rows(&db);
+    assert_same(&first, &want);
+    assert_eq!(first.len(), 15, "3 dates x 5 pages");
+
+    // the audit names the commits and the plugin
+    let audit = pg_rows(
+        &db.url,
+        "SELECT partition_date, plugin_digest, commits, rows_loaded FROM weir_load_audit ORDER BY partition_date",
+    );
+    assert_eq!(audit.len(), 3);
+    let digest = summary["plugin_digest"].as_str().unwrap();
+    for row in &audit {
+        assert_eq!(row[1].as_deref(), Some(digest));
+        assert!(row[2].as_deref().unwrap().contains("agg-pg/"), "{row:?}");
+        assert_eq!(row[3].as_deref(), Some("5"));
+    }
+
+    // running it again changes nothing but the audit trail
+    aggregate_json(&rig.pipeline, &["--all"]);
+    assert_eq!(warehouse_rows(&db), first);
+    assert_eq!(
+        pg_rows(&db.url, "SELECT count(*) FROM weir_load_audit")[0][0].as_deref(),
+        Some("6")
+    );
+
+    // late events for the first date update exactly that date
+    let dates: Vec<String> = first
+        .keys()
+        .map(|(d, _)| d.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    produce(
+        &rig.kafka.brokers,
+        "agg-pg",
+        &batch_events("late", 400, Some(0)),
+    );
+    rig.drain();
+    let kept = read_kept(&rig.pipeline);
+    aggregate_json(&rig.pipeline, &["--date", &dates[0]]);
+    let after = warehouse_rows(&db);
+    assert_same(&after, &expected(&db, &kept));
+    for (key, row) in &after {
+        if key.0 == dates[0] {
+            assert_ne!(row, &first[key], "{key:?} should have changed");
+        } else {
+            assert_eq!(row, &first[key], "{key:?} should not have changed");
+        }
+    }
+}
+
+#[test]
+fn sqlite_holds_the_same_rows_and_bad_partitions_fail_alone() {
+    let db = PgDb::create("aggsl");
+    let scratch = tempfile::tempdir().unwrap();
+    let sqlite = scratch.path().join("wh.db");
+    let rig = rig(
+        "agg-sl",
+        2,
+        None,
+        &format!("[warehouse]\nurl = \"sqlite://{}\"\n", sqlite.display()),
+    );
+    produce(&rig.kafka.brokers, "agg-sl", &batch_events("s", 1500, None));
+    rig.drain();
+    let kept = read_kept(&rig.pipeline);
+    let summary = aggregate_json(&rig.pipeline, &["--all"]);
+    assert_eq!(summary["partitions"].as_array().unwrap().len(), 3);
+
+    let sqlite_rows = |sql: &str| -> Vec<Vec<Option<String>>> {
+        let conn = rusqlite::Connection::open(&sqlite).unwrap();
+        let mut stmt = conn.prepare(sql).unwrap();
+        let n = stmt.column_count();
+        stmt.query_map([], |r| {
+            Ok((0..n)
+                .map(|i| match r.get_ref(i).unwrap() {
+                    rusqlite::types::ValueRef::Null => None,
+                    rusqlite::types::ValueRef::Integer(x) => Some(x.to_string()),
+                    rusqlite::types::ValueRef::Real(x) => Some(x.to_string()),
+                    rusqlite::types::ValueRef::Text(t) => {
+                        Some(String::from_utf8_lossy(t).into_owned())
+                    }
+                    rusqlite::types::ValueRef::Blob(_) => None,
+                })
+                .collect())
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    };
+    let table = || {
+        keyed(sqlite_rows(&format!(
+            "SELECT {COLUMNS} FROM page_metrics_daily ORDER BY event_date, page_url"
+        )))
+    };
+    let first = table();
+    assert_same(&first, &expected(&db, &kept));
+    aggregate_json(&rig.pipeline, &["--all"]);
+    assert_eq!(table(), first, "a second load leaves the table as it was");
+    assert_eq!(
+        sqlite_rows("SELECT count(*) FROM weir_load_audit")[0][0].as_deref(),
+        Some("6")
+    );
+
+    // `warehouse show` prints the rows
+    let out = weir_ok(&mut weir_cmd(&[
+        "warehouse",
+        "show",
+        rig.pipeline.to_str().unwrap(),
+        "--top",
+        "2",
+        "--order-by",
+        "p75_tti_ms",
+    ]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("p75_tti_ms") && text.lines().count() == 2 + 3 * 2,
+        "{text}"
+    );
+
+    // a date without data: an explicit line, its rows left alone unless --replace-empty
+    let dates: Vec<String> = first
+        .keys()
+        .map(|(d, _)| d.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let out = aggregate(&rig.pipeline, &["--date", "2020-01-01"]);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("2020-01-01: no data"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // a committed file that is missing fails its partition, naming it; the others load
+    let p = weir::pipeline::Pipeline::load(&rig.pipeline, &[]).unwrap();
+    let lake = std::path::PathBuf::from(&p.config.lake.url);
+    let victim = walk(&lake.join("data"))
+        .into_iter()
+        .find(|f| f.to_string_lossy().contains(&dates[1]))
+        .unwrap();
+    std::fs::remove_file(&victim).unwrap();
+    sqlite_rows("SELECT 1"); // the database still opens
+    {
+        let conn = rusqlite::Connection::open(&sqlite).unwrap();
+        conn.execute("UPDATE page_metrics_daily SET events = -1", [])
+            .unwrap();
+    }
+    let out = aggregate(&rig.pipeline, &["--all"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let name = victim.file_name().unwrap().to_string_lossy();
+    assert!(
+        text.contains(&format!("{}: FAILED", dates[1])) && text.contains(name.as_ref()),
+        "{text}"
+    );
+    let after = table();
+    for (key, row) in &after {
+        let events = row[0].as_deref().unwrap();
+        if key.0 == dates[1] {
+            assert_eq!(events, "-1", "the failed date keeps its previous rows");
+        } else {
+            assert_ne!(events, "-1", "the other dates were loaded");
+        }
+    }
+
+    // --replace-empty deletes a selected date's rows when it has no data
+    let out = aggregate(&rig.pipeline, &["--date", &dates[0], "--replace-empty"]);
+    assert!(out.status.success());
+    // dates[0] has data, so it is reloaded, not emptied
+    assert!(table().keys().any(|(d, _)| d == &dates[0]));
+    let _ = aggregate(&rig.pipeline, &["--date", "2020-01-01", "--replace-empty"]);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn postgres_cut_mid_load_keeps_previous_rows_and_a_rerun_succeeds() {
+    let db = PgDb::create("aggcut");
+    let rig = rig(
+        "agg-cut",
+        1,
+        None,
+        &format!(
+            "[warehouse]\nurl = \"{}\"\nconnect_timeout_secs = 3\n",
+            db.url
+        ),
+    );
+    produce(&rig.kafka.brokers, "agg-cut", &batch_events("c", 600, None));
+    rig.drain();
+    aggregate_json(&rig.pipeline, &["--all"]);
+    let before = warehouse_rows(&db);
+    assert_eq!(before.len(), 15);
+
+    // weir connects through a forwarder that the test can cut
+    let outage = Outage::forward("127.0.0.1:5432");
+    let via = db
+        .url
+        .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", outage.port));
+    let pipeline = rig.pipeline.to_str().unwrap().to_string();
+    let set = format!("warehouse.url={via}");
+    // a transaction of the test's holds the table, so the load stops midway
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (client, conn) = rt
+        .block_on(tokio_postgres::connect(&db.url, tokio_postgres::NoTls))
+        .unwrap();
+    rt.spawn(conn);
+    rt.block_on(
+        client.batch_execute("BEGIN; LOCK TABLE page_metrics_daily IN ACCESS EXCLUSIVE MODE"),
+    )
+    .unwrap();
+    let child = weir_cmd(&["aggregate", &pipeline, "--all", "--set", &set])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let waiting = || {
+        pg_rows(&db.url, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'weir' AND wait_event_type = 'Lock'")[0][0]
+            .as_deref()
+            == Some("1")
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !waiting() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "weir never reached the load"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    outage.begin(); // the server goes away mid-transaction
+    let out = child.wait_with_output().unwrap();
+    rt.block_on(client.batch_execute("ROLLBACK")).unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("page_metrics_daily")
+            && err.contains(&format!("127.0.0.1:{}", outage.port))
+            && err.contains("database weir_aggcut"),
+        "{err}"
+    );
+    assert_eq!(warehouse_rows(&db), before, "previous rows intact");
+
+    // while it is down: a clear error naming host, database and table
+    let out = weir(&["aggregate", &pipeline, "--all", "--set", &set]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot connect") && err.contains("page_metrics_daily"),
+        "{err}"
+    );
+
+    outage.end();
+    let summary = aggregate_json(&rig.pipeline, &["--all", "--set", &set]);
+    assert_eq!(summary["partitions"].as_array().unwrap().len(), 3);
+    assert_eq!(warehouse_rows(&db), before);
+    assert_eq!(
+        pg_rows(&db.url, "SELECT count(*) FROM weir_load_audit")[0][0].as_deref(),
+        Some("6")
+    );
+}
