@@ -11,6 +11,7 @@
 //! - [`lake`]: object store, Parquet files, commit log, dead letters;
 //! - [`aggregate`]: the batch path (same plugin again, exact aggregates);
 //! - [`warehouse`]: loading aggregates into PostgreSQL, Redshift or SQLite;
+//! - [`orchestrate`]: S3 events and polling → leased, retried, checkpointed batch runs;
 //! - [`batch`]: the whole batch job, plan to load, shared by CLI and orchestrator.
 
 pub mod aggregate;
@@ -18,6 +19,7 @@ pub mod batch;
 pub mod generate;
 pub mod ingest;
 pub mod lake;
+pub mod orchestrate;
 pub mod pipeline;
 pub mod plugin;
 pub mod warehouse;

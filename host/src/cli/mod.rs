@@ -4,6 +4,7 @@
 #![allow(clippy::print_stdout)]
 
 mod batch_cmds;
+mod orchestrate_cmds;
 mod pipeline_cmds;
 mod plugin;
 
@@ -55,6 +56,8 @@ enum Command {
     Lake(pipeline_cmds::LakeCommand),
     /// Aggregate date partitions of the lake (re-applying the plugin) and load them into the warehouse.
     Aggregate(batch_cmds::AggregateArgs),
+    /// S3 events and commit-log polling → leased, retried, checkpointed aggregation runs.
+    Orchestrate(orchestrate_cmds::OrchestrateArgs),
     /// Look at the warehouse.
     #[command(subcommand)]
     Warehouse(batch_cmds::WarehouseCommand),
@@ -98,6 +101,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Lake(command) => pipeline_cmds::run_lake(command),
         Command::Bench(BenchCommand::Ingest(args)) => pipeline_cmds::run_bench_ingest(args),
         Command::Bench(BenchCommand::Aggregate(args)) => batch_cmds::run_bench_aggregate(args),
+        Command::Orchestrate(args) => orchestrate_cmds::run(args),
         Command::Aggregate(args) => batch_cmds::run_aggregate(args),
         Command::Warehouse(command) => batch_cmds::run_warehouse(command),
     }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::schema::{DeclaredSchema, FieldSpec};
 use crate::aggregate::AggregateConfig;
+use crate::orchestrate::{CheckpointsConfig, OrchestratorConfig};
 use crate::plugin::Limits;
 use crate::warehouse::WarehouseConfig;
 
@@ -38,6 +39,10 @@ pub struct PipelineConfig {
     pub aggregate: Option<AggregateConfig>,
     /// where aggregates are loaded.
     pub warehouse: Option<WarehouseConfig>,
+    /// where the orchestrator keeps checkpoints and leases.
+    pub checkpoints: Option<CheckpointsConfig>,
+    /// the orchestrator (`weir orchestrate`).
+    pub orchestrator: Option<OrchestratorConfig>,
 }
 
 /// The Kafka source.

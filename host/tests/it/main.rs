@@ -11,4 +11,5 @@ mod decode_cli;
 mod hostile;
 mod ingest;
 mod lake_s3;
+mod orchestrate;
 mod plugin_cases;

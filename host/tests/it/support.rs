@@ -311,6 +311,7 @@ pub struct Moto {
     child: std::process::Child,
     /// `http://127.0.0.1:port`.
     pub endpoint: String,
+    recording: tempfile::TempDir,
 }
 
 impl Moto {
@@ -323,8 +324,13 @@ impl Moto {
             .local_addr()
             .unwrap()
             .port();
+        let recording = tempfile::tempdir().unwrap();
         let child = Command::new(bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env(
+                "MOTO_RECORDER_FILEPATH",
+                recording.path().join("requests.jsonl"),
+            )
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -336,7 +342,94 @@ impl Moto {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        Moto { child, endpoint }
+        Moto {
+            child,
+            endpoint,
+            recording,
+        }
+    }
+
+    /// POST `body` to `path` as if signed for `service` (moto routes by
+    /// the credential scope); the response body.
+    pub fn aws_post(&self, service: &str, path: &str, content_type: &str, body: &str) -> String {
+        let auth = format!(
+            "Authorization: AWS4-HMAC-SHA256 Credential=test/20261129/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0"
+        );
+        let out = Command::new("curl")
+            .args(["-sS", "-X", "POST", &format!("{}{path}", self.endpoint)])
+            .args([
+                "-H",
+                &auth,
+                "-H",
+                &format!("Content-Type: {content_type}"),
+                "--data-binary",
+                body,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Create a Lambda function `name` (moto runs it without Docker).
+    pub fn lambda_function(&self, name: &str) {
+        self.aws_post(
+            "moto-api",
+            "/moto-api/config",
+            "application/json",
+            r#"{"lambda":{"use_docker":false}}"#,
+        );
+        let role = self.aws_post(
+            "iam",
+            "/",
+            "application/x-www-form-urlencoded",
+            "Action=CreateRole&Version=2010-05-08&RoleName=weir-notices&AssumeRolePolicyDocument=%7B%7D",
+        );
+        assert!(role.contains("weir-notices"), "{role}");
+        // an empty zip archive is enough for moto
+        let create = serde_json::json!({
+            "FunctionName": name, "Runtime": "python3.12", "Handler": "index.handler",
+            "Role": "arn:aws:iam::123456789012:role/weir-notices",
+            "Code": { "ZipFile": "UEsFBgAAAAAAAAAAAAAAAAAAAAAAAA==" },
+        });
+        let out = self.aws_post(
+            "lambda",
+            "/2015-03-31/functions",
+            "application/json",
+            &create.to_string(),
+        );
+        assert!(out.contains(name), "{out}");
+    }
+
+    /// Record every request from now on.
+    pub fn start_recording(&self) {
+        self.aws_post(
+            "moto-api",
+            "/moto-api/recorder/start-recording",
+            "application/json",
+            "",
+        );
+    }
+
+    /// The recorded requests (method, url, headers, body decoded).
+    pub fn recorded(&self) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(self.recording.path().join("requests.jsonl"))
+            .unwrap_or_default();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Settings of an AWS client section (`[x.aws]`) pointing at this server.
+    pub fn aws_settings(&self) -> String {
+        format!(
+            "region = \"us-east-1\"\nendpoint = \"{}\"\naccess_key_id = \"test\"\nsecret_access_key = \"test\"\n",
+            self.endpoint
+        )
     }
 
     /// Create a bucket.
@@ -505,4 +598,41 @@ impl Rig {
             .spawn()
             .unwrap()
     }
+}
+
+/// POST `body` to `http://addr/path`; the status code and body.
+pub fn http_post(addr: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let code = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// Read stderr lines of `child` until one contains `marker`; the rest of
+/// that line after the marker. The remaining stderr is drained in the background.
+pub fn wait_for_line(child: &mut std::process::Child, marker: &str) -> String {
+    use std::io::BufRead;
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(i) = line.find(marker) {
+            let rest = line[i + marker.len()..].trim().to_string();
+            std::thread::spawn(move || for _ in lines {});
+            return rest;
+        }
+    }
+    panic!("`{marker}` never printed");
 }

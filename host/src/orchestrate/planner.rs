@@ -1,0 +1,251 @@
+//! From object keys to date partitions: which keys belong to the lake,
+//! which dates they touch, duplicate notifications collapsed, bursts
+//! debounced so a partition is aggregated once per burst.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use super::event::ObjectEvent;
+use crate::aggregate::commit_id;
+use crate::lake::{CommitRecord, FileKind};
+
+/// Where the lake is, to recognise its keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LakeLocation {
+    /// the bucket (`None` for a local lake, which gets no notifications).
+    pub bucket: Option<String>,
+    /// the key prefix of the lake root, with a trailing `/` (or empty).
+    pub prefix: String,
+    /// the partition column (`event_date`).
+    pub partition_by: String,
+}
+
+impl LakeLocation {
+    /// The location of a lake URL (`s3://bucket/prefix` or a path).
+    pub fn of(url: &str, partition_by: &str) -> Self {
+        let (bucket, prefix) = match url.strip_prefix("s3://") {
+            Some(rest) => {
+                let (b, p) = rest.split_once('/').unwrap_or((rest, ""));
+                let p = p.trim_matches('/');
+                (
+                    Some(b.to_string()),
+                    if p.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{p}/")
+                    },
+                )
+            }
+            None => (None, String::new()),
+        };
+        LakeLocation {
+            bucket,
+            prefix,
+            partition_by: partition_by.into(),
+        }
+    }
+}
+
+/// What an object event means for the orchestrator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Touched {
+    /// a data file of this date partition.
+    Date(String),
+    /// a commit record (key relative to the lake root): its dates are read from it.
+    Commit(String),
+    /// not the lake's data or commit log; the reason.
+    Ignored(&'static str),
+}
+
+/// Classify one event against the lake's location.
+pub fn classify(lake: &LakeLocation, event: &ObjectEvent) -> Touched {
+    if lake.bucket.as_deref() != Some(event.bucket.as_str()) {
+        return Touched::Ignored("another bucket");
+    }
+    if !event.event_name.starts_with("ObjectCreated") {
+        return Touched::Ignored("not an object creation");
+    }
+    let Some(rel) = event.key.strip_prefix(&lake.prefix) else {
+        return Touched::Ignored("outside the lake's prefix");
+    };
+    if let Some(rest) = rel.strip_prefix("data/") {
+        let dir = rest.split('/').next().unwrap_or("");
+        return match dir.strip_prefix(&format!("{}=", lake.partition_by)) {
+            Some(date)
+                if rest.ends_with(".parquet") && date.parse::<chrono::NaiveDate>().is_ok() =>
+            {
+                Touched::Date(date.to_string())
+            }
+            _ => Touched::Ignored("not a data file of a date partition"),
+        };
+    }
+    if rel.starts_with(CommitRecord::PREFIX) {
+        if rel.ends_with(".json") {
+            return Touched::Commit(rel.to_string());
+        }
+        return Touched::Ignored("commit-log hint");
+    }
+    if rel.starts_with("_dead_letters/") {
+        return Touched::Ignored("dead letters");
+    }
+    Touched::Ignored("outside the lake's data and commit prefixes")
+}
+
+/// The commit position of a date: how many commit records contribute files
+/// to it and a digest of which. Unchanged position = nothing new to load.
+pub fn positions(records: &[CommitRecord]) -> BTreeMap<String, String> {
+    let mut ids: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for record in records {
+        let id = commit_id(record);
+        for file in record.files.iter().filter(|f| f.kind == FileKind::Data) {
+            if let Some(date) = &file.partition_value {
+                let list = ids.entry(date.clone()).or_default();
+                if list.last() != Some(&id) {
+                    list.push(id.clone());
+                }
+            }
+        }
+    }
+    ids.into_iter()
+        .map(|(date, mut list)| {
+            list.sort();
+            let digest = Sha256::digest(list.join("\n").as_bytes());
+            (
+                date,
+                format!("{}:{}", list.len(), &hex::encode(digest)[..16]),
+            )
+        })
+        .collect()
+}
+
+/// Collapses duplicate notifications and debounces bursts per date.
+#[derive(Debug)]
+pub struct Debouncer {
+    quiet: Duration,
+    pending: BTreeMap<String, Instant>,
+    seen: HashSet<(String, String)>,
+    order: VecDeque<(String, String)>,
+}
+
+/// Notifications remembered for de-duplication.
+const SEEN_CAPACITY: usize = 100_000;
+
+impl Debouncer {
+    /// Dates become ready after `quiet` without a new event for them.
+    pub fn new(quiet: Duration) -> Self {
+        Debouncer {
+            quiet,
+            pending: BTreeMap::new(),
+            seen: HashSet::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// Whether this (key, sequencer) was seen before; remembers it.
+    pub fn duplicate(&mut self, event: &ObjectEvent) -> bool {
+        let id = (
+            event.key.clone(),
+            event.sequencer.clone().unwrap_or_default(),
+        );
+        if self.seen.contains(&id) {
+            return true;
+        }
+        self.seen.insert(id.clone());
+        self.order.push_back(id);
+        if self.order.len() > SEEN_CAPACITY
+            && let Some(old) = self.order.pop_front()
+        {
+            self.seen.remove(&old);
+        }
+        false
+    }
+
+    /// A date was touched at `now`.
+    pub fn touch(&mut self, date: String, now: Instant) {
+        self.pending.insert(date, now);
+    }
+
+    /// Dates quiet since `quiet`, removed from the pending set.
+    pub fn ready(&mut self, now: Instant) -> Vec<String> {
+        let ready: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, t)| now.duration_since(**t) >= self.quiet)
+            .map(|(d, _)| d.clone())
+            .collect();
+        for d in &ready {
+            self.pending.remove(d);
+        }
+        ready
+    }
+
+    /// Dates waiting.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(key: &str, seq: &str) -> ObjectEvent {
+        ObjectEvent {
+            event_name: "ObjectCreated:Put".into(),
+            bucket: "b".into(),
+            key: key.into(),
+            sequencer: Some(seq.into()),
+            event_time: None,
+        }
+    }
+
+    #[test]
+    fn keys_are_classified() {
+        let lake = LakeLocation::of("s3://b/weir/lake", "event_date");
+        assert_eq!(lake.prefix, "weir/lake/");
+        let c = |k: &str| classify(&lake, &ev(k, "1"));
+        assert_eq!(
+            c("weir/lake/data/event_date=2026-11-20/t-p0-o1-2-d.parquet"),
+            Touched::Date("2026-11-20".into())
+        );
+        assert_eq!(
+            c("weir/lake/_commits/t/00000/00000000000000000000.json"),
+            Touched::Commit("_commits/t/00000/00000000000000000000.json".into())
+        );
+        assert!(matches!(
+            c("weir/lake/_commits/t/00000/_latest"),
+            Touched::Ignored(_)
+        ));
+        assert!(matches!(
+            c("weir/lake/_dead_letters/topic=t/partition=0/x.parquet"),
+            Touched::Ignored(_)
+        ));
+        assert!(matches!(
+            c("other/data/event_date=2026-11-20/x.parquet"),
+            Touched::Ignored(_)
+        ));
+        assert!(matches!(
+            c("weir/lake/data/event_date=junk/x.parquet"),
+            Touched::Ignored(_)
+        ));
+        let mut other = ev("weir/lake/data/event_date=2026-11-20/x.parquet", "1");
+        other.bucket = "elsewhere".into();
+        assert!(matches!(classify(&lake, &other), Touched::Ignored(_)));
+    }
+
+    #[test]
+    fn duplicates_collapse_and_bursts_wait_for_quiet() {
+        let mut d = Debouncer::new(Duration::from_millis(100));
+        assert!(!d.duplicate(&ev("k", "1")));
+        assert!(d.duplicate(&ev("k", "1")));
+        assert!(!d.duplicate(&ev("k", "2")));
+        let t0 = Instant::now();
+        d.touch("2026-11-20".into(), t0);
+        d.touch("2026-11-20".into(), t0 + Duration::from_millis(80));
+        assert!(d.ready(t0 + Duration::from_millis(150)).is_empty());
+        assert_eq!(d.ready(t0 + Duration::from_millis(190)), ["2026-11-20"]);
+        assert_eq!(d.pending(), 0);
+    }
+}

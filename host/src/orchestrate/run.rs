@@ -1,0 +1,484 @@
+//! The orchestrator: events and commit-log polling feed the planner;
+//! ready partitions are leased, aggregated (the batch job, in-process) with
+//! retries, checkpointed, and notified on final failure.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, Status};
+use super::config::{CheckpointsConfig, OrchestratorConfig};
+use super::dynamo::DynamoStore;
+use super::event::ObjectEvent;
+use super::file_store::FileStore;
+use super::notify::{FailureNotice, Notifier};
+use super::planner::{Debouncer, LakeLocation, Touched, classify, positions};
+use crate::aggregate::Selection;
+use crate::batch::{BatchError, BatchJob, BatchOptions};
+use crate::lake::CommitRecord;
+use crate::pipeline::Pipeline;
+
+/// Why the orchestrator cannot start or go on.
+#[derive(Debug, thiserror::Error)]
+pub enum OrchestrateError {
+    /// The pipeline lacks or misconfigures a section.
+    #[error("{file}: {message}")]
+    Config {
+        /// the pipeline file.
+        file: String,
+        /// what is wrong.
+        message: String,
+    },
+    /// The batch job cannot be opened.
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    /// The checkpoint store failed.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+}
+
+/// What one run of a partition came to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum RunOutcome {
+    /// aggregated and loaded.
+    Loaded {
+        /// attempts it took.
+        attempts: u32,
+    },
+    /// the commit position is the one already loaded.
+    Unchanged,
+    /// the commit log names no files for the date.
+    NoData,
+    /// another orchestrator holds the lease.
+    Busy,
+    /// failed after every attempt (notified).
+    Failed {
+        /// attempts made.
+        attempts: u32,
+        /// the last error.
+        error: String,
+    },
+    /// the lease was lost while running (the load itself is idempotent).
+    LeaseLost,
+}
+
+/// What an intake of events did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Intake {
+    /// dates touched.
+    pub dates: Vec<String>,
+    /// objects ignored (other buckets, prefixes, dead letters, ...).
+    pub ignored: usize,
+    /// notifications seen before.
+    pub duplicates: usize,
+}
+
+/// One orchestrator process.
+pub struct Orchestrator {
+    pipeline: Pipeline,
+    config: OrchestratorConfig,
+    job: Arc<BatchJob>,
+    store: CheckpointStore,
+    notifier: Notifier,
+    owner: String,
+    location: LakeLocation,
+    debouncer: Mutex<Debouncer>,
+    /// runs and failures so far, for metrics.
+    pub counters: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl std::fmt::Debug for Orchestrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Orchestrator")
+            .field("owner", &self.owner)
+            .finish()
+    }
+}
+
+/// Open the checkpoint store a `[checkpoints]` section names.
+pub async fn open_store(
+    config: &CheckpointsConfig,
+    base: &std::path::Path,
+) -> Result<CheckpointStore, CheckpointError> {
+    match config.url.strip_prefix("dynamodb://") {
+        Some(table) if !table.is_empty() => Ok(CheckpointStore::Dynamo(
+            DynamoStore::open(table, &config.aws.settings()).await?,
+        )),
+        Some(_) => Err(CheckpointError::Url(config.url.clone())),
+        None => {
+            let path =
+                std::path::PathBuf::from(config.url.strip_prefix("file://").unwrap_or(&config.url));
+            Ok(CheckpointStore::File(FileStore::new(
+                if path.is_absolute() {
+                    path
+                } else {
+                    base.join(path)
+                },
+            )))
+        }
+    }
+}
+
+impl Orchestrator {
+    /// Open everything the pipeline's orchestrator needs.
+    pub async fn open(pipeline: &Pipeline) -> Result<Arc<Self>, OrchestrateError> {
+        let file = pipeline.file.display().to_string();
+        let checkpoints =
+            pipeline
+                .config
+                .checkpoints
+                .clone()
+                .ok_or_else(|| OrchestrateError::Config {
+                    file: file.clone(),
+                    message: "no [checkpoints] section: where should checkpoints live?".into(),
+                })?;
+        let config = pipeline.config.orchestrator.clone().unwrap_or_default();
+        let job = Arc::new(BatchJob::open(pipeline).await?);
+        let base = pipeline
+            .file
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .to_path_buf();
+        let store = open_store(&checkpoints, &base).await?;
+        let notifier = Notifier::new(
+            config.notify.lambda_function.as_deref(),
+            &config.notify.aws.settings(),
+        )
+        .await;
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let owner = format!("{}-{}-{:x}", host.trim(), std::process::id(), nonce());
+        Ok(Arc::new(Orchestrator {
+            location: LakeLocation::of(
+                &pipeline.config.lake.url,
+                &pipeline.config.lake.partition_by,
+            ),
+            debouncer: Mutex::new(Debouncer::new(Duration::from_millis(config.quiet_ms))),
+            pipeline: pipeline.clone(),
+            config,
+            job,
+            store,
+            notifier,
+            owner,
+            counters: Mutex::default(),
+        }))
+    }
+
+    /// The orchestrator's settings.
+    pub fn config(&self) -> &OrchestratorConfig {
+        &self.config
+    }
+
+    /// The checkpoint store.
+    pub fn store(&self) -> &CheckpointStore {
+        &self.store
+    }
+
+    /// The pipeline's name.
+    pub fn name(&self) -> &str {
+        &self.pipeline.config.name
+    }
+
+    fn count(&self, what: &'static str) {
+        *self
+            .counters
+            .lock()
+            .expect("counters")
+            .entry(what)
+            .or_default() += 1;
+    }
+
+    /// Classify object events and queue the dates they touch (debounced).
+    pub async fn intake(&self, events: &[ObjectEvent]) -> Intake {
+        let mut intake = Intake::default();
+        for event in events {
+            if self.debouncer.lock().expect("debouncer").duplicate(event) {
+                intake.duplicates += 1;
+                continue;
+            }
+            let dates = match classify(&self.location, event) {
+                Touched::Date(d) => vec![d],
+                Touched::Commit(key) => match self.commit_dates(&key).await {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::warn!(key, error = %e, "commit record named by an event could not be read; polling will find it");
+                        Vec::new()
+                    }
+                },
+                Touched::Ignored(why) => {
+                    tracing::debug!(bucket = %event.bucket, key = %event.key, why, "event ignored");
+                    intake.ignored += 1;
+                    Vec::new()
+                }
+            };
+            let now = Instant::now();
+            for d in dates {
+                self.debouncer
+                    .lock()
+                    .expect("debouncer")
+                    .touch(d.clone(), now);
+                if !intake.dates.contains(&d) {
+                    intake.dates.push(d);
+                }
+            }
+        }
+        intake
+    }
+
+    async fn commit_dates(&self, key: &str) -> Result<Vec<String>, String> {
+        let lake = self.job.lake();
+        let bytes = lake
+            .store()
+            .get(&lake.key(key))
+            .await
+            .map_err(|e| e.to_string())?
+            .bytes()
+            .await
+            .map_err(|e| e.to_string())?;
+        let record: CommitRecord = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+        let mut dates: Vec<String> = record
+            .files
+            .iter()
+            .filter_map(|f| f.partition_value.clone())
+            .collect();
+        dates.dedup();
+        Ok(dates)
+    }
+
+    /// Compare the commit log with the checkpoints and queue every date
+    /// whose position changed (new data) or whose last run failed.
+    pub async fn poll(&self) -> Result<Vec<String>, OrchestrateError> {
+        let records = self.job.lake().commits().await.map_err(BatchError::Lake)?;
+        let current = positions(&records);
+        let stored: BTreeMap<String, Checkpoint> = self
+            .store
+            .list(self.name())
+            .await?
+            .into_iter()
+            .map(|c| (c.partition.clone(), c))
+            .collect();
+        let mut queued = Vec::new();
+        let now = Instant::now();
+        for (date, position) in current {
+            let done = stored.get(&date).is_some_and(|c| {
+                c.position.as_ref() == Some(&position) && c.status == Status::Succeeded
+            });
+            if !done {
+                self.debouncer
+                    .lock()
+                    .expect("debouncer")
+                    .touch(date.clone(), now);
+                queued.push(date);
+            }
+        }
+        Ok(queued)
+    }
+
+    /// Dates whose quiet period has passed.
+    pub fn ready(&self) -> Vec<String> {
+        self.debouncer
+            .lock()
+            .expect("debouncer")
+            .ready(Instant::now())
+    }
+
+    /// Queue a date again (after `Busy`).
+    pub fn requeue(&self, date: &str) {
+        self.debouncer
+            .lock()
+            .expect("debouncer")
+            .touch(date.to_string(), Instant::now());
+    }
+
+    /// Lease, aggregate with retries, checkpoint. `force` runs even when the
+    /// position was already loaded (`weir orchestrate retry`).
+    pub async fn run_partition(
+        &self,
+        date: &str,
+        force: bool,
+    ) -> Result<RunOutcome, OrchestrateError> {
+        let ttl = self.config.lease_ttl_ms as i64;
+        let Some((mut held, previous)) = self
+            .store
+            .acquire(self.name(), date, &self.owner, ttl)
+            .await?
+        else {
+            tracing::info!(partition = date, "another orchestrator holds the lease");
+            return Ok(RunOutcome::Busy);
+        };
+        let records = match self.job.lake().commits().await {
+            Ok(r) => r,
+            Err(e) => {
+                self.store.finish(&held, |c| c.status = previous).await?;
+                return Err(BatchError::Lake(e).into());
+            }
+        };
+        let Some(position) = positions(&records).remove(date) else {
+            self.store.finish(&held, |c| c.status = previous).await?;
+            return Ok(RunOutcome::NoData);
+        };
+        if !force && previous == Status::Succeeded && held.position.as_ref() == Some(&position) {
+            self.store
+                .finish(&held, |c| c.status = Status::Succeeded)
+                .await?;
+            return Ok(RunOutcome::Unchanged);
+        }
+        let day = date
+            .parse::<chrono::NaiveDate>()
+            .map_err(|_| OrchestrateError::Config {
+                file: self.pipeline.file.display().to_string(),
+                message: format!("partition `{date}` is not a date"),
+            })?;
+        let options = BatchOptions {
+            selection: Selection::Dates(vec![day]),
+            replace_empty: false,
+        };
+        let mut last_error = String::new();
+        for attempt in 1..=self.config.max_attempts.max(1) {
+            self.count("runs");
+            let run = self
+                .job
+                .run(&options, Arc::new(|_: &crate::aggregate::Progress| {}));
+            let (result, renewed) = self.with_lease(run, held.clone(), ttl).await;
+            let Some(renewed) = renewed else {
+                tracing::warn!(
+                    partition = date,
+                    "lease lost while running; the next owner re-checks the position"
+                );
+                return Ok(RunOutcome::LeaseLost);
+            };
+            held = renewed;
+            match result {
+                Ok(summary) if summary.failed() == 0 => {
+                    let pos = position.clone();
+                    let kept = self
+                        .store
+                        .finish(&held, |c| {
+                            c.status = Status::Succeeded;
+                            c.position = Some(pos);
+                            c.attempts = attempt;
+                            c.last_error = None;
+                        })
+                        .await?;
+                    tracing::info!(partition = date, attempt, position = %position, "partition loaded and checkpointed");
+                    return Ok(if kept {
+                        RunOutcome::Loaded { attempts: attempt }
+                    } else {
+                        RunOutcome::LeaseLost
+                    });
+                }
+                Ok(summary) => {
+                    last_error = summary
+                        .partitions
+                        .iter()
+                        .filter_map(|p| p.error.clone())
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                }
+                Err(e) => last_error = e.to_string(),
+            }
+            self.count("failed_attempts");
+            tracing::warn!(partition = date, attempt, max = self.config.max_attempts, error = %last_error, "run failed");
+            if attempt < self.config.max_attempts {
+                tokio::time::sleep(self.backoff(attempt)).await;
+                match self.store.renew(&held, ttl).await? {
+                    Some(r) => held = r,
+                    None => return Ok(RunOutcome::LeaseLost),
+                }
+            }
+        }
+        let attempts = self.config.max_attempts.max(1);
+        let error = last_error.clone();
+        self.store
+            .finish(&held, |c| {
+                c.status = Status::Failed;
+                c.attempts = attempts;
+                c.last_error = Some(error);
+            })
+            .await?;
+        self.count("failures");
+        self.notifier
+            .notify(&FailureNotice {
+                pipeline: self.name().into(),
+                partition: date.into(),
+                attempts,
+                error: last_error.clone(),
+                time: chrono::Utc::now().to_rfc3339(),
+            })
+            .await;
+        Ok(RunOutcome::Failed {
+            attempts,
+            error: last_error,
+        })
+    }
+
+    /// Drive `work` while renewing the lease every third of its duration;
+    /// the result and the renewed checkpoint (`None` when the lease was lost).
+    async fn with_lease<F: std::future::Future>(
+        &self,
+        work: F,
+        mut held: Checkpoint,
+        ttl: i64,
+    ) -> (F::Output, Option<Checkpoint>) {
+        let mut work = std::pin::pin!(work);
+        let mut tick = tokio::time::interval(Duration::from_millis((ttl / 3).max(100) as u64));
+        tick.tick().await;
+        let mut lost = false;
+        loop {
+            tokio::select! {
+                out = &mut work => return (out, (!lost).then_some(held)),
+                _ = tick.tick(), if !lost => match self.store.renew(&held, ttl).await {
+                    Ok(Some(r)) => held = r,
+                    Ok(None) => lost = true,
+                    Err(e) => tracing::warn!(error = %e, "lease not renewed; retrying"),
+                },
+            }
+        }
+    }
+
+    /// Exponential backoff with jitter for `attempt` (1-based).
+    fn backoff(&self, attempt: u32) -> Duration {
+        let base = self
+            .config
+            .retry_initial_ms
+            .saturating_mul(1 << (attempt - 1).min(20))
+            .min(self.config.retry_max_ms);
+        let jitter = nonce() % (base / 2 + 1);
+        Duration::from_millis(base / 2 + jitter)
+    }
+
+    /// Run every ready date once; `Busy` dates are queued again.
+    pub async fn run_ready(&self) -> Vec<(String, RunOutcome)> {
+        let mut out = Vec::new();
+        for date in self.ready() {
+            let outcome = match self.run_partition(&date, false).await {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::error!(partition = %date, error = %e, "run could not start; queued again");
+                    self.requeue(&date);
+                    continue;
+                }
+            };
+            if outcome == RunOutcome::Busy {
+                self.requeue(&date);
+            }
+            out.push((date, outcome));
+        }
+        out
+    }
+}
+
+/// A random number (for owner names and jitter).
+fn nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.finish()
+}

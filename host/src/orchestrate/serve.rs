@@ -1,0 +1,65 @@
+//! The orchestrator as a service: `POST /events` (S3 notifications),
+//! `GET /healthz`, and the loop that runs debounced partitions and polls
+//! the commit log.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use super::event::parse_notification;
+use super::run::Orchestrator;
+
+/// The orchestrator's HTTP routes.
+pub fn router(orchestrator: Arc<Orchestrator>) -> Router {
+    Router::new()
+        .route("/events", post(events))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(orchestrator)
+}
+
+async fn events(State(orchestrator): State<Arc<Orchestrator>>, body: Bytes) -> Response {
+    match parse_notification(&body) {
+        Ok(objects) => {
+            let intake = orchestrator.intake(&objects).await;
+            tracing::info!(objects = objects.len(), dates = ?intake.dates, ignored = intake.ignored, duplicates = intake.duplicates, "events received");
+            (StatusCode::ACCEPTED, axum::Json(intake)).into_response()
+        }
+        Err(reason) => {
+            let shown = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
+            tracing::warn!(%reason, body = %shown, "malformed event refused");
+            (StatusCode::BAD_REQUEST, format!("{reason}\n")).into_response()
+        }
+    }
+}
+
+/// Run debounced partitions and poll the commit log until `stop` is set;
+/// the run in progress finishes (its lease is released) before returning.
+pub async fn work_loop(orchestrator: Arc<Orchestrator>, stop: Arc<AtomicBool>) {
+    let poll_every = Duration::from_millis(orchestrator.config().poll_interval_ms);
+    let mut last_poll: Option<Instant> = None;
+    while !stop.load(Ordering::Relaxed) {
+        if !poll_every.is_zero() && last_poll.is_none_or(|t| t.elapsed() >= poll_every) {
+            last_poll = Some(Instant::now());
+            match orchestrator.poll().await {
+                Ok(dates) if !dates.is_empty() => {
+                    tracing::info!(?dates, "commit log shows new or failed partitions")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "commit log poll failed; retrying at the next interval")
+                }
+            }
+        }
+        for (date, outcome) in orchestrator.run_ready().await {
+            tracing::info!(partition = %date, ?outcome, "run finished");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
