@@ -118,7 +118,7 @@ pub struct BatchJob {
     aggregate: AggregateConfig,
     lake: Lake,
     warehouse: Warehouse,
-    plugin: BatchPlugin,
+    plugin: std::sync::Mutex<BatchPlugin>,
     table: TableSpec,
 }
 
@@ -185,11 +185,11 @@ impl BatchJob {
             aggregate,
             lake,
             warehouse,
-            plugin: BatchPlugin {
+            plugin: std::sync::Mutex::new(BatchPlugin {
                 engine,
                 plugin: loaded,
                 config,
-            },
+            }),
             table,
         })
     }
@@ -205,8 +205,18 @@ impl BatchJob {
     }
 
     /// Digest of the plugin the batch path runs.
-    pub fn plugin_digest(&self) -> &str {
-        &self.plugin.plugin.digest
+    pub fn plugin_digest(&self) -> String {
+        self.current_plugin().plugin.digest.clone()
+    }
+
+    fn current_plugin(&self) -> BatchPlugin {
+        self.plugin.lock().expect("batch plugin").clone()
+    }
+
+    /// Run later batches with another plugin version (after a hot swap);
+    /// runs in progress keep theirs.
+    pub fn set_plugin(&self, plugin: Arc<crate::plugin::LoadedPlugin>) {
+        self.plugin.lock().expect("batch plugin").plugin = plugin;
     }
 
     /// Plan, aggregate and load. Partitions that fail are reported and
@@ -224,8 +234,10 @@ impl BatchJob {
             .collect();
         let job = self.clone();
         let rt = tokio::runtime::Handle::current();
+        let batch_plugin = self.current_plugin();
+        let digest = batch_plugin.plugin.digest.clone();
         let outcomes = tokio::task::spawn_blocking(move || {
-            let plugin = job.aggregate.reapply_plugin.then_some(&job.plugin);
+            let plugin = job.aggregate.reapply_plugin.then_some(&batch_plugin);
             aggregate::aggregate_partitions(
                 &job.lake,
                 &job.aggregate,
@@ -247,7 +259,7 @@ impl BatchJob {
             pipeline: self.pipeline.config.name.clone(),
             warehouse: self.warehouse.target(),
             table: self.table.name.clone(),
-            plugin_digest: self.plugin.plugin.digest.clone(),
+            plugin_digest: digest.clone(),
             partitions: Vec::new(),
             rows_loaded: 0,
             rows_read: 0,
@@ -279,7 +291,7 @@ impl BatchJob {
                         partition_date: day,
                         pipeline: self.pipeline.config.name.clone(),
                         plugin_digest: if self.aggregate.reapply_plugin {
-                            self.plugin.plugin.digest.clone()
+                            digest.clone()
                         } else {
                             String::new()
                         },

@@ -12,16 +12,20 @@
 //! - [`aggregate`]: the batch path (same plugin again, exact aggregates);
 //! - [`warehouse`]: loading aggregates into PostgreSQL, Redshift or SQLite;
 //! - [`orchestrate`]: S3 events and polling → leased, retried, checkpointed batch runs;
+//! - [`serve`]: `weir run`, metrics, health, plugin hot swap;
+//! - [`demo`]: the whole pipeline on embedded defaults, in one command;
 //! - [`batch`]: the whole batch job, plan to load, shared by CLI and orchestrator.
 
 pub mod aggregate;
 pub mod batch;
+pub mod demo;
 pub mod generate;
 pub mod ingest;
 pub mod lake;
 pub mod orchestrate;
 pub mod pipeline;
 pub mod plugin;
+pub mod serve;
 pub mod warehouse;
 
 /// The weir version, recorded in every file it writes.

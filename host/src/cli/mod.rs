@@ -6,6 +6,7 @@
 mod batch_cmds;
 mod orchestrate_cmds;
 mod pipeline_cmds;
+mod service_cmds;
 mod plugin;
 
 use std::process::ExitCode;
@@ -56,6 +57,10 @@ enum Command {
     Lake(pipeline_cmds::LakeCommand),
     /// Aggregate date partitions of the lake (re-applying the plugin) and load them into the warehouse.
     Aggregate(batch_cmds::AggregateArgs),
+    /// The service: ingest, orchestrator and HTTP (/healthz /metrics /events /plugins/reload), plugin hot swap.
+    Run(service_cmds::RunArgs),
+    /// The whole pipeline on embedded defaults in one command (Kafka, plugin, lake, SQLite).
+    Demo(service_cmds::DemoArgs),
     /// S3 events and commit-log polling → leased, retried, checkpointed aggregation runs.
     Orchestrate(orchestrate_cmds::OrchestrateArgs),
     /// Look at the warehouse.
@@ -101,6 +106,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Lake(command) => pipeline_cmds::run_lake(command),
         Command::Bench(BenchCommand::Ingest(args)) => pipeline_cmds::run_bench_ingest(args),
         Command::Bench(BenchCommand::Aggregate(args)) => batch_cmds::run_bench_aggregate(args),
+        Command::Run(args) => service_cmds::run_service(args),
+        Command::Demo(args) => service_cmds::run_demo(args),
         Command::Orchestrate(args) => orchestrate_cmds::run(args),
         Command::Aggregate(args) => batch_cmds::run_aggregate(args),
         Command::Warehouse(command) => batch_cmds::run_warehouse(command),

@@ -123,6 +123,7 @@ pub fn run_ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
         IngestOptions {
             drain: args.drain,
             stop,
+            control: None,
         },
     )?;
     if args.json {

@@ -124,6 +124,7 @@ pub fn bench_ingest(
         IngestOptions {
             drain: true,
             stop: Arc::default(),
+            control: None,
         },
     )?;
     let seconds = summary

@@ -59,6 +59,8 @@ pub(crate) struct Core {
     partition_column: usize,
     /// give up retrying after this instant (set at shutdown).
     pub deadline: Option<Instant>,
+    /// where counters and latencies go, inside the service.
+    pub metrics: Option<Arc<crate::serve::metrics::Metrics>>,
 }
 
 impl Core {
@@ -89,7 +91,32 @@ impl Core {
             summary: IngestSummary::default(),
             partition_column,
             deadline: None,
+            metrics: None,
         })
+    }
+
+    /// Switch to another plugin (validated by the caller); every buffer
+    /// must be empty. The digest now in use, or why not.
+    pub fn replace_runner(&mut self, runner: PluginRunner) -> Result<String, String> {
+        let column = &self.pipeline.config.lake.partition_by;
+        let position = runner
+            .output_schema()
+            .fields()
+            .iter()
+            .position(|f| &f.name == column)
+            .ok_or_else(|| format!("the new version's output has no column `{column}`"))?;
+        if self.partitions.values().any(|b| !b.is_empty()) {
+            return Err("rows of the old version are still buffered".into());
+        }
+        let old = self.runner.plugin().digest.clone();
+        self.runner = runner;
+        self.partition_column = position;
+        let digest = self.runner.plugin().digest.clone();
+        if let Some(m) = &self.metrics {
+            *m.plugin_digest.lock().expect("metrics") = digest.clone();
+        }
+        tracing::info!(old = %old, new = %digest, "plugin switched at a batch boundary");
+        Ok(digest)
     }
 
     /// Bytes buffered over all partitions.
@@ -151,10 +178,19 @@ impl Core {
             return;
         }
         let batch = buffer.decoder.flush();
+        let started = Instant::now();
         let processed = self.runner.process(&batch);
+        if let Some(m) = &self.metrics {
+            m.plugin_batch_seconds.observe(started.elapsed());
+        }
         for e in processed.excluded {
             match e.verdict {
-                Verdict::Drop => buffer.dropped += 1,
+                Verdict::Drop => {
+                    buffer.dropped += 1;
+                    if let Some(m) = &self.metrics {
+                        m.dropped(&e.reason);
+                    }
+                }
                 Verdict::Reject => {
                     let (offset, kafka_timestamp, payload) = buffer.decoded_raw.get(e.row);
                     buffer.dead.push(DeadLetter {
@@ -229,7 +265,13 @@ impl Core {
         for (file, bytes) in &files {
             self.retry(&label, || self.lake.put(&file.path, bytes.clone()))?;
         }
+        let flushed = started.elapsed();
         let outcome = self.retry(&label, || self.lake.commit(&record))?;
+        if let Some(m) = &self.metrics {
+            m.flush_seconds.observe(flushed);
+            m.commit_seconds.observe(started.elapsed() - flushed);
+            record_commit(m, &record, outcome);
+        }
         match outcome {
             CommitOutcome::Committed => {
                 let s = &mut self.summary;
@@ -448,4 +490,20 @@ impl Core {
             tracing::error!(error = %e, "unassigning partitions failed");
         }
     }
+}
+
+/// Count a commit (or a conflict) in the metrics.
+fn record_commit(m: &crate::serve::metrics::Metrics, record: &CommitRecord, outcome: CommitOutcome) {
+    use std::sync::atomic::Ordering::Relaxed;
+    if outcome != CommitOutcome::Committed {
+        m.commit_conflicts.fetch_add(1, Relaxed);
+        return;
+    }
+    m.events_read.fetch_add(record.read, Relaxed);
+    m.events_kept.fetch_add(record.kept, Relaxed);
+    m.events_dropped.fetch_add(record.dropped, Relaxed);
+    m.events_dead_lettered.fetch_add(record.dead_lettered, Relaxed);
+    m.files_written.fetch_add(record.files.len() as u64, Relaxed);
+    m.bytes_written.fetch_add(record.files.iter().map(|f| f.bytes).sum::<u64>(), Relaxed);
+    m.commits.fetch_add(1, Relaxed);
 }

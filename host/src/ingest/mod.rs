@@ -10,6 +10,7 @@
 
 pub mod bench;
 mod buffer;
+pub mod control;
 mod core;
 pub mod decode;
 pub mod produce;
@@ -17,4 +18,4 @@ mod run;
 pub mod source;
 
 pub use decode::{DecodeError, JsonDecoder};
-pub use run::{IngestError, IngestOptions, IngestSummary, ingest, load_plugin};
+pub use run::{IngestError, IngestOptions, IngestSummary, ingest, load_plugin, read_plugin};

@@ -26,6 +26,8 @@ pub struct IngestOptions {
     pub drain: bool,
     /// set to stop (flush, commit, exit).
     pub stop: Arc<AtomicBool>,
+    /// metrics, health and plugin swaps, when run inside the service.
+    pub control: Option<Arc<super::control::IngestControl>>,
 }
 
 /// Why ingest could not start or finish.
@@ -64,6 +66,15 @@ pub fn load_plugin(
     engine: &PluginEngine,
     rt: &tokio::runtime::Handle,
 ) -> Result<Arc<crate::plugin::LoadedPlugin>, IngestError> {
+    let (name, bytes) = read_plugin(pipeline, rt)?;
+    Ok(engine.load_bytes(&name, &bytes)?)
+}
+
+/// The bytes of the plugin a pipeline names, and its file name.
+pub fn read_plugin(
+    pipeline: &Pipeline,
+    rt: &tokio::runtime::Handle,
+) -> Result<(String, Vec<u8>), IngestError> {
     let location = pipeline.plugin_location();
     if let Some(rest) = location.strip_prefix("s3://") {
         let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
@@ -78,11 +89,17 @@ pub fn load_plugin(
                 error,
             })?;
         let name = key.rsplit('/').next().unwrap_or(key);
-        return Ok(engine.load_bytes(name, &bytes)?);
+        return Ok((name.to_string(), bytes.to_vec()));
     }
-    Ok(engine.load_file(std::path::Path::new(
-        location.strip_prefix("file://").unwrap_or(&location),
-    ))?)
+    let path = std::path::PathBuf::from(location.strip_prefix("file://").unwrap_or(&location));
+    let bytes = std::fs::read(&path).map_err(|error| PluginError::Read {
+        path: path.clone(),
+        error,
+    })?;
+    let name = path
+        .file_name()
+        .map_or_else(|| location.clone(), |n| n.to_string_lossy().into_owned());
+    Ok((name, bytes))
 }
 
 /// Run the streaming path until stopped (or drained).
@@ -116,11 +133,23 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
         source.brokers.clone()
     };
     let file = pipeline.file.display().to_string();
-    let core = Core::new(pipeline.clone(), lake, runner, rt.handle().clone())
+    let mut core = Core::new(pipeline.clone(), lake, runner, rt.handle().clone())
         .map_err(|message| IngestError::Config { file, message })?;
+    let metrics = options.control.as_ref().map(|c| c.metrics.clone());
+    core.metrics = metrics.clone();
+    if let Some(m) = &metrics {
+        *m.plugin_digest.lock().expect("metrics") = core.runner.plugin().digest.clone();
+    }
     let core = Arc::new(Mutex::new(core));
-    let consumer: BaseConsumer<WeirContext> = consumer_config(&source, &brokers)
-        .create_with_context(WeirContext { core: core.clone() })
+    let mut client = consumer_config(&source, &brokers);
+    if metrics.is_some() && !source.kafka.contains_key("statistics.interval.ms") {
+        client.set("statistics.interval.ms", "2000"); // consumer lag for /metrics
+    }
+    let consumer: BaseConsumer<WeirContext> = client
+        .create_with_context(WeirContext {
+            core: core.clone(),
+            metrics,
+        })
         .map_err(|error| IngestError::Kafka {
             brokers: brokers.clone(),
             error,
@@ -172,6 +201,22 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
         last_sweep = Instant::now();
         let mut c = core.lock().unwrap_or_else(|p| p.into_inner());
         let keys: Vec<PartitionKey> = c.partitions.keys().cloned().collect();
+        if let Some(control) = &options.control {
+            if let Some(request) = control.take_swap() {
+                swap_plugin(&mut c, &keys, &consumer, request);
+            }
+            match &stall {
+                Some(_) => control.set_health(
+                    false,
+                    "lake unreachable past the retry window: consumption paused, flushes retried with backoff",
+                ),
+                None => control.set_health(true, "consuming and committing"),
+            }
+            control
+                .metrics
+                .ingest_paused
+                .store(u64::from(stall.is_some()), Ordering::Relaxed);
+        }
         for key in &keys {
             if c.due(key, true) {
                 flush_or_pause(&mut c, key, &consumer, &mut stall);
@@ -232,6 +277,27 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
     drop(c);
     consumer.unsubscribe();
     Ok(summary)
+}
+
+/// Switch plugins at a batch boundary: every partition's rows processed by
+/// the old version are flushed and committed first, so no file mixes two
+/// digests.
+fn swap_plugin(
+    c: &mut Core,
+    keys: &[PartitionKey],
+    consumer: &BaseConsumer<WeirContext>,
+    request: super::control::SwapRequest,
+) {
+    for key in keys {
+        if let Err(e) = c.flush(key, consumer) {
+            let _ = request.reply.send(Err(format!(
+                "the old version's rows could not be committed first ({e}); still running the old version"
+            )));
+            return;
+        }
+    }
+    let reply = c.replace_runner(request.runner);
+    let _ = request.reply.send(reply);
 }
 
 /// Consumption paused because the lake stayed unreachable.

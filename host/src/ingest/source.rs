@@ -20,9 +20,23 @@ use crate::pipeline::SourceConfig;
 /// The consumer's context: routes rebalances to the shared [`Core`].
 pub(crate) struct WeirContext {
     pub core: Arc<Mutex<Core>>,
+    /// where consumer lag is reported (statistics callback).
+    pub metrics: Option<Arc<crate::serve::metrics::Metrics>>,
 }
 
-impl ClientContext for WeirContext {}
+impl ClientContext for WeirContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Some(metrics) = &self.metrics else { return };
+        let mut lag = metrics.consumer_lag.lock().expect("metrics");
+        for (name, topic) in &statistics.topics {
+            for (id, p) in &topic.partitions {
+                if *id >= 0 && p.consumer_lag >= 0 {
+                    lag.insert((name.clone(), *id), p.consumer_lag);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for WeirContext {
     fn rebalance(

@@ -171,6 +171,11 @@ impl Orchestrator {
         &self.config
     }
 
+    /// The batch job it runs.
+    pub fn job(&self) -> &Arc<BatchJob> {
+        &self.job
+    }
+
     /// The checkpoint store.
     pub fn store(&self) -> &CheckpointStore {
         &self.store

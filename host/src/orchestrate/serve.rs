@@ -16,12 +16,14 @@ use axum::routing::{get, post};
 use super::event::parse_notification;
 use super::run::Orchestrator;
 
-/// The orchestrator's HTTP routes.
+/// The orchestrator's HTTP route, `POST /events`.
+pub fn events_router(orchestrator: Arc<Orchestrator>) -> Router {
+    Router::new().route("/events", post(events)).with_state(orchestrator)
+}
+
+/// `POST /events` and `GET /healthz` (for `weir orchestrate` alone).
 pub fn router(orchestrator: Arc<Orchestrator>) -> Router {
-    Router::new()
-        .route("/events", post(events))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(orchestrator)
+    events_router(orchestrator).route("/healthz", get(|| async { "ok\n" }))
 }
 
 async fn events(State(orchestrator): State<Arc<Orchestrator>>, body: Bytes) -> Response {

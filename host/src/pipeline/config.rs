@@ -101,6 +101,19 @@ pub struct PluginConfig {
     /// sandbox limits.
     #[serde(default)]
     pub limits: Limits,
+    /// how often `weir run` checks the plugin for a new version (file
+    /// modification time, or the object's ETag), in milliseconds; 0 turns
+    /// the watch off (`POST /plugins/reload` and SIGHUP still work).
+    #[serde(default = "default_watch_interval")]
+    pub watch_interval_ms: u64,
+    /// accept a new version whose output schema differs from the running
+    /// one's (the lake then holds files of both schemas).
+    #[serde(default)]
+    pub allow_schema_change: bool,
+}
+
+fn default_watch_interval() -> u64 {
+    2000
 }
 
 /// `[lake]`.

@@ -181,17 +181,28 @@ impl Warehouse {
     }
 
     /// The top `top` rows per date by `order_by` (descending, nulls last),
-    /// of one date or of all.
+    /// of one date or of all, optionally only rows whose `min.0` column is
+    /// at least `min.1` (e.g. pages with enough events to matter).
     pub async fn show(
         &self,
         date_column: &str,
         date: Option<chrono::NaiveDate>,
         order_by: &str,
         top: usize,
+        min: Option<(&str, i64)>,
     ) -> Result<Shown, WarehouseError> {
-        let filter = date
-            .map(|d| format!(" WHERE {} = '{d}'", quote(date_column)))
-            .unwrap_or_default();
+        let mut conditions = Vec::new();
+        if let Some(d) = date {
+            conditions.push(format!("{} = '{d}'", quote(date_column)));
+        }
+        if let Some((column, at_least)) = min {
+            conditions.push(format!("{} >= {at_least}", quote(column)));
+        }
+        let filter = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conditions.join(" AND "))
+        };
         let sql = format!(
             "SELECT * FROM (SELECT t.*, ROW_NUMBER() OVER (PARTITION BY {date} ORDER BY {order} DESC NULLS LAST) AS weir_rank \
              FROM {table} t{filter}) ranked WHERE weir_rank <= {top} ORDER BY {date}, weir_rank",

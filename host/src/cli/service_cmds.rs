@@ -1,0 +1,120 @@
+//! `weir run` (the service) and `weir demo` (the quickstart).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::Args;
+
+use super::batch_cmds::print_table;
+use super::pipeline_cmds::PipelineArgs;
+use weir::pipeline::Pipeline;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+    /// HTTP address (default: orchestrator.listen, else 127.0.0.1:7070; port 0 picks one).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Print the exit summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let pipeline = args.pipeline.load()?;
+    let listen = args
+        .listen
+        .clone()
+        .or_else(|| pipeline.config.orchestrator.as_ref().map(|o| o.listen.clone()))
+        .unwrap_or_else(|| "127.0.0.1:7070".into());
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let summary = rt.block_on(async {
+        let stop = Arc::new(AtomicBool::new(false));
+        let hup = Arc::new(tokio::sync::Notify::new());
+        {
+            let (stop, hup) = (stop.clone(), hup.clone());
+            tokio::spawn(async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                let (mut term, mut int, mut hangup) = (
+                    signal(SignalKind::terminate()).expect("SIGTERM"),
+                    signal(SignalKind::interrupt()).expect("SIGINT"),
+                    signal(SignalKind::hangup()).expect("SIGHUP"),
+                );
+                loop {
+                    tokio::select! {
+                        _ = term.recv() => break,
+                        _ = int.recv() => break,
+                        _ = hangup.recv() => { hup.notify_one(); continue; }
+                    }
+                }
+                tracing::info!("stopping: flushing, committing, finishing the run in progress");
+                stop.store(true, Ordering::Relaxed);
+            });
+        }
+        weir::serve::run_service(pipeline, &listen, stop, hup).await
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!(
+            "read {} · kept {} · dropped {} · dead-lettered {} · files {} · bytes {} · commits {}",
+            summary.read, summary.kept, summary.dropped, summary.dead_lettered, summary.files, summary.bytes, summary.commits
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The pipeline file (TOML) whose settings the demo runs.
+    #[arg(default_value = "pipelines/local.toml")]
+    pipeline: PathBuf,
+    /// Synthetic events to send.
+    #[arg(long, default_value_t = 200_000)]
+    events: u64,
+    /// Directory for the demo's lake, SQLite file and checkpoints (emptied first).
+    #[arg(long, default_value = ".weir/demo")]
+    dir: PathBuf,
+    /// Pages per day in the table.
+    #[arg(long, default_value_t = 5)]
+    top: usize,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let pipeline = Pipeline::load(&args.pipeline, &[])?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let s = rt.block_on(weir::demo::run_demo(&pipeline, &args.dir, args.events, args.top))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let i = &s.ingest;
+    println!();
+    println!("events sent {} · read {} · kept {} · dropped by the plugin {} · dead-lettered {}", s.sent, i.read, i.kept, i.dropped, i.dead_lettered);
+    println!("{} files and {} commit records in the lake; {} dates aggregated into {} warehouse rows", i.files, i.commits, s.runs.len(), s.warehouse_rows);
+    println!();
+    println!("top pages (20 events or more) by p75 TTI per day:");
+    let keep = ["event_date", "page_url", "events", "p50_tti_ms", "p75_tti_ms", "p95_tti_ms", "p75_ttar_ms"];
+    let idx: Vec<usize> = keep.iter().filter_map(|k| s.top.columns.iter().position(|c| c == k)).collect();
+    let narrow = weir::warehouse::Shown {
+        columns: idx.iter().map(|&i| s.top.columns[i].clone()).collect(),
+        rows: s.top.rows.iter().map(|r| idx.iter().map(|&i| r[i].clone()).collect()).collect(),
+    };
+    print_table(&narrow);
+    println!();
+    println!("lake:         {}   (data/event_date=*/ Parquet; _commits/ the commit log)", s.lake.display());
+    println!("dead letters: {}/_dead_letters   (raw payload, stage, reason, offset)", s.lake.display());
+    println!("warehouse:    {}   (tables page_metrics_daily, weir_load_audit)", s.warehouse.display());
+    println!("checkpoints:  {}", s.checkpoints.display());
+    println!();
+    println!("look further:");
+    println!("  sqlite3 {} 'SELECT * FROM page_metrics_daily ORDER BY p75_tti_ms DESC LIMIT 10'", s.warehouse.display());
+    println!("  duckdb -c \"SELECT reason, count(*) FROM '{}/_dead_letters/*/*/*.parquet' GROUP BY 1\"", s.lake.display());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,183 @@
+//! Plugin hot swap: a new version (noticed by the watch, `POST
+//! /plugins/reload` or SIGHUP) is compiled and validated beside the running
+//! one — it loads, accepts the input schema, and declares the same output
+//! schema unless the pipeline allows a change — then handed to ingest,
+//! which switches at a batch boundary. A refused version leaves the old one
+//! running; the refusal is logged, counted and returned.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::batch::BatchJob;
+use crate::ingest::control::{IngestControl, SwapRequest};
+use crate::pipeline::{DeclaredSchema, Pipeline};
+use crate::plugin::{PluginEngine, PluginRunner};
+
+/// What a reload came to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum ReloadOutcome {
+    /// the new version is running.
+    Swapped {
+        /// digest before.
+        old: String,
+        /// digest now.
+        new: String,
+    },
+    /// the plugin has not changed.
+    Unchanged {
+        /// the digest in use.
+        digest: String,
+    },
+    /// the new version was refused; the old one keeps running.
+    Refused {
+        /// the refused version's digest (when it could be read).
+        digest: Option<String>,
+        /// why.
+        reason: String,
+        /// the digest still in use.
+        running: String,
+    },
+}
+
+/// Watches and swaps the plugin of one running pipeline.
+pub struct Swapper {
+    pipeline: Pipeline,
+    engine: Arc<PluginEngine>,
+    control: Arc<IngestControl>,
+    batch: Option<Arc<BatchJob>>,
+    current: Mutex<(String, Option<DeclaredSchema>)>,
+    stamp: Mutex<Option<(SystemTime, u64)>>,
+    busy: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Swapper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Swapper").field("current", &self.current.lock().expect("current").0).finish()
+    }
+}
+
+impl Swapper {
+    /// A swapper for `pipeline`, whose ingest runs `digest`.
+    pub fn new(pipeline: &Pipeline, control: Arc<IngestControl>, batch: Option<Arc<BatchJob>>, digest: String) -> Result<Self, crate::plugin::PluginError> {
+        let engine = PluginEngine::new(pipeline.config.plugin.limits.clone())?;
+        let swapper = Swapper {
+            pipeline: pipeline.clone(),
+            engine,
+            control,
+            batch,
+            current: Mutex::new((digest, None)),
+            stamp: Mutex::new(None),
+            busy: tokio::sync::Mutex::new(()),
+        };
+        *swapper.stamp.lock().expect("stamp") = swapper.file_stamp();
+        Ok(swapper)
+    }
+
+    /// The digest in use.
+    pub fn digest(&self) -> String {
+        self.current.lock().expect("current").0.clone()
+    }
+
+    fn file_stamp(&self) -> Option<(SystemTime, u64)> {
+        let location = self.pipeline.plugin_location();
+        if location.contains("://") && !location.starts_with("file://") {
+            return None;
+        }
+        let meta = std::fs::metadata(location.strip_prefix("file://").unwrap_or(&location)).ok()?;
+        Some((meta.modified().ok()?, meta.len()))
+    }
+
+    /// Check the plugin for a new version; for local files the
+    /// modification time and size say whether to look, objects are read
+    /// and compared by digest.
+    pub async fn poll(&self) -> Option<ReloadOutcome> {
+        let location = self.pipeline.plugin_location();
+        if !location.contains("://") || location.starts_with("file://") {
+            let stamp = self.file_stamp();
+            let mut last = self.stamp.lock().expect("stamp");
+            if stamp == *last {
+                return None;
+            }
+            *last = stamp;
+        }
+        match self.reload("watch").await {
+            ReloadOutcome::Unchanged { .. } => None,
+            other => Some(other),
+        }
+    }
+
+    /// Read, validate and switch to the plugin's current bytes.
+    pub async fn reload(&self, trigger: &str) -> ReloadOutcome {
+        let _one_at_a_time = self.busy.lock().await;
+        let running = self.digest();
+        let refuse = |digest: Option<String>, reason: String| {
+            tracing::warn!(trigger, digest = digest.as_deref().unwrap_or("-"), %reason, running = %running, "new plugin version refused; the old one keeps running");
+            self.control.metrics.plugin_swaps_refused.fetch_add(1, Ordering::Relaxed);
+            ReloadOutcome::Refused { digest, reason, running: running.clone() }
+        };
+        let pipeline = self.pipeline.clone();
+        let handle = tokio::runtime::Handle::current();
+        let read = tokio::task::spawn_blocking(move || crate::ingest::read_plugin(&pipeline, &handle)).await.expect("plugin reader");
+        let (name, bytes) = match read {
+            Ok(r) => r,
+            Err(e) => return refuse(None, e.to_string()),
+        };
+        let digest = hex::encode(Sha256::digest(&bytes));
+        if digest == running {
+            return ReloadOutcome::Unchanged { digest };
+        }
+        // compile and initialise beside the running version
+        let (engine, pipeline) = (self.engine.clone(), self.pipeline.clone());
+        let validated = tokio::task::spawn_blocking(move || {
+            let plugin = engine.load_bytes(&name, &bytes).map_err(|e| e.to_string())?;
+            let runner = PluginRunner::new(engine, plugin.clone(), &pipeline.schema, &pipeline.plugin_config()).map_err(|e| e.to_string())?;
+            Ok::<_, String>((plugin, runner))
+        })
+        .await
+        .expect("plugin validation");
+        let (plugin, runner) = match validated {
+            Ok(v) => v,
+            Err(reason) => return refuse(Some(digest), reason),
+        };
+        let output = runner.output_schema().clone();
+        let expected = self.current.lock().expect("current").1.clone();
+        if let Some(expected) = expected
+            && expected != output
+            && !self.pipeline.config.plugin.allow_schema_change
+        {
+            return refuse(
+                Some(digest),
+                format!("output schema changed ({output}, was {expected}); set plugin.allow_schema_change = true to accept it"),
+            );
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.control.request_swap(SwapRequest { runner, reply: tx });
+        let reply = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(120)))
+            .await
+            .expect("swap reply")
+            .unwrap_or_else(|_| Err("ingest did not reach a batch boundary within 120 s".into()));
+        match reply {
+            Ok(new) => {
+                *self.current.lock().expect("current") = (new.clone(), Some(output));
+                if let Some(batch) = &self.batch {
+                    batch.set_plugin(plugin);
+                }
+                self.control.metrics.plugin_swaps.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(trigger, old = %running, new = %new, "plugin hot-swapped");
+                ReloadOutcome::Swapped { old: running, new }
+            }
+            Err(reason) => refuse(Some(digest), reason),
+        }
+    }
+
+    /// Remember the running version's output schema (the reference for
+    /// later versions).
+    pub fn set_output(&self, output: DeclaredSchema) {
+        self.current.lock().expect("current").1 = Some(output);
+    }
+}
