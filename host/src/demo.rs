@@ -55,32 +55,51 @@ pub struct DemoSummary {
 }
 
 /// Run the demo in `dir` (emptied first) over `pipeline`'s settings.
-pub async fn run_demo(pipeline: &Pipeline, dir: &Path, events: u64, top: usize) -> Result<DemoSummary, DemoError> {
+pub async fn run_demo(
+    pipeline: &Pipeline,
+    dir: &Path,
+    events: u64,
+    top: usize,
+) -> Result<DemoSummary, DemoError> {
     let setup = |e: &dyn std::fmt::Display| DemoError::Setup(e.to_string());
     if dir.exists() {
         std::fs::remove_dir_all(dir).map_err(|e| setup(&format!("{}: {e}", dir.display())))?;
     }
     std::fs::create_dir_all(dir).map_err(|e| setup(&format!("{}: {e}", dir.display())))?;
     let dir = dir.canonicalize().map_err(|e| setup(&e))?;
-    let (lake, warehouse, checkpoints) = (dir.join("lake"), dir.join("warehouse.db"), dir.join("checkpoints"));
+    let (lake, warehouse, checkpoints) = (
+        dir.join("lake"),
+        dir.join("warehouse.db"),
+        dir.join("checkpoints"),
+    );
     let mut p = pipeline.clone();
     p.config.lake.url = lake.display().to_string();
     if let Some(w) = p.config.warehouse.as_mut() {
         w.url = format!("sqlite://{}", warehouse.display());
     }
-    p.config.checkpoints = Some(crate::orchestrate::CheckpointsConfig { url: checkpoints.display().to_string(), aws: Default::default() });
+    p.config.checkpoints = Some(crate::orchestrate::CheckpointsConfig {
+        url: checkpoints.display().to_string(),
+        aws: Default::default(),
+    });
 
     let topics = p.config.source.topics();
     // librdkafka's mock cluster keeps about 5 MiB per partition: spread the events out
-    let partitions = (events * 450 / (2 << 20) + 1).max(p.config.source.embedded_partitions as u64) as i32;
+    let partitions =
+        (events * 450 / (2 << 20) + 1).max(p.config.source.embedded_partitions as u64) as i32;
     let kafka = EmbeddedKafka::start(&topics, partitions).map_err(|e| setup(&e))?;
     p.config.source.brokers = kafka.bootstrap_servers();
-    eprintln!("[1/4] embedded Kafka on {}: sending {events} synthetic web-vitals events (about 3% broken)", p.config.source.brokers);
+    eprintln!(
+        "[1/4] embedded Kafka on {}: sending {events} synthetic web-vitals events (about 3% broken)",
+        p.config.source.brokers
+    );
     let sent = {
         let p = p.clone();
         tokio::task::spawn_blocking(move || -> Result<u64, String> {
             let mut producer = EventProducer::new(&p).map_err(|e| e.to_string())?;
-            let mut generator = Generator::new(GeneratorOptions { bad_share: 0.03, ..Default::default() });
+            let mut generator = Generator::new(GeneratorOptions {
+                bad_share: 0.03,
+                ..Default::default()
+            });
             let mut line = String::new();
             for _ in 0..events {
                 generator.next_into(&mut line);
@@ -92,14 +111,29 @@ pub async fn run_demo(pipeline: &Pipeline, dir: &Path, events: u64, top: usize) 
         .expect("producer")
         .map_err(|e| setup(&e))?
     };
-    eprintln!("[2/4] ingest: decode, web-vitals plugin, Parquet lake in {}", lake.display());
+    eprintln!(
+        "[2/4] ingest: decode, web-vitals plugin, Parquet lake in {}",
+        lake.display()
+    );
     let ingested = {
         let p = p.clone();
-        tokio::task::spawn_blocking(move || ingest(p, IngestOptions { drain: true, stop: Arc::default(), control: None }))
-            .await
-            .expect("ingest")?
+        tokio::task::spawn_blocking(move || {
+            ingest(
+                p,
+                IngestOptions {
+                    drain: true,
+                    stop: Arc::default(),
+                    control: None,
+                },
+            )
+        })
+        .await
+        .expect("ingest")?
     };
-    eprintln!("[3/4] orchestrator: commit log polled, every date aggregated into {}", warehouse.display());
+    eprintln!(
+        "[3/4] orchestrator: commit log polled, every date aggregated into {}",
+        warehouse.display()
+    );
     let orchestrator = Orchestrator::open(&p).await?;
     let mut runs = Vec::new();
     for date in orchestrator.poll().await? {
@@ -108,14 +142,37 @@ pub async fn run_demo(pipeline: &Pipeline, dir: &Path, events: u64, top: usize) 
     }
     eprintln!("[4/4] summary");
     let w = orchestrator.job().warehouse();
-    let count = w.query(&format!("SELECT count(*) FROM {}", w.config().table)).await?;
+    let count = w
+        .query(&format!("SELECT count(*) FROM {}", w.config().table))
+        .await?;
     let warehouse_rows = match count.rows.first().and_then(|r| r.first()) {
         Some(crate::warehouse::Value::Int(n)) => *n as usize,
         _ => 0,
     };
     // pages with a handful of events say little about p75: show those with 20 or more
-    let events_column = p.config.aggregate.as_ref().map_or("events".to_string(), |a| a.events_column.clone());
-    let top = w.show(&p.config.lake.partition_by, None, "p75_tti_ms", top, Some((&events_column, 20))).await?;
+    let events_column = p
+        .config
+        .aggregate
+        .as_ref()
+        .map_or("events".to_string(), |a| a.events_column.clone());
+    let top = w
+        .show(
+            &p.config.lake.partition_by,
+            None,
+            "p75_tti_ms",
+            top,
+            Some((&events_column, 20)),
+        )
+        .await?;
     drop(kafka);
-    Ok(DemoSummary { sent, ingest: ingested, runs, warehouse_rows, top, lake, warehouse, checkpoints })
+    Ok(DemoSummary {
+        sent,
+        ingest: ingested,
+        runs,
+        warehouse_rows,
+        top,
+        lake,
+        warehouse,
+        checkpoints,
+    })
 }

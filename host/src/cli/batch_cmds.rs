@@ -169,9 +169,19 @@ pub fn run_warehouse(command: WarehouseCommand) -> anyhow::Result<ExitCode> {
         .to_path_buf();
     let warehouse = Warehouse::open(&config, &pipeline.config.lake, &base)?;
     let rt = runtime()?;
-    let events_column = pipeline.config.aggregate.as_ref().map_or("events".to_string(), |a| a.events_column.clone());
+    let events_column = pipeline
+        .config
+        .aggregate
+        .as_ref()
+        .map_or("events".to_string(), |a| a.events_column.clone());
     let min = (args.min_events > 0).then_some((events_column.as_str(), args.min_events));
-    let shown = rt.block_on(warehouse.show(&pipeline.config.lake.partition_by, args.date, &args.order_by, args.top, min))?;
+    let shown = rt.block_on(warehouse.show(
+        &pipeline.config.lake.partition_by,
+        args.date,
+        &args.order_by,
+        args.top,
+        min,
+    ))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&shown)?);
     } else {

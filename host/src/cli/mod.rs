@@ -6,8 +6,8 @@
 mod batch_cmds;
 mod orchestrate_cmds;
 mod pipeline_cmds;
-mod service_cmds;
 mod plugin;
+mod service_cmds;
 
 use std::process::ExitCode;
 

@@ -28,9 +28,18 @@ pub fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
     let listen = args
         .listen
         .clone()
-        .or_else(|| pipeline.config.orchestrator.as_ref().map(|o| o.listen.clone()))
+        .or_else(|| {
+            pipeline
+                .config
+                .orchestrator
+                .as_ref()
+                .map(|o| o.listen.clone())
+        })
         .unwrap_or_else(|| "127.0.0.1:7070".into());
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let summary = rt.block_on(async {
         let stop = Arc::new(AtomicBool::new(false));
         let hup = Arc::new(tokio::sync::Notify::new());
@@ -61,7 +70,13 @@ pub fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         println!(
             "read {} · kept {} · dropped {} · dead-lettered {} · files {} · bytes {} · commits {}",
-            summary.read, summary.kept, summary.dropped, summary.dead_lettered, summary.files, summary.bytes, summary.commits
+            summary.read,
+            summary.kept,
+            summary.dropped,
+            summary.dead_lettered,
+            summary.files,
+            summary.bytes,
+            summary.commits
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -88,33 +103,81 @@ pub struct DemoArgs {
 
 pub fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let pipeline = Pipeline::load(&args.pipeline, &[])?;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let s = rt.block_on(weir::demo::run_demo(&pipeline, &args.dir, args.events, args.top))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let s = rt.block_on(weir::demo::run_demo(
+        &pipeline,
+        &args.dir,
+        args.events,
+        args.top,
+    ))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(ExitCode::SUCCESS);
     }
     let i = &s.ingest;
     println!();
-    println!("events sent {} · read {} · kept {} · dropped by the plugin {} · dead-lettered {}", s.sent, i.read, i.kept, i.dropped, i.dead_lettered);
-    println!("{} files and {} commit records in the lake; {} dates aggregated into {} warehouse rows", i.files, i.commits, s.runs.len(), s.warehouse_rows);
+    println!(
+        "events sent {} · read {} · kept {} · dropped by the plugin {} · dead-lettered {}",
+        s.sent, i.read, i.kept, i.dropped, i.dead_lettered
+    );
+    println!(
+        "{} files and {} commit records in the lake; {} dates aggregated into {} warehouse rows",
+        i.files,
+        i.commits,
+        s.runs.len(),
+        s.warehouse_rows
+    );
     println!();
     println!("top pages (20 events or more) by p75 TTI per day:");
-    let keep = ["event_date", "page_url", "events", "p50_tti_ms", "p75_tti_ms", "p95_tti_ms", "p75_ttar_ms"];
-    let idx: Vec<usize> = keep.iter().filter_map(|k| s.top.columns.iter().position(|c| c == k)).collect();
+    let keep = [
+        "event_date",
+        "page_url",
+        "events",
+        "p50_tti_ms",
+        "p75_tti_ms",
+        "p95_tti_ms",
+        "p75_ttar_ms",
+    ];
+    let idx: Vec<usize> = keep
+        .iter()
+        .filter_map(|k| s.top.columns.iter().position(|c| c == k))
+        .collect();
     let narrow = weir::warehouse::Shown {
         columns: idx.iter().map(|&i| s.top.columns[i].clone()).collect(),
-        rows: s.top.rows.iter().map(|r| idx.iter().map(|&i| r[i].clone()).collect()).collect(),
+        rows: s
+            .top
+            .rows
+            .iter()
+            .map(|r| idx.iter().map(|&i| r[i].clone()).collect())
+            .collect(),
     };
     print_table(&narrow);
     println!();
-    println!("lake:         {}   (data/event_date=*/ Parquet; _commits/ the commit log)", s.lake.display());
-    println!("dead letters: {}/_dead_letters   (raw payload, stage, reason, offset)", s.lake.display());
-    println!("warehouse:    {}   (tables page_metrics_daily, weir_load_audit)", s.warehouse.display());
+    println!(
+        "lake:         {}   (data/event_date=*/ Parquet; _commits/ the commit log)",
+        s.lake.display()
+    );
+    println!(
+        "dead letters: {}/_dead_letters   (raw payload, stage, reason, offset)",
+        s.lake.display()
+    );
+    println!(
+        "warehouse:    {}   (tables page_metrics_daily, weir_load_audit)",
+        s.warehouse.display()
+    );
     println!("checkpoints:  {}", s.checkpoints.display());
     println!();
     println!("look further:");
-    println!("  sqlite3 {} 'SELECT * FROM page_metrics_daily ORDER BY p75_tti_ms DESC LIMIT 10'", s.warehouse.display());
-    println!("  duckdb -c \"SELECT reason, count(*) FROM '{}/_dead_letters/*/*/*.parquet' GROUP BY 1\"", s.lake.display());
+    println!(
+        "  sqlite3 {} 'SELECT * FROM page_metrics_daily ORDER BY p75_tti_ms DESC LIMIT 10'",
+        s.warehouse.display()
+    );
+    println!(
+        "  duckdb -c \"SELECT reason, count(*) FROM '{}/_dead_letters/*/*/*.parquet' GROUP BY 1\"",
+        s.lake.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -35,7 +35,9 @@ pub struct IngestControl {
 
 impl std::fmt::Debug for IngestControl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IngestControl").field("health", &self.health()).finish()
+        f.debug_struct("IngestControl")
+            .field("health", &self.health())
+            .finish()
     }
 }
 
@@ -45,7 +47,10 @@ impl IngestControl {
         IngestControl {
             metrics,
             swap: Mutex::new(None),
-            health: Mutex::new(Health { ok: false, reason: "starting".into() }),
+            health: Mutex::new(Health {
+                ok: false,
+                reason: "starting".into(),
+            }),
         }
     }
 
@@ -69,7 +74,10 @@ impl IngestControl {
     pub(crate) fn set_health(&self, ok: bool, reason: &str) {
         let mut h = self.health.lock().expect("health");
         if h.ok != ok || h.reason != reason {
-            *h = Health { ok, reason: reason.into() };
+            *h = Health {
+                ok,
+                reason: reason.into(),
+            };
         }
     }
 }

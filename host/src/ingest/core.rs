@@ -493,7 +493,11 @@ impl Core {
 }
 
 /// Count a commit (or a conflict) in the metrics.
-fn record_commit(m: &crate::serve::metrics::Metrics, record: &CommitRecord, outcome: CommitOutcome) {
+fn record_commit(
+    m: &crate::serve::metrics::Metrics,
+    record: &CommitRecord,
+    outcome: CommitOutcome,
+) {
     use std::sync::atomic::Ordering::Relaxed;
     if outcome != CommitOutcome::Committed {
         m.commit_conflicts.fetch_add(1, Relaxed);
@@ -502,8 +506,11 @@ fn record_commit(m: &crate::serve::metrics::Metrics, record: &CommitRecord, outc
     m.events_read.fetch_add(record.read, Relaxed);
     m.events_kept.fetch_add(record.kept, Relaxed);
     m.events_dropped.fetch_add(record.dropped, Relaxed);
-    m.events_dead_lettered.fetch_add(record.dead_lettered, Relaxed);
-    m.files_written.fetch_add(record.files.len() as u64, Relaxed);
-    m.bytes_written.fetch_add(record.files.iter().map(|f| f.bytes).sum::<u64>(), Relaxed);
+    m.events_dead_lettered
+        .fetch_add(record.dead_lettered, Relaxed);
+    m.files_written
+        .fetch_add(record.files.len() as u64, Relaxed);
+    m.bytes_written
+        .fetch_add(record.files.iter().map(|f| f.bytes).sum::<u64>(), Relaxed);
     m.commits.fetch_add(1, Relaxed);
 }

@@ -18,7 +18,9 @@ use super::run::Orchestrator;
 
 /// The orchestrator's HTTP route, `POST /events`.
 pub fn events_router(orchestrator: Arc<Orchestrator>) -> Router {
-    Router::new().route("/events", post(events)).with_state(orchestrator)
+    Router::new()
+        .route("/events", post(events))
+        .with_state(orchestrator)
 }
 
 /// `POST /events` and `GET /healthz` (for `weir orchestrate` alone).

@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Latency buckets, in seconds.
-const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
 
 /// A latency histogram.
 #[derive(Debug, Default)]
@@ -30,17 +32,26 @@ impl Histogram {
             }
         }
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
     }
 
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         for (i, b) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {}", self.counts[i].load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{b}\"}} {}",
+                self.counts[i].load(Ordering::Relaxed)
+            );
         }
         let count = self.count.load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
         let _ = writeln!(out, "{name}_count {count}");
     }
 }
@@ -89,52 +100,149 @@ pub struct Metrics {
 }
 
 fn counter(out: &mut String, name: &str, help: &str, value: u64) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+    );
 }
 
 fn escape(label: &str) -> String {
-    label.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 impl Metrics {
     /// A dropped event seen by the plugin.
     pub fn dropped(&self, reason: &str) {
-        *self.dropped_by_reason.lock().expect("metrics").entry(reason.to_string()).or_default() += 1;
+        *self
+            .dropped_by_reason
+            .lock()
+            .expect("metrics")
+            .entry(reason.to_string())
+            .or_default() += 1;
     }
 
     /// The text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        counter(&mut out, "weir_events_read_total", "Kafka messages read (counted at commit).", load(&self.events_read));
-        counter(&mut out, "weir_events_kept_total", "Events kept and written to the lake.", load(&self.events_kept));
-        counter(&mut out, "weir_events_dropped_total", "Events the plugin dropped (counted at commit).", load(&self.events_dropped));
-        counter(&mut out, "weir_events_dead_lettered_total", "Messages written to the dead letters.", load(&self.events_dead_lettered));
-        counter(&mut out, "weir_bytes_written_total", "Bytes of Parquet written to the lake.", load(&self.bytes_written));
-        counter(&mut out, "weir_files_written_total", "Files written to the lake.", load(&self.files_written));
-        counter(&mut out, "weir_commits_total", "Commit records written.", load(&self.commits));
-        counter(&mut out, "weir_commit_conflicts_total", "Flushes abandoned because another host committed the range.", load(&self.commit_conflicts));
-        let _ = writeln!(out, "# HELP weir_events_dropped_by_reason_total Events the plugin dropped, by reason.\n# TYPE weir_events_dropped_by_reason_total counter");
+        counter(
+            &mut out,
+            "weir_events_read_total",
+            "Kafka messages read (counted at commit).",
+            load(&self.events_read),
+        );
+        counter(
+            &mut out,
+            "weir_events_kept_total",
+            "Events kept and written to the lake.",
+            load(&self.events_kept),
+        );
+        counter(
+            &mut out,
+            "weir_events_dropped_total",
+            "Events the plugin dropped (counted at commit).",
+            load(&self.events_dropped),
+        );
+        counter(
+            &mut out,
+            "weir_events_dead_lettered_total",
+            "Messages written to the dead letters.",
+            load(&self.events_dead_lettered),
+        );
+        counter(
+            &mut out,
+            "weir_bytes_written_total",
+            "Bytes of Parquet written to the lake.",
+            load(&self.bytes_written),
+        );
+        counter(
+            &mut out,
+            "weir_files_written_total",
+            "Files written to the lake.",
+            load(&self.files_written),
+        );
+        counter(
+            &mut out,
+            "weir_commits_total",
+            "Commit records written.",
+            load(&self.commits),
+        );
+        counter(
+            &mut out,
+            "weir_commit_conflicts_total",
+            "Flushes abandoned because another host committed the range.",
+            load(&self.commit_conflicts),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP weir_events_dropped_by_reason_total Events the plugin dropped, by reason.\n# TYPE weir_events_dropped_by_reason_total counter"
+        );
         for (reason, n) in self.dropped_by_reason.lock().expect("metrics").iter() {
-            let _ = writeln!(out, "weir_events_dropped_by_reason_total{{reason=\"{}\"}} {n}", escape(reason));
+            let _ = writeln!(
+                out,
+                "weir_events_dropped_by_reason_total{{reason=\"{}\"}} {n}",
+                escape(reason)
+            );
         }
-        let _ = writeln!(out, "# HELP weir_consumer_lag Messages behind the partition's end offset.\n# TYPE weir_consumer_lag gauge");
+        let _ = writeln!(
+            out,
+            "# HELP weir_consumer_lag Messages behind the partition's end offset.\n# TYPE weir_consumer_lag gauge"
+        );
         for ((topic, partition), lag) in self.consumer_lag.lock().expect("metrics").iter() {
-            let _ = writeln!(out, "weir_consumer_lag{{topic=\"{}\",partition=\"{partition}\"}} {lag}", escape(topic));
+            let _ = writeln!(
+                out,
+                "weir_consumer_lag{{topic=\"{}\",partition=\"{partition}\"}} {lag}",
+                escape(topic)
+            );
         }
-        self.flush_seconds.render(&mut out, "weir_flush_seconds", "Encoding and writing one flush's files.");
-        self.commit_seconds.render(&mut out, "weir_commit_seconds", "Writing one commit record.");
-        self.plugin_batch_seconds.render(&mut out, "weir_plugin_batch_seconds", "One plugin call over a batch.");
+        self.flush_seconds.render(
+            &mut out,
+            "weir_flush_seconds",
+            "Encoding and writing one flush's files.",
+        );
+        self.commit_seconds.render(
+            &mut out,
+            "weir_commit_seconds",
+            "Writing one commit record.",
+        );
+        self.plugin_batch_seconds.render(
+            &mut out,
+            "weir_plugin_batch_seconds",
+            "One plugin call over a batch.",
+        );
         let digest = self.plugin_digest.lock().expect("metrics").clone();
         let _ = writeln!(
             out,
             "# HELP weir_plugin_info The plugin in use.\n# TYPE weir_plugin_info gauge\nweir_plugin_info{{digest=\"{}\"}} 1",
             escape(&digest)
         );
-        counter(&mut out, "weir_plugin_swaps_total", "Plugin versions switched to.", load(&self.plugin_swaps));
-        counter(&mut out, "weir_plugin_swaps_refused_total", "Plugin versions refused.", load(&self.plugin_swaps_refused));
-        counter(&mut out, "weir_orchestrator_runs_total", "Aggregation attempts by the orchestrator.", load(&self.orchestrator_runs));
-        counter(&mut out, "weir_orchestrator_failures_total", "Partitions failed after every attempt.", load(&self.orchestrator_failures));
+        counter(
+            &mut out,
+            "weir_plugin_swaps_total",
+            "Plugin versions switched to.",
+            load(&self.plugin_swaps),
+        );
+        counter(
+            &mut out,
+            "weir_plugin_swaps_refused_total",
+            "Plugin versions refused.",
+            load(&self.plugin_swaps_refused),
+        );
+        counter(
+            &mut out,
+            "weir_orchestrator_runs_total",
+            "Aggregation attempts by the orchestrator.",
+            load(&self.orchestrator_runs),
+        );
+        counter(
+            &mut out,
+            "weir_orchestrator_failures_total",
+            "Partitions failed after every attempt.",
+            load(&self.orchestrator_failures),
+        );
         let _ = writeln!(
             out,
             "# HELP weir_ingest_paused 1 while consumption is paused (lake unreachable).\n# TYPE weir_ingest_paused gauge\nweir_ingest_paused {}",

@@ -58,7 +58,12 @@ struct AppState {
 
 /// Run everything until `stop` is set; `hup` reloads the plugin. Prints
 /// `weir listening on ADDR` on stderr once serving. Returns the ingest summary.
-pub async fn run_service(pipeline: Pipeline, listen: &str, stop: Arc<AtomicBool>, hup: Arc<tokio::sync::Notify>) -> Result<IngestSummary, ServeError> {
+pub async fn run_service(
+    pipeline: Pipeline,
+    listen: &str,
+    stop: Arc<AtomicBool>,
+    hup: Arc<tokio::sync::Notify>,
+) -> Result<IngestSummary, ServeError> {
     let metrics = Arc::new(Metrics::default());
     let control = Arc::new(IngestControl::new(metrics.clone()));
     let orchestrator = if pipeline.config.checkpoints.is_some() {
@@ -69,32 +74,63 @@ pub async fn run_service(pipeline: Pipeline, listen: &str, stop: Arc<AtomicBool>
     };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|error| ServeError::Listen { address: listen.into(), error })?;
+        .map_err(|error| ServeError::Listen {
+            address: listen.into(),
+            error,
+        })?;
     let ingest_thread = {
         let (p, stop, control) = (pipeline.clone(), stop.clone(), control.clone());
         std::thread::Builder::new()
             .name("weir-ingest".into())
-            .spawn(move || ingest(p, IngestOptions { drain: false, stop, control: Some(control) }))
+            .spawn(move || {
+                ingest(
+                    p,
+                    IngestOptions {
+                        drain: false,
+                        stop,
+                        control: Some(control),
+                    },
+                )
+            })
             .expect("ingest thread")
     };
     // the digest ingest started with is the reference for swaps
-    while metrics.plugin_digest.lock().expect("metrics").is_empty() && !ingest_thread.is_finished() {
+    while metrics.plugin_digest.lock().expect("metrics").is_empty() && !ingest_thread.is_finished()
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     if ingest_thread.is_finished() {
-        return Err(ingest_thread.join().expect("ingest thread").err().map(ServeError::Ingest).unwrap_or_else(|| {
-            ServeError::Listen { address: listen.into(), error: std::io::Error::other("ingest stopped at start") }
-        }));
+        return Err(ingest_thread
+            .join()
+            .expect("ingest thread")
+            .err()
+            .map(ServeError::Ingest)
+            .unwrap_or_else(|| ServeError::Listen {
+                address: listen.into(),
+                error: std::io::Error::other("ingest stopped at start"),
+            }));
     }
     let digest = metrics.plugin_digest.lock().expect("metrics").clone();
-    let swapper = Arc::new(Swapper::new(&pipeline, control.clone(), orchestrator.as_ref().map(|o| o.job().clone()), digest)?);
+    let swapper = Arc::new(Swapper::new(
+        &pipeline,
+        control.clone(),
+        orchestrator.as_ref().map(|o| o.job().clone()),
+        digest,
+    )?);
     {
         let pipeline = pipeline.clone();
         let engine = crate::plugin::PluginEngine::new(pipeline.config.plugin.limits.clone())?;
         let handle = tokio::runtime::Handle::current();
         let output = tokio::task::spawn_blocking(move || {
             let plugin = crate::ingest::load_plugin(&pipeline, &engine, &handle).ok()?;
-            crate::plugin::PluginRunner::new(engine, plugin, &pipeline.schema, &pipeline.plugin_config()).ok().map(|r| r.output_schema().clone())
+            crate::plugin::PluginRunner::new(
+                engine,
+                plugin,
+                &pipeline.schema,
+                &pipeline.plugin_config(),
+            )
+            .ok()
+            .map(|r| r.output_schema().clone())
         })
         .await
         .expect("plugin probe");
@@ -102,7 +138,11 @@ pub async fn run_service(pipeline: Pipeline, listen: &str, stop: Arc<AtomicBool>
             swapper.set_output(output);
         }
     }
-    let state = AppState { control: control.clone(), swapper: swapper.clone(), orchestrator: orchestrator.clone() };
+    let state = AppState {
+        control: control.clone(),
+        swapper: swapper.clone(),
+        orchestrator: orchestrator.clone(),
+    };
     let mut app = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
@@ -111,7 +151,10 @@ pub async fn run_service(pipeline: Pipeline, listen: &str, stop: Arc<AtomicBool>
     let mut tasks = Vec::new();
     if let Some(o) = &orchestrator {
         app = app.merge(crate::orchestrate::serve::events_router(o.clone()));
-        tasks.push(tokio::spawn(crate::orchestrate::serve::work_loop(o.clone(), stop.clone())));
+        tasks.push(tokio::spawn(crate::orchestrate::serve::work_loop(
+            o.clone(),
+            stop.clone(),
+        )));
     }
     let watch_every = pipeline.config.plugin.watch_interval_ms;
     {
@@ -132,7 +175,10 @@ pub async fn run_service(pipeline: Pipeline, listen: &str, stop: Arc<AtomicBool>
             }
         }));
     }
-    let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| listen.into());
+    let address = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| listen.into());
     eprintln!("weir listening on {address}");
     tracing::info!(%address, pipeline = %pipeline.config.name, "serving /healthz /metrics /events /plugins/reload");
     let stopping = stop.clone();
@@ -142,7 +188,9 @@ pub async fn run_service(pipeline: Pipeline, listen: &str, stop: Arc<AtomicBool>
         }
     });
     let server = tokio::spawn(async move { server.await });
-    let summary = tokio::task::spawn_blocking(move || ingest_thread.join().expect("ingest thread")).await.expect("join");
+    let summary = tokio::task::spawn_blocking(move || ingest_thread.join().expect("ingest thread"))
+        .await
+        .expect("join");
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         let _ = t.await;
@@ -153,18 +201,40 @@ pub async fn run_service(pipeline: Pipeline, listen: &str, stop: Arc<AtomicBool>
 
 async fn healthz(State(state): State<AppState>) -> Response {
     let health = state.control.health();
-    let code = if health.ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, format!("{}: {}\n", if health.ok { "ok" } else { "unhealthy" }, health.reason)).into_response()
+    let code = if health.ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        format!(
+            "{}: {}\n",
+            if health.ok { "ok" } else { "unhealthy" },
+            health.reason
+        ),
+    )
+        .into_response()
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
     let m = &state.control.metrics;
     if let Some(o) = &state.orchestrator {
         let counters = o.counters.lock().expect("counters").clone();
-        m.orchestrator_runs.store(counters.get("runs").copied().unwrap_or(0), Ordering::Relaxed);
-        m.orchestrator_failures.store(counters.get("failures").copied().unwrap_or(0), Ordering::Relaxed);
+        m.orchestrator_runs.store(
+            counters.get("runs").copied().unwrap_or(0),
+            Ordering::Relaxed,
+        );
+        m.orchestrator_failures.store(
+            counters.get("failures").copied().unwrap_or(0),
+            Ordering::Relaxed,
+        );
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        m.render(),
+    )
+        .into_response()
 }
 
 async fn reload(State(state): State<AppState>) -> Response {

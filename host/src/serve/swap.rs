@@ -57,13 +57,20 @@ pub struct Swapper {
 
 impl std::fmt::Debug for Swapper {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Swapper").field("current", &self.current.lock().expect("current").0).finish()
+        f.debug_struct("Swapper")
+            .field("current", &self.current.lock().expect("current").0)
+            .finish()
     }
 }
 
 impl Swapper {
     /// A swapper for `pipeline`, whose ingest runs `digest`.
-    pub fn new(pipeline: &Pipeline, control: Arc<IngestControl>, batch: Option<Arc<BatchJob>>, digest: String) -> Result<Self, crate::plugin::PluginError> {
+    pub fn new(
+        pipeline: &Pipeline,
+        control: Arc<IngestControl>,
+        batch: Option<Arc<BatchJob>>,
+        digest: String,
+    ) -> Result<Self, crate::plugin::PluginError> {
         let engine = PluginEngine::new(pipeline.config.plugin.limits.clone())?;
         let swapper = Swapper {
             pipeline: pipeline.clone(),
@@ -117,12 +124,22 @@ impl Swapper {
         let running = self.digest();
         let refuse = |digest: Option<String>, reason: String| {
             tracing::warn!(trigger, digest = digest.as_deref().unwrap_or("-"), %reason, running = %running, "new plugin version refused; the old one keeps running");
-            self.control.metrics.plugin_swaps_refused.fetch_add(1, Ordering::Relaxed);
-            ReloadOutcome::Refused { digest, reason, running: running.clone() }
+            self.control
+                .metrics
+                .plugin_swaps_refused
+                .fetch_add(1, Ordering::Relaxed);
+            ReloadOutcome::Refused {
+                digest,
+                reason,
+                running: running.clone(),
+            }
         };
         let pipeline = self.pipeline.clone();
         let handle = tokio::runtime::Handle::current();
-        let read = tokio::task::spawn_blocking(move || crate::ingest::read_plugin(&pipeline, &handle)).await.expect("plugin reader");
+        let read =
+            tokio::task::spawn_blocking(move || crate::ingest::read_plugin(&pipeline, &handle))
+                .await
+                .expect("plugin reader");
         let (name, bytes) = match read {
             Ok(r) => r,
             Err(e) => return refuse(None, e.to_string()),
@@ -134,8 +151,16 @@ impl Swapper {
         // compile and initialise beside the running version
         let (engine, pipeline) = (self.engine.clone(), self.pipeline.clone());
         let validated = tokio::task::spawn_blocking(move || {
-            let plugin = engine.load_bytes(&name, &bytes).map_err(|e| e.to_string())?;
-            let runner = PluginRunner::new(engine, plugin.clone(), &pipeline.schema, &pipeline.plugin_config()).map_err(|e| e.to_string())?;
+            let plugin = engine
+                .load_bytes(&name, &bytes)
+                .map_err(|e| e.to_string())?;
+            let runner = PluginRunner::new(
+                engine,
+                plugin.clone(),
+                &pipeline.schema,
+                &pipeline.plugin_config(),
+            )
+            .map_err(|e| e.to_string())?;
             Ok::<_, String>((plugin, runner))
         })
         .await
@@ -152,7 +177,9 @@ impl Swapper {
         {
             return refuse(
                 Some(digest),
-                format!("output schema changed ({output}, was {expected}); set plugin.allow_schema_change = true to accept it"),
+                format!(
+                    "output schema changed ({output}, was {expected}); set plugin.allow_schema_change = true to accept it"
+                ),
             );
         }
         let (tx, rx) = std::sync::mpsc::channel();
@@ -167,7 +194,10 @@ impl Swapper {
                 if let Some(batch) = &self.batch {
                     batch.set_plugin(plugin);
                 }
-                self.control.metrics.plugin_swaps.fetch_add(1, Ordering::Relaxed);
+                self.control
+                    .metrics
+                    .plugin_swaps
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::info!(trigger, old = %running, new = %new, "plugin hot-swapped");
                 ReloadOutcome::Swapped { old: running, new }
             }

@@ -13,3 +13,4 @@ mod ingest;
 mod lake_s3;
 mod orchestrate;
 mod plugin_cases;
+mod service;
