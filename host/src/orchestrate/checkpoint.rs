@@ -61,6 +61,10 @@ pub struct Checkpoint {
     pub attempts: u32,
     /// the last error.
     pub last_error: Option<String>,
+    /// the commit position the last failed run tried (polling does not
+    /// retry it again; a new event or `weir orchestrate retry` does).
+    #[serde(default)]
+    pub failed_position: Option<String>,
     /// when it last finished (RFC 3339).
     pub last_run: Option<String>,
     /// who holds the lease.

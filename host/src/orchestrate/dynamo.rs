@@ -208,6 +208,7 @@ impl DynamoStore {
         for (k, v) in [
             ("position", &next.position),
             ("last_error", &next.last_error),
+            ("failed_position", &next.failed_position),
             ("last_run", &next.last_run),
             ("lease_owner", &next.lease_owner),
         ] {
@@ -258,6 +259,7 @@ fn from_item(item: &HashMap<String, AttributeValue>) -> Checkpoint {
         status: Status::parse(&text("status").unwrap_or_default()),
         attempts: num("attempts") as u32,
         last_error: text("last_error"),
+        failed_position: text("failed_position"),
         last_run: text("last_run"),
         lease_owner: text("lease_owner"),
         lease_expires_ms: num("lease_expires_ms"),

@@ -268,7 +268,8 @@ impl Orchestrator {
         let now = Instant::now();
         for (date, position) in current {
             let done = stored.get(&date).is_some_and(|c| {
-                c.position.as_ref() == Some(&position) && c.status == Status::Succeeded
+                (c.status == Status::Succeeded && c.position.as_ref() == Some(&position))
+                    || (c.status == Status::Failed && c.failed_position.as_ref() == Some(&position))
             });
             if !done {
                 self.debouncer
@@ -365,6 +366,7 @@ impl Orchestrator {
                             c.position = Some(pos);
                             c.attempts = attempt;
                             c.last_error = None;
+                            c.failed_position = None;
                         })
                         .await?;
                     tracing::info!(partition = date, attempt, position = %position, "partition loaded and checkpointed");
@@ -401,6 +403,7 @@ impl Orchestrator {
                 c.status = Status::Failed;
                 c.attempts = attempts;
                 c.last_error = Some(error);
+                c.failed_position = Some(position.clone());
             })
             .await?;
         self.count("failures");
