@@ -317,7 +317,7 @@ fn run_duckdb(
         group = a.group_by.join(", "),
     );
     let script = format!(
-        "import duckdb, json, time\ncon = duckdb.connect()\nt = time.perf_counter()\nrows = con.execute({sql:?}).fetchall()\nprint(json.dumps({{'seconds': time.perf_counter() - t, 'groups': len(rows)}}))\n"
+        "import duckdb, json, time\ncon = duckdb.connect()\ncon.execute('SET enable_progress_bar = false')\nt = time.perf_counter()\nrows = con.execute({sql:?}).fetchall()\nprint(json.dumps({{'seconds': time.perf_counter() - t, 'groups': len(rows)}}))\n"
     );
     let out = std::process::Command::new(python)
         .arg("-c")
