@@ -51,7 +51,7 @@ pub struct Swapper {
     control: Arc<IngestControl>,
     batch: Option<Arc<BatchJob>>,
     current: Mutex<(String, Option<DeclaredSchema>)>,
-    stamp: Mutex<Option<(SystemTime, u64)>>,
+    stamp: Mutex<Option<String>>,
     busy: tokio::sync::Mutex<()>,
 }
 
@@ -81,7 +81,6 @@ impl Swapper {
             stamp: Mutex::new(None),
             busy: tokio::sync::Mutex::new(()),
         };
-        *swapper.stamp.lock().expect("stamp") = swapper.file_stamp();
         Ok(swapper)
     }
 
@@ -90,24 +89,34 @@ impl Swapper {
         self.current.lock().expect("current").0.clone()
     }
 
-    fn file_stamp(&self) -> Option<(SystemTime, u64)> {
+    /// What changes when the plugin changes: a file's modification time and
+    /// size, an object's ETag and size (a `HEAD`, not a download).
+    async fn stamp(&self) -> Option<String> {
         let location = self.pipeline.plugin_location();
-        if location.contains("://") && !location.starts_with("file://") {
-            return None;
+        if let Some(rest) = location.strip_prefix("s3://") {
+            let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+            let mut config = self.pipeline.config.lake.clone();
+            config.url = format!("s3://{bucket}");
+            let store = crate::lake::Lake::open(&config).ok()?;
+            let meta = store.store().head(&store.key(key)).await.ok()?;
+            return Some(format!("{}:{}", meta.e_tag.unwrap_or_default(), meta.size));
         }
         let meta = std::fs::metadata(location.strip_prefix("file://").unwrap_or(&location)).ok()?;
-        Some((meta.modified().ok()?, meta.len()))
+        let modified = meta
+            .modified()
+            .ok()?
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .ok()?;
+        Some(format!("{}:{}", modified.as_nanos(), meta.len()))
     }
 
-    /// Check the plugin for a new version; for local files the
-    /// modification time and size say whether to look, objects are read
-    /// and compared by digest.
+    /// Check the plugin for a new version: when its stamp (modification
+    /// time, ETag) changed, read it and compare digests.
     pub async fn poll(&self) -> Option<ReloadOutcome> {
-        let location = self.pipeline.plugin_location();
-        if !location.contains("://") || location.starts_with("file://") {
-            let stamp = self.file_stamp();
+        let stamp = self.stamp().await;
+        {
             let mut last = self.stamp.lock().expect("stamp");
-            if stamp == *last {
+            if stamp.is_none() || stamp == *last {
                 return None;
             }
             *last = stamp;

@@ -502,11 +502,53 @@ fn sqlite_holds_the_same_rows_and_bad_partitions_fail_alone() {
     }
 
     // --replace-empty deletes a selected date's rows when it has no data
-    let out = aggregate(&rig.pipeline, &["--date", &dates[0], "--replace-empty"]);
+    {
+        let conn = rusqlite::Connection::open(&sqlite).unwrap();
+        conn.execute(
+            "INSERT INTO page_metrics_daily (event_date, page_url, events, tti_samples, ttar_samples) VALUES ('2020-01-01', '/old', 7, 0, 0)",
+            [],
+        )
+        .unwrap();
+    }
+    let old_rows = || {
+        sqlite_rows("SELECT count(*) FROM page_metrics_daily WHERE event_date = '2020-01-01'")[0][0]
+            .clone()
+    };
+    let out = aggregate(&rig.pipeline, &["--date", "2020-01-01"]);
     assert!(out.status.success());
-    // dates[0] has data, so it is reloaded, not emptied
-    assert!(table().keys().any(|(d, _)| d == &dates[0]));
-    let _ = aggregate(&rig.pipeline, &["--date", "2020-01-01", "--replace-empty"]);
+    assert_eq!(
+        old_rows().as_deref(),
+        Some("1"),
+        "without --replace-empty the rows stay"
+    );
+    let out = aggregate(&rig.pipeline, &["--date", "2020-01-01", "--replace-empty"]);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("2020-01-01: no data; its warehouse rows were deleted")
+    );
+    assert_eq!(old_rows().as_deref(), Some("0"));
+    assert!(
+        table().keys().any(|(d, _)| d == &dates[0]),
+        "other dates untouched"
+    );
+
+    // past the memory bound a partition fails as too large, never approximated
+    let out = aggregate(
+        &rig.pipeline,
+        &[
+            "--date",
+            &dates[0],
+            "--set",
+            "aggregate.max_partition_rows=10",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("too large") && text.contains("aggregate.max_partition_rows is 10"),
+        "{text}"
+    );
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

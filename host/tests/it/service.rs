@@ -239,13 +239,19 @@ fn hot_swap_under_load_switches_at_a_batch_boundary_and_refuses_broken_versions(
 fn metrics_follow_the_run_and_healthz_turns_503_while_the_lake_is_down() {
     let moto = Moto::start();
     moto.bucket("weir");
+    // the plugin comes from the object store too
+    moto.put(
+        "weir",
+        "plugins/web-vitals.wasm",
+        &wasm("weir_plugin_web_vitals"),
+    );
     let outage = Outage::forward(moto.endpoint.trim_start_matches("http://"));
     let scratch = tempfile::tempdir().unwrap();
     let s3 = moto
         .lake_settings()
         .replace(&moto.endpoint, &format!("http://127.0.0.1:{}", outage.port));
     let extra = format!(
-        "{s3}request_timeout_secs = 2\nclient_retries = 0\n[ingest]\nflush_age_ms = 300\nretry_window_ms = 1000\nretry_initial_ms = 100\nretry_max_ms = 500\n"
+        "{s3}request_timeout_secs = 2\nclient_retries = 0\n[plugin]\npath = \"s3://weir/plugins/web-vitals.wasm\"\n[ingest]\nflush_age_ms = 300\nretry_window_ms = 1000\nretry_initial_ms = 100\nretry_max_ms = 500\n"
     );
     let rig = rig(
         "svc-metrics",

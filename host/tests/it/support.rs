@@ -445,6 +445,24 @@ impl Moto {
         );
     }
 
+    /// Upload a file as `bucket/key`.
+    pub fn put(&self, bucket: &str, key: &str, file: &std::path::Path) {
+        let status = Command::new("curl")
+            .args([
+                "-fsS",
+                "-T",
+                file.to_str().unwrap(),
+                &format!("{}/{bucket}/{key}", self.endpoint),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+    }
+
     /// Pipeline settings pointing a lake at this server.
     pub fn lake_settings(&self) -> String {
         format!(
