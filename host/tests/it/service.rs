@@ -180,6 +180,14 @@ fn hot_swap_under_load_switches_at_a_batch_boundary_and_refuses_broken_versions(
     let refusal: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(refusal["status"], "refused");
     assert_eq!(refusal["running"], new.as_str());
+    // a version that loads but declares another output schema is refused too
+    replace_file(
+        &std::fs::read(wasm("weir_fixture_hostile")).unwrap(),
+        &plugin,
+    );
+    let (code, body) = http_post(&addr, "/plugins/reload", "");
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("output schema changed"), "{body}");
     let before = commit_digests(&rig.pipeline).len();
     wait_until("commits after the refusal", 60, || {
         commit_digests(&rig.pipeline).len() >= before + 2
@@ -263,19 +271,16 @@ fn metrics_follow_the_run_and_healthz_turns_503_while_the_lake_is_down() {
     wait_until("healthz 200 once consuming", 60, || {
         http_get(&addr, "/healthz").0 == 200
     });
-    let mut lines = good_events("m", 1500);
-    lines.push("not json".into());
-    produce(&rig.kafka.brokers, "svc-metrics", &lines);
-    let mut seen = Vec::new();
-    wait_until("every message counted", 60, || {
-        let n = metric(&http_get(&addr, "/metrics").1, "weir_events_read_total");
-        seen.push(n);
-        n == 1501
-    });
-    assert!(
-        seen.len() >= 2 && seen[0] < 1501,
-        "the counters moved: {seen:?}"
-    );
+    let read = |addr: &str| metric(&http_get(addr, "/metrics").1, "weir_events_read_total");
+    assert_eq!(read(&addr), 0);
+    // the counters move: first 1000 messages, then 501 more
+    let lines = good_events("m", 1500);
+    produce(&rig.kafka.brokers, "svc-metrics", &lines[..1000]);
+    wait_until("the first 1000 counted", 60, || read(&addr) == 1000);
+    let mut rest = lines[1000..].to_vec();
+    rest.push("not json".into());
+    produce(&rig.kafka.brokers, "svc-metrics", &rest);
+    wait_until("every message counted", 60, || read(&addr) == 1501);
     let text = http_get(&addr, "/metrics").1;
     assert_eq!(metric(&text, "weir_events_dead_lettered_total"), 1);
     assert!(metric(&text, "weir_commits_total") >= 1);
