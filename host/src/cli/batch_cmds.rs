@@ -8,6 +8,7 @@ use chrono::NaiveDate;
 use clap::{Args, Subcommand};
 
 use super::pipeline_cmds::PipelineArgs;
+use super::runtime;
 use weir::aggregate::{Progress, Selection};
 use weir::batch::{BatchJob, BatchOptions, BatchSummary, PartitionStatus};
 use weir::warehouse::{Shown, Warehouse};
@@ -61,13 +62,6 @@ pub struct ShowArgs {
     /// Print the rows as JSON.
     #[arg(long)]
     json: bool,
-}
-
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?)
 }
 
 pub fn run_aggregate(args: AggregateArgs) -> anyhow::Result<ExitCode> {

@@ -13,6 +13,7 @@ use clap::{Args, Subcommand};
 
 use super::batch_cmds::print_table;
 use super::pipeline_cmds::PipelineArgs;
+use super::runtime;
 use weir::orchestrate::serve::{router, work_loop};
 use weir::orchestrate::{Orchestrator, RunOutcome, Status, parse_notification};
 use weir::pipeline::Pipeline;
@@ -63,13 +64,6 @@ struct RetryArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
-}
-
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?)
 }
 
 pub fn run(args: OrchestrateArgs) -> anyhow::Result<ExitCode> {

@@ -126,8 +126,17 @@ pub fn run_ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
             control: None,
         },
     )?;
-    if args.json {
-        println!("{}", serde_json::to_string(&summary)?);
+    print_ingest_summary(&summary, args.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The exit summary of ingest (and of `weir run`), as a line or JSON.
+pub fn print_ingest_summary(
+    summary: &weir::ingest::IngestSummary,
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(summary)?);
     } else {
         println!(
             "read {} · kept {} · dropped {} · dead-lettered {} · files {} · bytes {} · commits {}",
@@ -140,7 +149,7 @@ pub fn run_ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
             summary.commits
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 pub fn run_produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {

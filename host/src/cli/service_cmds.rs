@@ -36,10 +36,7 @@ pub fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
                 .map(|o| o.listen.clone())
         })
         .unwrap_or_else(|| "127.0.0.1:7070".into());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = super::runtime()?;
     let summary = rt.block_on(async {
         let stop = Arc::new(AtomicBool::new(false));
         let hup = Arc::new(tokio::sync::Notify::new());
@@ -65,20 +62,7 @@ pub fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         weir::serve::run_service(pipeline, &listen, stop, hup).await
     })?;
-    if args.json {
-        println!("{}", serde_json::to_string(&summary)?);
-    } else {
-        println!(
-            "read {} · kept {} · dropped {} · dead-lettered {} · files {} · bytes {} · commits {}",
-            summary.read,
-            summary.kept,
-            summary.dropped,
-            summary.dead_lettered,
-            summary.files,
-            summary.bytes,
-            summary.commits
-        );
-    }
+    super::pipeline_cmds::print_ingest_summary(&summary, args.json)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -103,10 +87,7 @@ pub struct DemoArgs {
 
 pub fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let pipeline = Pipeline::load(&args.pipeline, &[])?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = super::runtime()?;
     let s = rt.block_on(weir::demo::run_demo(
         &pipeline,
         &args.dir,

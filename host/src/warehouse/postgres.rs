@@ -12,7 +12,7 @@ use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Client, Config, NoTls};
 
 use super::copy::CopyPlan;
-use super::table::{AUDIT_COLUMNS, LoadRequest, Value, audit_create_sql, dates_in, quote_name};
+use super::table::{AUDIT_COLUMNS, LoadRequest, Value, audit_create_sql, quote_name};
 use super::{Shown, WarehouseError};
 
 /// Which server speaks the protocol.
@@ -160,12 +160,7 @@ impl PgWarehouse {
         tx.batch_execute(&self.lock_sql(table))
             .await
             .map_err(fail)?;
-        if !request.dates.is_empty() {
-            let delete = format!(
-                "DELETE FROM {} WHERE {}",
-                quote_name(table),
-                dates_in(&request.table.partition_column, &request.dates)
-            );
+        if let Some(delete) = request.delete_sql() {
             tx.execute(delete.as_str(), &[]).await.map_err(fail)?;
         }
         match copy {

@@ -9,7 +9,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, TransactionBehavior};
 
 use super::postgres::insert_sql;
-use super::table::{AUDIT_COLUMNS, LoadRequest, Value, audit_create_sql, dates_in, quote_name};
+use super::table::{AUDIT_COLUMNS, LoadRequest, Value, audit_create_sql, quote_name};
 use super::{Shown, WarehouseError};
 
 /// A SQLite database file.
@@ -78,12 +78,7 @@ impl SqliteWarehouse {
             .map_err(fail)?;
         tx.execute_batch(&audit_create_sql(&request.audit_table))
             .map_err(fail)?;
-        if !request.dates.is_empty() {
-            let delete = format!(
-                "DELETE FROM {} WHERE {}",
-                quote_name(table),
-                dates_in(&request.table.partition_column, &request.dates)
-            );
+        if let Some(delete) = request.delete_sql() {
             tx.execute(&delete, []).map_err(fail)?;
         }
         {

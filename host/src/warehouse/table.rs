@@ -240,6 +240,17 @@ pub struct LoadRequest {
 }
 
 impl LoadRequest {
+    /// `DELETE FROM table WHERE date IN (...)` for the replaced dates, if any.
+    pub fn delete_sql(&self) -> Option<String> {
+        (!self.dates.is_empty()).then(|| {
+            format!(
+                "DELETE FROM {} WHERE {}",
+                quote_name(&self.table.name),
+                dates_in(&self.table.partition_column, &self.dates)
+            )
+        })
+    }
+
     /// Every new row as values.
     pub fn values(&self) -> impl Iterator<Item = Vec<Value>> + '_ {
         self.rows

@@ -87,7 +87,11 @@ fn rand_suffix() -> u64 {
         .subsec_nanos() as u64
 }
 
-fn pg_try(url: &str, sql: &str) -> Result<(), tokio_postgres::Error> {
+/// Run simple-protocol statements on `url`; the messages, or the error.
+fn pg_simple(
+    url: &str,
+    sql: &str,
+) -> Result<Vec<tokio_postgres::SimpleQueryMessage>, tokio_postgres::Error> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -95,52 +99,71 @@ fn pg_try(url: &str, sql: &str) -> Result<(), tokio_postgres::Error> {
     rt.block_on(async {
         let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
         tokio::spawn(conn);
-        client.batch_execute(sql).await
+        client.simple_query(sql).await
     })
+}
+
+fn pg_try(url: &str, sql: &str) -> Result<(), tokio_postgres::Error> {
+    pg_simple(url, sql).map(drop)
 }
 
 /// Run statements; panics with the server's message on error.
 pub fn pg_exec(url: &str, sql: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        client
-            .batch_execute(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
-    })
+    pg_simple(url, sql).unwrap_or_else(|e| panic!("{sql}: {e:?}"));
 }
 
 /// Run one query; its rows as text cells (NULL as None).
 pub fn pg_rows(url: &str, sql: &str) -> Vec<Vec<Option<String>>> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-            .await
+    let msgs = pg_simple(url, sql).unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    msgs.into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// A transaction of the test's holding a table exclusively, so that a
+/// load reaching it stops midway; rolled back by [`TableLock::release`].
+pub struct TableLock {
+    rt: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+}
+
+impl TableLock {
+    /// Lock `table` in the database at `url`.
+    pub fn hold(url: &str, table: &str) -> TableLock {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
             .unwrap();
-        tokio::spawn(conn);
-        let msgs = client
-            .simple_query(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
-        msgs.into_iter()
-            .filter_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => {
-                    Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
-                }
-                _ => None,
-            })
-            .collect()
-    })
+        let (client, conn) = rt
+            .block_on(tokio_postgres::connect(url, tokio_postgres::NoTls))
+            .unwrap();
+        rt.spawn(conn);
+        rt.block_on(client.batch_execute(&format!(
+            "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"
+        )))
+        .unwrap();
+        TableLock { rt, client }
+    }
+
+    /// Wait until a weir connection is blocked on it.
+    pub fn wait_for_weir(&self, url: &str) {
+        wait_until("weir to reach the locked table", 60, || {
+            pg_rows(url, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'weir' AND wait_event_type = 'Lock'")[0][0].as_deref()
+                == Some("1")
+        });
+    }
+
+    /// Roll the transaction back.
+    pub fn release(self) {
+        self.rt
+            .block_on(self.client.batch_execute("ROLLBACK"))
+            .unwrap();
+    }
 }
 
 /// The kept events of a lake: (event_id, event_date, page_url, tti, ttar).
@@ -590,39 +613,16 @@ fn postgres_cut_mid_load_keeps_previous_rows_and_a_rerun_succeeds() {
     let pipeline = rig.pipeline.to_str().unwrap().to_string();
     let set = format!("warehouse.url={via}");
     // a transaction of the test's holds the table, so the load stops midway
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (client, conn) = rt
-        .block_on(tokio_postgres::connect(&db.url, tokio_postgres::NoTls))
-        .unwrap();
-    rt.spawn(conn);
-    rt.block_on(
-        client.batch_execute("BEGIN; LOCK TABLE page_metrics_daily IN ACCESS EXCLUSIVE MODE"),
-    )
-    .unwrap();
+    let lock = TableLock::hold(&db.url, "page_metrics_daily");
     let child = weir_cmd(&["aggregate", &pipeline, "--all", "--set", &set])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let waiting = || {
-        pg_rows(&db.url, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'weir' AND wait_event_type = 'Lock'")[0][0]
-            .as_deref()
-            == Some("1")
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !waiting() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "weir never reached the load"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    lock.wait_for_weir(&db.url);
     outage.begin(); // the server goes away mid-transaction
     let out = child.wait_with_output().unwrap();
-    rt.block_on(client.batch_execute("ROLLBACK")).unwrap();
+    lock.release();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

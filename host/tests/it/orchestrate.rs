@@ -4,11 +4,11 @@
 //! events, a lease holder killed, and the checkpoint contract of both stores.
 
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use weir::orchestrate::{CheckpointStore, Status};
 
-use crate::batch::{PgDb, batch_events, pg_exec, pg_rows};
+use crate::batch::{PgDb, TableLock, batch_events, pg_exec, pg_rows};
 use crate::support::*;
 
 /// An S3-lake rig with DynamoDB checkpoints and a Postgres warehouse.
@@ -81,14 +81,6 @@ fn audit_count(db: &PgDb, date: Option<&str>) -> usize {
         .unwrap()
         .parse()
         .unwrap()
-}
-
-fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn status_json(rig: &Rig) -> Vec<serde_json::Value> {
@@ -341,36 +333,18 @@ fn a_killed_lease_holder_is_taken_over_after_the_lease_expires() {
         &date,
     ]));
     assert_eq!(audit_count(&db, Some(&date)), 1);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (client, conn) = rt
-        .block_on(tokio_postgres::connect(&db.url, tokio_postgres::NoTls))
-        .unwrap();
-    rt.spawn(conn);
-    rt.block_on(
-        client.batch_execute("BEGIN; LOCK TABLE page_metrics_daily IN ACCESS EXCLUSIVE MODE"),
-    )
-    .unwrap();
+    let lock = TableLock::hold(&db.url, "page_metrics_daily");
 
     let (mut a, addr_a) = spawn_orchestrator(&rig);
     // force a run: the checkpoint has no position yet
     http_post(&addr_a, "/events", &events);
-    wait_until(
-        "the first orchestrator to hold the lease mid-load",
-        60,
-        || {
-            pg_rows(&db.url, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'weir' AND wait_event_type = 'Lock'")[0][0].as_deref()
-            == Some("1")
-        },
-    );
+    lock.wait_for_weir(&db.url);
     let held = status_json(&rig);
     assert_eq!(held[0]["status"], "running");
     assert!(held[0]["lease_owner"].is_string());
     a.kill().unwrap();
     a.wait().unwrap();
-    rt.block_on(client.batch_execute("ROLLBACK")).unwrap();
+    lock.release();
 
     let (mut b, addr_b) = spawn_orchestrator(&rig);
     http_post(&addr_b, "/events", &events);

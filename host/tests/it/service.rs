@@ -6,28 +6,9 @@ use std::collections::BTreeMap;
 use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::*;
-
-/// GET `http://addr/path`; the status code and body.
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    s.read_to_string(&mut response).unwrap();
-    let code = response.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
-}
 
 /// The value of an unlabelled metric.
 fn metric(text: &str, name: &str) -> u64 {
@@ -65,25 +46,6 @@ fn spawn_service(rig: &Rig, json: bool) -> (Child, String) {
         .unwrap();
     let addr = wait_for_line(&mut child, "weir listening on");
     (child, addr)
-}
-
-fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Every commit record: (kafka partition, chain offset, digest, files).
-fn commit_digests(pipeline: &std::path::Path) -> Vec<weir::lake::CommitRecord> {
-    let p = weir::pipeline::Pipeline::load(pipeline, &[]).unwrap();
-    let lake = weir::lake::Lake::open(&p.config.lake).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(lake.commits()).unwrap()
 }
 
 fn file_digest(pipeline: &std::path::Path, path: &str) -> String {
@@ -142,7 +104,7 @@ fn hot_swap_under_load_switches_at_a_batch_boundary_and_refuses_broken_versions(
         stop.clone(),
     );
     wait_until("commits by the first version", 60, || {
-        commit_digests(&rig.pipeline).len() >= 4
+        lake_commits(&rig.pipeline).len() >= 4
     });
 
     // a new version (the same rules in Python: same schema, another digest)
@@ -160,7 +122,7 @@ fn hot_swap_under_load_switches_at_a_batch_boundary_and_refuses_broken_versions(
             .contains(&format!("weir_plugin_info{{digest=\"{new}\"}} 1"))
     );
     wait_until("commits by the new version", 60, || {
-        commit_digests(&rig.pipeline)
+        lake_commits(&rig.pipeline)
             .iter()
             .filter(|c| c.plugin_digest == new)
             .count()
@@ -188,9 +150,9 @@ fn hot_swap_under_load_switches_at_a_batch_boundary_and_refuses_broken_versions(
     let (code, body) = http_post(&addr, "/plugins/reload", "");
     assert_eq!(code, 422, "{body}");
     assert!(body.contains("output schema changed"), "{body}");
-    let before = commit_digests(&rig.pipeline).len();
+    let before = lake_commits(&rig.pipeline).len();
     wait_until("commits after the refusal", 60, || {
-        commit_digests(&rig.pipeline).len() >= before + 2
+        lake_commits(&rig.pipeline).len() >= before + 2
     });
 
     stop.store(true, Ordering::Relaxed);
@@ -203,7 +165,7 @@ fn hot_swap_under_load_switches_at_a_batch_boundary_and_refuses_broken_versions(
     assert!(child.wait().unwrap().success());
 
     assert_exactly_once(&read_lake(&rig.pipeline), "hs", sent);
-    let records = commit_digests(&rig.pipeline);
+    let records = lake_commits(&rig.pipeline);
     assert!(
         records
             .iter()
@@ -349,7 +311,7 @@ fn sigterm_mid_run_loses_nothing_and_a_restart_duplicates_nothing() {
         stop.clone(),
     );
     let (child, _) = spawn_service(&rig, false);
-    wait_until("commits", 60, || commit_digests(&rig.pipeline).len() >= 2);
+    wait_until("commits", 60, || lake_commits(&rig.pipeline).len() >= 2);
     signal(&child, "TERM");
     let mut child = child;
     assert!(child.wait().unwrap().success());

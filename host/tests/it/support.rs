@@ -286,15 +286,7 @@ pub fn wait_for_lake(
 }
 
 fn read_lake_commits(pipeline: &std::path::Path) -> u64 {
-    let p = weir::pipeline::Pipeline::load(pipeline, &[]).unwrap();
-    let lake = weir::lake::Lake::open(&p.config.lake).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(lake.commits())
-        .map(|c| c.iter().map(|c| c.read).sum())
-        .unwrap_or(0)
+    lake_commits(pipeline).iter().map(|c| c.read).sum()
 }
 
 /// Send a signal to a child.
@@ -355,24 +347,19 @@ impl Moto {
         let auth = format!(
             "Authorization: AWS4-HMAC-SHA256 Credential=test/20261129/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0"
         );
-        let out = Command::new("curl")
-            .args(["-sS", "-X", "POST", &format!("{}{path}", self.endpoint)])
-            .args([
-                "-H",
-                &auth,
-                "-H",
-                &format!("Content-Type: {content_type}"),
-                "--data-binary",
-                body,
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let url = format!("{}{path}", self.endpoint);
+        let content_type = format!("Content-Type: {content_type}");
+        curl(&[
+            "-X",
+            "POST",
+            &url,
+            "-H",
+            &auth,
+            "-H",
+            &content_type,
+            "--data-binary",
+            body,
+        ])
     }
 
     /// Create a Lambda function `name` (moto runs it without Docker).
@@ -434,33 +421,13 @@ impl Moto {
 
     /// Create a bucket.
     pub fn bucket(&self, name: &str) {
-        let status = Command::new("curl")
-            .args(["-fsS", "-X", "PUT", &format!("{}/{name}", self.endpoint)])
-            .output()
-            .unwrap();
-        assert!(
-            status.status.success(),
-            "{}",
-            String::from_utf8_lossy(&status.stderr)
-        );
+        curl(&["-X", "PUT", &format!("{}/{name}", self.endpoint)]);
     }
 
     /// Upload a file as `bucket/key`.
     pub fn put(&self, bucket: &str, key: &str, file: &std::path::Path) {
-        let status = Command::new("curl")
-            .args([
-                "-fsS",
-                "-T",
-                file.to_str().unwrap(),
-                &format!("{}/{bucket}/{key}", self.endpoint),
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            status.status.success(),
-            "{}",
-            String::from_utf8_lossy(&status.stderr)
-        );
+        let url = format!("{}/{bucket}/{key}", self.endpoint);
+        curl(&["-T", file.to_str().unwrap(), &url]);
     }
 
     /// Pipeline settings pointing a lake at this server.
@@ -618,13 +585,28 @@ impl Rig {
     }
 }
 
-/// POST `body` to `http://addr/path`; the status code and body.
-pub fn http_post(addr: &str, path: &str, body: &str) -> (u16, String) {
+/// Run curl with `args` (failing on HTTP errors); its stdout.
+pub fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .arg("-fsS")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// One HTTP/1.1 request to `addr`; the status code and body.
+pub fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     write!(
         s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -636,6 +618,39 @@ pub fn http_post(addr: &str, path: &str, body: &str) -> (u16, String) {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (code, body)
+}
+
+/// POST `body` to `http://addr/path`.
+pub fn http_post(addr: &str, path: &str, body: &str) -> (u16, String) {
+    http(addr, "POST", path, body)
+}
+
+/// GET `http://addr/path`.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    http(addr, "GET", path, "")
+}
+
+/// Poll `ok` every 100 ms; fail the test after `secs` seconds.
+pub fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Every commit record of a pipeline's lake.
+pub fn lake_commits(pipeline: &std::path::Path) -> Vec<weir::lake::CommitRecord> {
+    let p = weir::pipeline::Pipeline::load(pipeline, &[]).unwrap();
+    let lake = weir::lake::Lake::open(&p.config.lake).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(lake.commits()).unwrap_or_default()
 }
 
 /// Read stderr lines of `child` until one contains `marker`; the rest of
