@@ -88,6 +88,8 @@ pub struct Orchestrator {
     debouncer: Mutex<Debouncer>,
     /// runs and failures so far, for metrics.
     pub counters: Mutex<BTreeMap<&'static str, u64>>,
+    /// consecutive runs per date that could not start (store unreachable).
+    errors: Mutex<BTreeMap<String, u32>>,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -163,6 +165,7 @@ impl Orchestrator {
             notifier,
             owner,
             counters: Mutex::default(),
+            errors: Mutex::default(),
         }))
     }
 
@@ -288,6 +291,16 @@ impl Orchestrator {
             .lock()
             .expect("debouncer")
             .ready(Instant::now())
+    }
+
+    /// Queue a date to become ready no sooner than `delay` from now.
+    pub fn requeue_after(&self, date: &str, delay: Duration) {
+        let quiet = Duration::from_millis(self.config.quiet_ms);
+        let at = Instant::now() + delay.saturating_sub(quiet);
+        self.debouncer
+            .lock()
+            .expect("debouncer")
+            .touch(date.to_string(), at);
     }
 
     /// Queue a date again (after `Busy`).
@@ -462,10 +475,22 @@ impl Orchestrator {
         let mut out = Vec::new();
         for date in self.ready() {
             let outcome = match self.run_partition(&date, false).await {
-                Ok(o) => o,
+                Ok(o) => {
+                    self.errors.lock().expect("errors").remove(&date);
+                    o
+                }
                 Err(e) => {
-                    tracing::error!(partition = %date, error = %e, "run could not start; queued again");
-                    self.requeue(&date);
+                    // the checkpoint store or the lake is unreachable: back off per date
+                    let failures = {
+                        let mut errors = self.errors.lock().expect("errors");
+                        let n = errors.entry(date.clone()).or_default();
+                        *n += 1;
+                        *n
+                    };
+                    let delay = self.backoff(failures.min(20));
+                    tracing::error!(partition = %date, error = %e, retry_in_ms = delay.as_millis() as u64,
+                        "run could not start (nothing was checkpointed); retrying with backoff");
+                    self.requeue_after(&date, delay);
                     continue;
                 }
             };

@@ -264,6 +264,42 @@ fn failures_retry_then_notify_lambda_once_and_retry_recovers() {
     assert_eq!(audit_count(&db, Some(&date)), 1);
 }
 
+#[test]
+fn a_malformed_one_shot_event_is_refused_with_the_reason() {
+    let scratch = tempfile::tempdir().unwrap();
+    let pipeline = write_pipeline(
+        scratch.path(),
+        "127.0.0.1:9",
+        "orch-bad",
+        &scratch.path().join("lake").display().to_string(),
+        &format!(
+            "[checkpoints]\nurl = \"{}\"\n",
+            scratch.path().join("ckpt").display()
+        ),
+    );
+    let mut child = weir_cmd(&["orchestrate", pipeline.to_str().unwrap(), "--event", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"Records": [{"eventName": 3}]}"#)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("-: not an S3 event notification"), "{err}");
+    assert!(
+        !scratch.path().join("ckpt").exists(),
+        "nothing else was touched"
+    );
+}
+
 /// Standard base64 (the recorder's encoding of request bodies).
 fn base64_decode(text: &str) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
