@@ -100,6 +100,8 @@ pub struct BatchSummary {
     pub files: usize,
     /// wall time, in milliseconds.
     pub elapsed_ms: u64,
+    /// of which the warehouse load, in milliseconds.
+    pub load_ms: u64,
 }
 
 impl BatchSummary {
@@ -265,6 +267,7 @@ impl BatchJob {
             rows_read: 0,
             files: 0,
             elapsed_ms: 0,
+            load_ms: 0,
         };
         let mut request = LoadRequest {
             table: self.table.clone(),
@@ -368,7 +371,9 @@ impl BatchJob {
             }
         }
         if !request.dates.is_empty() {
+            let loading = Instant::now();
             self.warehouse.load(&request, &load_id).await?;
+            summary.load_ms = loading.elapsed().as_millis() as u64;
             tracing::info!(load_id, dates = request.dates.len(), rows = summary.rows_loaded, warehouse = %summary.warehouse, "loaded");
         }
         summary.elapsed_ms = started.elapsed().as_millis() as u64;

@@ -32,6 +32,8 @@ pub struct Phase {
     pub groups: usize,
     /// peak resident memory of the phase, MiB (weir only).
     pub peak_rss_mib: Option<f64>,
+    /// of `seconds`, the load into the warehouse (weir only; DuckDB loads nothing).
+    pub load_seconds: Option<f64>,
 }
 
 /// What `weir bench aggregate` reports.
@@ -127,6 +129,7 @@ pub async fn bench_aggregate(
                 rows_per_sec: summary.rows_read as f64 / seconds,
                 groups: summary.rows_loaded,
                 peak_rss_mib: Some(rss_mib("VmHWM")),
+                load_seconds: Some(summary.load_ms as f64 / 1e3),
             })
         }
     };
@@ -335,5 +338,6 @@ fn run_duckdb(
         rows_per_sec: lake_rows as f64 / seconds,
         groups: v["groups"].as_u64().unwrap_or(0) as usize,
         peak_rss_mib: None,
+        load_seconds: None,
     })
 }

@@ -300,8 +300,12 @@ pub fn run_bench_aggregate(args: BenchAggregateArgs) -> anyhow::Result<ExitCode>
             .peak_rss_mib
             .map(|m| format!(", peak RSS {m:.0} MiB"))
             .unwrap_or_default();
+        let load = p
+            .load_seconds
+            .map(|l| format!(" ({l:.2} s of it loading SQLite)"))
+            .unwrap_or_default();
         println!(
-            "{name:<15} {:>7.2} s  {:>11.0} rows/s  {} groups{rss}",
+            "{name:<16} {:>7.2} s{load}  {:>11.0} rows/s  {} groups{rss}",
             p.seconds, p.rows_per_sec, p.groups
         );
     };
