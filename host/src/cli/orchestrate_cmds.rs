@@ -86,7 +86,17 @@ pub fn run(args: OrchestrateArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(pipeline: Pipeline) -> anyhow::Result<ExitCode> {
-    let orchestrator = Orchestrator::open(&pipeline).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+    let Some(orchestrator) = Orchestrator::open_patiently(&pipeline, &stop).await? else {
+        return Ok(ExitCode::SUCCESS);
+    };
     let listen = orchestrator.config().listen.clone();
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
@@ -94,14 +104,14 @@ async fn serve(pipeline: Pipeline) -> anyhow::Result<ExitCode> {
     let address = listener.local_addr()?;
     eprintln!("orchestrator listening on {address}");
     tracing::info!(%address, pipeline = %pipeline.config.name, "orchestrator serving POST /events");
-    let stop = Arc::new(AtomicBool::new(false));
     let worker = tokio::spawn(work_loop(orchestrator.clone(), stop.clone()));
     let stopping = stop.clone();
     axum::serve(listener, router(orchestrator))
         .with_graceful_shutdown(async move {
-            shutdown_signal().await;
+            while !stopping.load(Ordering::Relaxed) {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
             tracing::info!("stopping: finishing the run in progress");
-            stopping.store(true, Ordering::Relaxed);
         })
         .await?;
     stop.store(true, Ordering::Relaxed);

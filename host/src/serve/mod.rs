@@ -67,7 +67,10 @@ pub async fn run_service(
     let metrics = Arc::new(Metrics::default());
     let control = Arc::new(IngestControl::new(metrics.clone()));
     let orchestrator = if pipeline.config.checkpoints.is_some() {
-        Some(Orchestrator::open(&pipeline).await?)
+        match Orchestrator::open_patiently(&pipeline, &stop).await? {
+            Some(o) => Some(o),
+            None => return Ok(IngestSummary::default()),
+        }
     } else {
         tracing::info!("no [checkpoints] section: running without the orchestrator");
         None

@@ -265,6 +265,55 @@ fn failures_retry_then_notify_lambda_once_and_retry_recovers() {
 }
 
 #[test]
+fn an_orchestrator_waits_for_dynamodb_instead_of_exiting() {
+    use std::io::BufRead;
+    let moto = Moto::start();
+    let db = PgDb::create("orchwait");
+    let rig = orchestrated_rig("orch-wait", &moto, &db.url, "");
+    let outage = Outage::forward(moto.endpoint.trim_start_matches("http://"));
+    outage.begin();
+    let set = format!("checkpoints.aws.endpoint=http://127.0.0.1:{}", outage.port);
+    let mut child = weir_cmd(&["orchestrate", rig.pipeline.to_str().unwrap(), "--set", &set])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let retrying = line.contains("checkpoint store unreachable; retrying");
+        seen.push(line);
+        if retrying {
+            break;
+        }
+    }
+    assert!(
+        seen.last()
+            .unwrap()
+            .contains("dynamodb table weir-checkpoints-orch-wait"),
+        "{seen:?}"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still running, waiting for DynamoDB"
+    );
+    outage.end();
+    let addr = lines
+        .by_ref()
+        .map(Result::unwrap)
+        .find_map(|l| {
+            l.split_once("orchestrator listening on ")
+                .map(|(_, a)| a.trim().to_string())
+        })
+        .expect("serving once DynamoDB answers");
+    std::thread::spawn(move || for _ in lines {});
+    assert_eq!(http_get(&addr, "/healthz").0, 200);
+    signal(&child, "TERM");
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
 fn a_malformed_one_shot_event_is_refused_with_the_reason() {
     let scratch = tempfile::tempdir().unwrap();
     let pipeline = write_pipeline(

@@ -315,13 +315,30 @@ fn sigterm_mid_run_loses_nothing_and_a_restart_duplicates_nothing() {
     signal(&child, "TERM");
     let mut child = child;
     assert!(child.wait().unwrap().success());
-    let (mut again, _) = spawn_service(&rig, false);
+    let (mut again, addr) = spawn_service(&rig, false);
     let sent = producer.join().unwrap();
     assert!(wait_for_lake(
         &rig.pipeline,
         sent as u64,
         Duration::from_secs(120)
     ));
+    // the orchestrator inside the service polls the commit log and aggregates
+    let (code, body) = http_post(&addr, "/events", "{\"Records\": \"x\"}");
+    assert_eq!(code, 400, "{body}");
+    wait_until("orchestrator runs", 60, || {
+        metric(
+            &http_get(&addr, "/metrics").1,
+            "weir_orchestrator_runs_total",
+        ) >= 1
+    });
+    let conn = rusqlite::Connection::open(scratch.path().join("wh.db")).unwrap();
+    wait_until("aggregated rows in SQLite", 60, || {
+        conn.query_row("SELECT count(*) FROM weir_load_audit", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap_or(0)
+            >= 1
+    });
     signal(&again, "TERM");
     assert!(again.wait().unwrap().success());
     assert_exactly_once(&read_lake(&rig.pipeline), "st", sent);
