@@ -158,7 +158,8 @@ pub struct AuditRow {
     pub plugin_digest: String,
     /// digests of the plugins that wrote the lake files.
     pub lake_plugin_digests: String,
-    /// the commit records read, as a JSON list of `topic/partition/chain_offset`.
+    /// the commit records read: JSON, per `topic/partition` the first and
+    /// last chain offset and the number of records.
     pub commits: String,
     /// files read.
     pub files: i64,
