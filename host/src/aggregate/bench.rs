@@ -69,6 +69,7 @@ pub async fn bench_aggregate(
     days: u32,
     lake_dir: &Path,
     duckdb_python: Option<PathBuf>,
+    warehouse_url: Option<String>,
 ) -> Result<AggregateBenchReport, BatchError> {
     let mut p = pipeline.clone();
     p.config.lake.url = lake_dir.display().to_string();
@@ -80,7 +81,8 @@ pub async fn bench_aggregate(
             file: p.file.display().to_string(),
             message: "no [warehouse] section".into(),
         })?;
-    warehouse.url = format!("sqlite://{}", lake_dir.join("bench-warehouse.db").display());
+    warehouse.url = warehouse_url
+        .unwrap_or_else(|| format!("sqlite://{}", lake_dir.join("bench-warehouse.db").display()));
     p.config.warehouse = Some(warehouse);
     let lake = Lake::open(&p.config.lake)?;
     let started = Instant::now();

@@ -261,6 +261,9 @@ pub struct BenchAggregateArgs {
     /// A Python interpreter with the `duckdb` package, to time DuckDB beside weir.
     #[arg(long)]
     duckdb_python: Option<std::path::PathBuf>,
+    /// Load into this warehouse instead of a SQLite file beside the lake.
+    #[arg(long)]
+    warehouse_url: Option<String>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -281,6 +284,7 @@ pub fn run_bench_aggregate(args: BenchAggregateArgs) -> anyhow::Result<ExitCode>
         args.days,
         &dir,
         args.duckdb_python.clone(),
+        args.warehouse_url.clone(),
     ))?;
     if args.json {
         println!("{}", serde_json::to_string(&r)?);
@@ -302,7 +306,7 @@ pub fn run_bench_aggregate(args: BenchAggregateArgs) -> anyhow::Result<ExitCode>
             .unwrap_or_default();
         let load = p
             .load_seconds
-            .map(|l| format!(" ({l:.2} s of it loading SQLite)"))
+            .map(|l| format!(" ({l:.2} s of it the load)"))
             .unwrap_or_default();
         println!(
             "{name:<16} {:>7.2} s{load}  {:>11.0} rows/s  {} groups{rss}",

@@ -22,10 +22,12 @@ pub struct WarehouseConfig {
     /// the load-audit table; created if missing.
     #[serde(default = "default_audit_table")]
     pub audit_table: String,
-    /// `insert` (rows sent as parameterised INSERTs in the load's
-    /// transaction) or `copy` (Redshift: rows written as Parquet to
-    /// `copy.staging_url`, then `COPY ... FORMAT AS PARQUET` into a staging
-    /// table and swapped in within the transaction).
+    /// how rows travel: `auto` (default: `stream` for PostgreSQL, `insert`
+    /// for Redshift and SQLite), `stream` (PostgreSQL's binary `COPY ...
+    /// FROM STDIN`), `insert` (parameterised multi-row INSERTs), or `copy`
+    /// (Redshift: rows written as Parquet to `copy.staging_url`, then `COPY
+    /// ... FORMAT AS PARQUET` into a staging table swapped in within the
+    /// transaction).
     #[serde(default)]
     pub load: LoadMethod,
     /// settings of the `copy` load method.
@@ -46,8 +48,12 @@ fn default_connect_timeout() -> u64 {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LoadMethod {
-    /// parameterised INSERTs.
+    /// `stream` for PostgreSQL, `insert` elsewhere.
     #[default]
+    Auto,
+    /// PostgreSQL's binary `COPY FROM STDIN`.
+    Stream,
+    /// parameterised INSERTs.
     Insert,
     /// Parquet on S3 and `COPY` (Redshift).
     Copy,

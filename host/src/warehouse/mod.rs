@@ -126,6 +126,11 @@ impl Warehouse {
                 "warehouse.url `{url}`: expected postgres://, redshift:// or sqlite://"
             )));
         };
+        if config.load == LoadMethod::Stream && !url.starts_with("postgres") {
+            return Err(WarehouseError::Config(
+                "warehouse.load = \"stream\" is PostgreSQL's COPY FROM STDIN: it needs a postgres:// url".into(),
+            ));
+        }
         if config.load == LoadMethod::Copy
             && (config.copy.is_none() || !matches!(backend, Backend::Pg(_)))
         {
@@ -165,7 +170,8 @@ impl Warehouse {
                     ),
                     _ => None,
                 };
-                pg.load(request, load_id, copy.as_ref()).await
+                pg.load(request, load_id, copy.as_ref(), self.config.load)
+                    .await
             }
             Backend::Sqlite(s) => tokio::task::block_in_place(|| s.load(request, load_id)),
         }

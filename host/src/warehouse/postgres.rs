@@ -12,7 +12,7 @@ use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Client, Config, NoTls};
 
 use super::copy::CopyPlan;
-use super::table::{AUDIT_COLUMNS, LoadRequest, Value, audit_create_sql, quote_name};
+use super::table::{AUDIT_COLUMNS, LoadRequest, SqlType, Value, audit_create_sql, quote_name};
 use super::{Shown, WarehouseError};
 
 /// Which server speaks the protocol.
@@ -135,6 +135,7 @@ impl PgWarehouse {
         request: &LoadRequest,
         load_id: &str,
         copy: Option<&CopyPlan>,
+        method: super::LoadMethod,
     ) -> Result<(), WarehouseError> {
         let table = &request.table.name;
         let fail = |error: tokio_postgres::Error| WarehouseError::Load {
@@ -163,9 +164,14 @@ impl PgWarehouse {
         if let Some(delete) = request.delete_sql() {
             tx.execute(delete.as_str(), &[]).await.map_err(fail)?;
         }
-        match copy {
-            Some(copy) => tx.batch_execute(&copy.swap_sql()).await.map_err(fail)?,
-            None => insert_rows(&tx, request).await.map_err(fail)?,
+        use super::LoadMethod;
+        match (copy, method, self.flavor) {
+            (Some(copy), _, _) => tx.batch_execute(&copy.swap_sql()).await.map_err(fail)?,
+            // PostgreSQL takes the rows as one binary COPY stream
+            (None, LoadMethod::Stream | LoadMethod::Auto, Flavor::Postgres) => {
+                copy_rows(&tx, request).await.map_err(fail)?
+            }
+            (None, _, _) => insert_rows(&tx, request).await.map_err(fail)?,
         }
         insert_audit(&tx, request, load_id).await.map_err(fail)?;
         tx.commit().await.map_err(fail)?;
@@ -254,6 +260,41 @@ async fn insert_rows(
             .collect();
         tx.execute(sql.as_str(), &params).await?;
     }
+    Ok(())
+}
+
+/// Rows through `COPY ... FROM STDIN (FORMAT binary)` (PostgreSQL only;
+/// Redshift's COPY reads from S3, see the `copy` load method).
+async fn copy_rows(
+    tx: &tokio_postgres::Transaction<'_>,
+    request: &LoadRequest,
+) -> Result<(), tokio_postgres::Error> {
+    let types: Vec<Type> = request
+        .table
+        .columns
+        .iter()
+        .map(|(_, t)| match t {
+            SqlType::Date => Type::DATE,
+            SqlType::Text => Type::VARCHAR,
+            SqlType::BigInt => Type::INT8,
+            SqlType::Double => Type::FLOAT8,
+            SqlType::Bool => Type::BOOL,
+        })
+        .collect();
+    let sql = format!(
+        "COPY {} ({}) FROM STDIN (FORMAT binary)",
+        quote_name(&request.table.name),
+        request.table.column_list()
+    );
+    let sink = tx.copy_in(sql.as_str()).await?;
+    let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(sink, &types);
+    let mut writer = std::pin::pin!(writer);
+    for row in request.values() {
+        let values: Vec<&(dyn ToSql + Sync)> =
+            row.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+        writer.as_mut().write(&values).await?;
+    }
+    writer.finish().await?;
     Ok(())
 }
 

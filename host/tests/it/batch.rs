@@ -595,7 +595,8 @@ fn postgres_cut_mid_load_keeps_previous_rows_and_a_rerun_succeeds() {
         1,
         None,
         &format!(
-            "[warehouse]\nurl = \"{}\"\nconnect_timeout_secs = 3\n",
+            // the parameterised INSERT path (Redshift's) against a real server
+            "[warehouse]\nurl = \"{}\"\nconnect_timeout_secs = 3\nload = \"insert\"\n",
             db.url
         ),
     );
