@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::generate::{Generator, GeneratorOptions};
-use crate::ingest::produce::EventProducer;
+use crate::generate::GeneratorOptions;
+use crate::ingest::produce::generate;
 use crate::ingest::source::EmbeddedKafka;
 use crate::ingest::{IngestError, IngestOptions, IngestSummary, ingest};
 use crate::orchestrate::{OrchestrateError, Orchestrator, RunOutcome};
@@ -94,22 +94,14 @@ pub async fn run_demo(
     );
     let sent = {
         let p = p.clone();
-        tokio::task::spawn_blocking(move || -> Result<u64, String> {
-            let mut producer = EventProducer::new(&p).map_err(|e| e.to_string())?;
-            let mut generator = Generator::new(GeneratorOptions {
-                bad_share: 0.03,
-                ..Default::default()
-            });
-            let mut line = String::new();
-            for _ in 0..events {
-                generator.next_into(&mut line);
-                producer.send(line.as_bytes()).map_err(|e| e.to_string())?;
-            }
-            producer.finish().map_err(|e| e.to_string())
-        })
-        .await
-        .expect("producer")
-        .map_err(|e| setup(&e))?
+        let options = GeneratorOptions {
+            bad_share: 0.03,
+            ..Default::default()
+        };
+        tokio::task::spawn_blocking(move || generate(&p, events, None, options))
+            .await
+            .expect("producer")
+            .map_err(|e| setup(&e))?
     };
     eprintln!(
         "[2/4] ingest: decode, web-vitals plugin, Parquet lake in {}",

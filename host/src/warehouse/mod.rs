@@ -225,14 +225,4 @@ impl Warehouse {
         }
         Ok(shown)
     }
-
-    /// Every audit row, oldest first.
-    pub async fn audit(&self) -> Result<Shown, WarehouseError> {
-        let sql = format!(
-            "SELECT * FROM {} WHERE target_table = '{}' ORDER BY loaded_at, partition_date",
-            quote_name(&self.config.audit_table),
-            self.config.table.replace('\'', "''")
-        );
-        self.query(&sql).await
-    }
 }
