@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::aggregate::{
     self, AggregateConfig, BatchPlugin, Outcome, PartitionReport, Progress, Resolved, Selection,
 };
-use crate::lake::{Lake, LakeError};
+use crate::lake::{CommitRecord, Lake, LakeError};
 use crate::pipeline::Pipeline;
 use crate::plugin::{PluginEngine, PluginError, PluginRunner};
 use crate::warehouse::{AuditRow, LoadRequest, TableSpec, Warehouse, WarehouseError};
@@ -72,7 +72,7 @@ pub struct PartitionSummary {
     /// counts, when aggregated.
     pub report: Option<PartitionReport>,
     /// commit records read.
-    pub commits: Vec<String>,
+    pub commits: Vec<aggregate::CommitRef>,
     /// the error, when failed.
     pub error: Option<String>,
 }
@@ -229,9 +229,20 @@ impl BatchJob {
         options: &BatchOptions,
         progress: Arc<dyn Fn(&Progress) + Send + Sync>,
     ) -> Result<BatchSummary, BatchError> {
-        let started = Instant::now();
         let records = self.lake.commits().await?;
-        let plans: Vec<_> = aggregate::plan(&records, &options.selection)
+        self.run_on(&records, options, progress).await
+    }
+
+    /// [`BatchJob::run`] over commit records already read (the
+    /// orchestrator reads them once to know the position it loads).
+    pub async fn run_on(
+        self: &Arc<Self>,
+        records: &[CommitRecord],
+        options: &BatchOptions,
+        progress: Arc<dyn Fn(&Progress) + Send + Sync>,
+    ) -> Result<BatchSummary, BatchError> {
+        let started = Instant::now();
+        let plans: Vec<_> = aggregate::plan(records, &options.selection)
             .into_values()
             .collect();
         let job = self.clone();
@@ -405,25 +416,21 @@ async fn load_plugin(
 /// The commit records read, compactly: per `topic/partition` the first and
 /// last chain offset and how many records (bounded by the number of Kafka
 /// partitions, not by how many flushes a day had).
-pub fn commit_ranges(ids: &[String]) -> String {
-    let mut ranges: std::collections::BTreeMap<&str, (i64, i64, u64)> = Default::default();
+pub fn commit_ranges(ids: &[aggregate::CommitRef]) -> String {
+    let mut ranges: std::collections::BTreeMap<String, (i64, i64, u64)> = Default::default();
     for id in ids {
-        let Some((partition, chain)) = id.rsplit_once('/') else {
-            continue;
-        };
-        let Ok(chain) = chain.parse::<i64>() else {
-            continue;
-        };
-        let r = ranges.entry(partition).or_insert((chain, chain, 0));
-        r.0 = r.0.min(chain);
-        r.1 = r.1.max(chain);
+        let r = ranges
+            .entry(format!("{}/{}", id.topic, id.partition))
+            .or_insert((id.chain_offset, id.chain_offset, 0));
+        r.0 = r.0.min(id.chain_offset);
+        r.1 = r.1.max(id.chain_offset);
         r.2 += 1;
     }
     let map: serde_json::Map<String, serde_json::Value> = ranges
         .into_iter()
         .map(|(p, (first, last, n))| {
             (
-                p.to_string(),
+                p,
                 serde_json::json!({ "first": first, "last": last, "records": n }),
             )
         })
@@ -437,8 +444,12 @@ mod tests {
 
     #[test]
     fn commit_ranges_stay_small() {
-        let ids: Vec<String> = (0..10_000)
-            .map(|i| format!("web-vitals/{}/{}", i % 3, i * 100))
+        let ids: Vec<aggregate::CommitRef> = (0..10_000)
+            .map(|i| aggregate::CommitRef {
+                topic: "web-vitals".into(),
+                partition: i % 3,
+                chain_offset: i64::from(i) * 100,
+            })
             .collect();
         let text = commit_ranges(&ids);
         assert!(text.len() < 200, "{text}");

@@ -14,7 +14,7 @@ pub mod run;
 
 pub use config::{AggregateConfig, MetricSpec, Stat};
 pub use kernel::{Aggregator, Resolved, percentile_cont};
-pub use plan::{PartitionPlan, Selection, commit_id, plan};
+pub use plan::{CommitRef, PartitionPlan, Selection, plan};
 pub use run::{
     Aggregated, BatchPlugin, Outcome, PartitionError, PartitionReport, Progress,
     aggregate_partitions,

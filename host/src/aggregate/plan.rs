@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::NaiveDate;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use crate::lake::{CommitRecord, CommittedFile, FileKind};
 
@@ -42,8 +43,8 @@ pub struct PartitionPlan {
     pub date: String,
     /// committed data files, in commit order per Kafka partition.
     pub files: Vec<CommittedFile>,
-    /// the commit records contributing files (`topic/partition/chain_offset`).
-    pub commits: Vec<String>,
+    /// the commit records contributing files.
+    pub commits: Vec<CommitRef>,
     /// plugin digests that produced the files.
     pub lake_digests: BTreeSet<String>,
     /// rows in the files, as the commit records say.
@@ -54,6 +55,49 @@ impl PartitionPlan {
     /// The date as a calendar date.
     pub fn day(&self) -> Option<NaiveDate> {
         self.date.parse().ok()
+    }
+
+    /// The commit position: how many commit records feed the date and a
+    /// digest of which. The same position means nothing new to load.
+    pub fn position(&self) -> String {
+        let mut ids: Vec<String> = self.commits.iter().map(ToString::to_string).collect();
+        ids.sort();
+        let digest = Sha256::digest(ids.join("\n").as_bytes());
+        format!("{}:{}", ids.len(), &hex::encode(digest)[..16])
+    }
+}
+
+/// One commit record's identity, written `topic/partition/chain_offset`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CommitRef {
+    /// Kafka topic.
+    pub topic: String,
+    /// Kafka partition.
+    pub partition: i32,
+    /// the record's chain key.
+    pub chain_offset: i64,
+}
+
+impl CommitRef {
+    /// The identity of `record`.
+    pub fn of(record: &CommitRecord) -> Self {
+        CommitRef {
+            topic: record.topic.clone(),
+            partition: record.partition,
+            chain_offset: record.chain_offset,
+        }
+    }
+}
+
+impl std::fmt::Display for CommitRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.topic, self.partition, self.chain_offset)
+    }
+}
+
+impl Serialize for CommitRef {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 
@@ -72,7 +116,7 @@ pub fn plan(records: &[CommitRecord], selection: &Selection) -> BTreeMap<String,
         );
     }
     for record in records {
-        let id = commit_id(record);
+        let id = CommitRef::of(record);
         for file in &record.files {
             if file.kind != FileKind::Data {
                 continue;
@@ -96,14 +140,6 @@ pub fn plan(records: &[CommitRecord], selection: &Selection) -> BTreeMap<String,
         }
     }
     plans
-}
-
-/// A commit record's identity: `topic/partition/chain_offset`.
-pub fn commit_id(record: &CommitRecord) -> String {
-    format!(
-        "{}/{}/{}",
-        record.topic, record.partition, record.chain_offset
-    )
 }
 
 #[cfg(test)]
@@ -161,7 +197,12 @@ mod tests {
         );
         assert_eq!(plans.len(), 3);
         assert_eq!(plans["2026-11-20"].rows, 7);
-        assert_eq!(plans["2026-11-20"].commits, ["t/0/0", "t/1/0"]);
+        let ids: Vec<String> = plans["2026-11-20"]
+            .commits
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(ids, ["t/0/0", "t/1/0"]);
         assert!(plans["2026-11-22"].files.is_empty());
         let all = plan(&records, &Selection::All);
         assert_eq!(all.keys().collect::<Vec<_>>(), ["2026-11-20", "2026-11-21"]);

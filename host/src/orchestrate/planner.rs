@@ -5,11 +5,9 @@
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
 use super::event::ObjectEvent;
-use crate::aggregate::commit_id;
-use crate::lake::{CommitRecord, FileKind};
+use crate::aggregate::{Selection, plan};
+use crate::lake::CommitRecord;
 
 /// Where the lake is, to recognise its keys.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,27 +94,9 @@ pub fn classify(lake: &LakeLocation, event: &ObjectEvent) -> Touched {
 /// The commit position of a date: how many commit records contribute files
 /// to it and a digest of which. Unchanged position = nothing new to load.
 pub fn positions(records: &[CommitRecord]) -> BTreeMap<String, String> {
-    let mut ids: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for record in records {
-        let id = commit_id(record);
-        for file in record.files.iter().filter(|f| f.kind == FileKind::Data) {
-            if let Some(date) = &file.partition_value {
-                let list = ids.entry(date.clone()).or_default();
-                if list.last() != Some(&id) {
-                    list.push(id.clone());
-                }
-            }
-        }
-    }
-    ids.into_iter()
-        .map(|(date, mut list)| {
-            list.sort();
-            let digest = Sha256::digest(list.join("\n").as_bytes());
-            (
-                date,
-                format!("{}:{}", list.len(), &hex::encode(digest)[..16]),
-            )
-        })
+    plan(records, &Selection::All)
+        .into_iter()
+        .map(|(date, p)| (date, p.position()))
         .collect()
 }
 

@@ -279,6 +279,7 @@ impl Orchestrator {
             .iter()
             .filter_map(|f| f.partition_value.clone())
             .collect();
+        dates.sort();
         dates.dedup();
         Ok(dates)
     }
@@ -362,7 +363,18 @@ impl Orchestrator {
                 return Err(BatchError::Lake(e).into());
             }
         };
-        let Some(position) = positions(&records).remove(date) else {
+        let day = date
+            .parse::<chrono::NaiveDate>()
+            .map_err(|_| OrchestrateError::Config {
+                file: self.pipeline.file.display().to_string(),
+                message: format!("partition `{date}` is not a date"),
+            })?;
+        let selection = Selection::Dates(vec![day]);
+        let planned = crate::aggregate::plan(&records, &selection).remove(date);
+        let Some(position) = planned
+            .filter(|p| !p.files.is_empty())
+            .map(|p| p.position())
+        else {
             self.store.finish(&held, |c| c.status = previous).await?;
             return Ok(RunOutcome::NoData);
         };
@@ -372,22 +384,20 @@ impl Orchestrator {
                 .await?;
             return Ok(RunOutcome::Unchanged);
         }
-        let day = date
-            .parse::<chrono::NaiveDate>()
-            .map_err(|_| OrchestrateError::Config {
-                file: self.pipeline.file.display().to_string(),
-                message: format!("partition `{date}` is not a date"),
-            })?;
+        // every attempt loads what this snapshot of the commit log names, so
+        // the checkpoint records exactly the position that was loaded
         let options = BatchOptions {
-            selection: Selection::Dates(vec![day]),
+            selection,
             replace_empty: false,
         };
         let mut last_error = String::new();
         for attempt in 1..=self.config.max_attempts.max(1) {
             self.count("runs");
-            let run = self
-                .job
-                .run(&options, Arc::new(|_: &crate::aggregate::Progress| {}));
+            let run = self.job.run_on(
+                &records,
+                &options,
+                Arc::new(|_: &crate::aggregate::Progress| {}),
+            );
             let (result, renewed) = self.with_lease(run, held.clone(), ttl).await;
             let Some(renewed) = renewed else {
                 tracing::warn!(
