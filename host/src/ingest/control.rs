@@ -4,6 +4,7 @@
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 
+use crate::pipeline::DeclaredSchema;
 use crate::plugin::PluginRunner;
 use crate::serve::metrics::Metrics;
 
@@ -25,12 +26,22 @@ pub struct Health {
     pub reason: String,
 }
 
+/// The plugin version ingest runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Running {
+    /// its sha256.
+    pub digest: String,
+    /// the output schema it declared (the reference for later versions).
+    pub output: DeclaredSchema,
+}
+
 /// Shared by a running ingest and the service.
 pub struct IngestControl {
     /// the process's metrics.
     pub metrics: Arc<Metrics>,
     swap: Mutex<Option<SwapRequest>>,
     health: Mutex<Health>,
+    running: Mutex<Option<Running>>,
 }
 
 impl std::fmt::Debug for IngestControl {
@@ -51,7 +62,23 @@ impl IngestControl {
                 ok: false,
                 reason: "starting".into(),
             }),
+            running: Mutex::new(None),
         }
+    }
+
+    /// The plugin version ingest runs (`None` until ingest has started).
+    pub fn running(&self) -> Option<Running> {
+        self.running.lock().expect("running").clone()
+    }
+
+    /// Record the version ingest runs now (at start and after a swap).
+    pub(crate) fn set_running(&self, runner: &PluginRunner) {
+        let digest = runner.plugin().digest.clone();
+        *self.metrics.plugin_digest.lock().expect("metrics") = digest.clone();
+        *self.running.lock().expect("running") = Some(Running {
+            digest,
+            output: runner.output_schema().clone(),
+        });
     }
 
     /// Ask the ingest loop to switch plugins at its next batch boundary; a

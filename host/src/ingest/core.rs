@@ -112,9 +112,6 @@ impl Core {
         self.runner = runner;
         self.partition_column = position;
         let digest = self.runner.plugin().digest.clone();
-        if let Some(m) = &self.metrics {
-            *m.plugin_digest.lock().expect("metrics") = digest.clone();
-        }
         tracing::info!(old = %old, new = %digest, "plugin switched at a batch boundary");
         Ok(digest)
     }

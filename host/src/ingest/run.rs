@@ -137,8 +137,8 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
         .map_err(|message| IngestError::Config { file, message })?;
     let metrics = options.control.as_ref().map(|c| c.metrics.clone());
     core.metrics = metrics.clone();
-    if let Some(m) = &metrics {
-        *m.plugin_digest.lock().expect("metrics") = core.runner.plugin().digest.clone();
+    if let Some(control) = &options.control {
+        control.set_running(&core.runner);
     }
     let core = Arc::new(Mutex::new(core));
     let mut client = consumer_config(&source, &brokers);
@@ -203,7 +203,7 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
         let keys: Vec<PartitionKey> = c.partitions.keys().cloned().collect();
         if let Some(control) = &options.control {
             if let Some(request) = control.take_swap() {
-                swap_plugin(&mut c, &keys, &consumer, request);
+                swap_plugin(&mut c, &keys, &consumer, request, control);
             }
             match &stall {
                 Some(_) => control.set_health(
@@ -287,6 +287,7 @@ fn swap_plugin(
     keys: &[PartitionKey],
     consumer: &BaseConsumer<WeirContext>,
     request: super::control::SwapRequest,
+    control: &super::control::IngestControl,
 ) {
     for key in keys {
         if let Err(e) = c.flush(key, consumer) {
@@ -297,6 +298,9 @@ fn swap_plugin(
         }
     }
     let reply = c.replace_runner(request.runner);
+    if reply.is_ok() {
+        control.set_running(&c.runner);
+    }
     let _ = request.reply.send(reply);
 }
 

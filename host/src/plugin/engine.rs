@@ -50,6 +50,11 @@ impl std::fmt::Debug for LoadedPlugin {
     }
 }
 
+/// A component's identity: the hex sha256 of its bytes.
+pub fn digest_of(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
 /// The engine: one per process, shared by every runner.
 pub struct PluginEngine {
     engine: Engine,
@@ -130,7 +135,7 @@ impl PluginEngine {
 
     /// Compile (or fetch from the cache) and check a component's bytes.
     pub fn load_bytes(&self, name: &str, bytes: &[u8]) -> Result<Arc<LoadedPlugin>, PluginError> {
-        let digest = hex::encode(Sha256::digest(bytes));
+        let digest = digest_of(bytes);
         let component = self.compile(name, &digest, bytes)?;
         check_version(&self.engine, name, &digest, &component)?;
         let pre =

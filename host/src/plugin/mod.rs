@@ -18,7 +18,7 @@ mod limits;
 mod runner;
 mod sandbox;
 
-pub use engine::{ACCEPTED_VERSIONS, LoadedPlugin, PluginEngine};
+pub use engine::{ACCEPTED_VERSIONS, LoadedPlugin, PluginEngine, digest_of};
 pub use error::{CallFailure, PluginError};
 pub use limits::Limits;
 pub use runner::{Excluded, PluginRunner, Processed, Verdict};

@@ -97,9 +97,8 @@ pub async fn run_service(
             })
             .expect("ingest thread")
     };
-    // the digest ingest started with is the reference for swaps
-    while metrics.plugin_digest.lock().expect("metrics").is_empty() && !ingest_thread.is_finished()
-    {
+    // the version ingest started with is the reference for swaps
+    while control.running().is_none() && !ingest_thread.is_finished() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     if ingest_thread.is_finished() {
@@ -113,34 +112,11 @@ pub async fn run_service(
                 error: std::io::Error::other("ingest stopped at start"),
             }));
     }
-    let digest = metrics.plugin_digest.lock().expect("metrics").clone();
     let swapper = Arc::new(Swapper::new(
         &pipeline,
         control.clone(),
         orchestrator.as_ref().map(|o| o.job().clone()),
-        digest,
     )?);
-    {
-        let pipeline = pipeline.clone();
-        let engine = crate::plugin::PluginEngine::new(pipeline.config.plugin.limits.clone())?;
-        let handle = tokio::runtime::Handle::current();
-        let output = tokio::task::spawn_blocking(move || {
-            let plugin = crate::ingest::load_plugin(&pipeline, &engine, &handle).ok()?;
-            crate::plugin::PluginRunner::new(
-                engine,
-                plugin,
-                &pipeline.schema,
-                &pipeline.plugin_config(),
-            )
-            .ok()
-            .map(|r| r.output_schema().clone())
-        })
-        .await
-        .expect("plugin probe");
-        if let Some(output) = output {
-            swapper.set_output(output);
-        }
-    }
     let state = AppState {
         control: control.clone(),
         swapper: swapper.clone(),

@@ -10,11 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::batch::BatchJob;
 use crate::ingest::control::{IngestControl, SwapRequest};
-use crate::pipeline::{DeclaredSchema, Pipeline};
+use crate::pipeline::Pipeline;
 use crate::plugin::{PluginEngine, PluginRunner};
 
 /// What a reload came to.
@@ -50,7 +49,6 @@ pub struct Swapper {
     engine: Arc<PluginEngine>,
     control: Arc<IngestControl>,
     batch: Option<Arc<BatchJob>>,
-    current: Mutex<(String, Option<DeclaredSchema>)>,
     stamp: Mutex<Option<String>>,
     busy: tokio::sync::Mutex<()>,
 }
@@ -58,18 +56,17 @@ pub struct Swapper {
 impl std::fmt::Debug for Swapper {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Swapper")
-            .field("current", &self.current.lock().expect("current").0)
+            .field("running", &self.digest())
             .finish()
     }
 }
 
 impl Swapper {
-    /// A swapper for `pipeline`, whose ingest runs `digest`.
+    /// A swapper for `pipeline`; `control` says which version ingest runs.
     pub fn new(
         pipeline: &Pipeline,
         control: Arc<IngestControl>,
         batch: Option<Arc<BatchJob>>,
-        digest: String,
     ) -> Result<Self, crate::plugin::PluginError> {
         let engine = PluginEngine::new(pipeline.config.plugin.limits.clone())?;
         let swapper = Swapper {
@@ -77,16 +74,15 @@ impl Swapper {
             engine,
             control,
             batch,
-            current: Mutex::new((digest, None)),
             stamp: Mutex::new(None),
             busy: tokio::sync::Mutex::new(()),
         };
         Ok(swapper)
     }
 
-    /// The digest in use.
+    /// The digest ingest runs.
     pub fn digest(&self) -> String {
-        self.current.lock().expect("current").0.clone()
+        self.control.running().map(|r| r.digest).unwrap_or_default()
     }
 
     /// What changes when the plugin changes: a file's modification time and
@@ -153,7 +149,7 @@ impl Swapper {
             Ok(r) => r,
             Err(e) => return refuse(None, e.to_string()),
         };
-        let digest = hex::encode(Sha256::digest(&bytes));
+        let digest = crate::plugin::digest_of(&bytes);
         if digest == running {
             return ReloadOutcome::Unchanged { digest };
         }
@@ -179,7 +175,7 @@ impl Swapper {
             Err(reason) => return refuse(Some(digest), reason),
         };
         let output = runner.output_schema().clone();
-        let expected = self.current.lock().expect("current").1.clone();
+        let expected = self.control.running().map(|r| r.output);
         if let Some(expected) = expected
             && expected != output
             && !self.pipeline.config.plugin.allow_schema_change
@@ -199,7 +195,6 @@ impl Swapper {
             .unwrap_or_else(|_| Err("ingest did not reach a batch boundary within 120 s".into()));
         match reply {
             Ok(new) => {
-                *self.current.lock().expect("current") = (new.clone(), Some(output));
                 if let Some(batch) = &self.batch {
                     batch.set_plugin(plugin);
                 }
@@ -212,11 +207,5 @@ impl Swapper {
             }
             Err(reason) => refuse(Some(digest), reason),
         }
-    }
-
-    /// Remember the running version's output schema (the reference for
-    /// later versions).
-    pub fn set_output(&self, output: DeclaredSchema) {
-        self.current.lock().expect("current").1 = Some(output);
     }
 }
