@@ -126,7 +126,7 @@ pub async fn run_demo(
         "[3/4] orchestrator: commit log polled, every date aggregated into {}",
         warehouse.display()
     );
-    let orchestrator = Orchestrator::open(&p).await?;
+    let orchestrator = Orchestrator::open(&p, Arc::default()).await?;
     let mut runs = Vec::new();
     for date in orchestrator.poll().await? {
         let outcome = orchestrator.run_partition(&date, false).await?;

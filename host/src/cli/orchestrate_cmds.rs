@@ -94,7 +94,8 @@ async fn serve(pipeline: Pipeline) -> anyhow::Result<ExitCode> {
             stop.store(true, Ordering::Relaxed);
         });
     }
-    let Some(orchestrator) = Orchestrator::open_patiently(&pipeline, &stop).await? else {
+    let Some(orchestrator) = Orchestrator::open_patiently(&pipeline, Arc::default(), &stop).await?
+    else {
         return Ok(ExitCode::SUCCESS);
     };
     let listen = orchestrator.config().listen.clone();
@@ -137,7 +138,7 @@ async fn one_shot(pipeline: Pipeline, source: &str, json: bool) -> anyhow::Resul
         body = std::fs::read(source).with_context(|| format!("cannot read {source}"))?;
     }
     let objects = parse_notification(&body).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
-    let orchestrator = Orchestrator::open(&pipeline).await?;
+    let orchestrator = Orchestrator::open(&pipeline, Arc::default()).await?;
     let intake = orchestrator.intake(&objects).await;
     let mut outcomes = Vec::new();
     for date in &intake.dates {
@@ -226,7 +227,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 
 async fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
     let pipeline = args.pipeline.load()?;
-    let orchestrator = Orchestrator::open(&pipeline).await?;
+    let orchestrator = Orchestrator::open(&pipeline, Arc::default()).await?;
     let dates: Vec<String> = match args.date {
         Some(d) => vec![d.to_string()],
         None => orchestrator

@@ -19,6 +19,8 @@ use crate::aggregate::Selection;
 use crate::batch::{BatchError, BatchJob, BatchOptions};
 use crate::lake::CommitRecord;
 use crate::pipeline::Pipeline;
+use crate::serve::metrics::Metrics;
+use std::sync::atomic::Ordering;
 
 /// Why the orchestrator cannot start or go on.
 #[derive(Debug, thiserror::Error)]
@@ -86,8 +88,8 @@ pub struct Orchestrator {
     owner: String,
     location: LakeLocation,
     debouncer: Mutex<Debouncer>,
-    /// runs and failures so far, for metrics.
-    pub counters: Mutex<BTreeMap<&'static str, u64>>,
+    /// where runs and failures are counted.
+    metrics: Arc<Metrics>,
     /// consecutive runs per date that could not start (store unreachable).
     errors: Mutex<BTreeMap<String, u32>>,
 }
@@ -126,7 +128,10 @@ pub async fn open_store(
 
 impl Orchestrator {
     /// Open everything the pipeline's orchestrator needs.
-    pub async fn open(pipeline: &Pipeline) -> Result<Arc<Self>, OrchestrateError> {
+    pub async fn open(
+        pipeline: &Pipeline,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, OrchestrateError> {
         let file = pipeline.file.display().to_string();
         let checkpoints =
             pipeline
@@ -164,7 +169,7 @@ impl Orchestrator {
             store,
             notifier,
             owner,
-            counters: Mutex::default(),
+            metrics,
             errors: Mutex::default(),
         }))
     }
@@ -175,11 +180,12 @@ impl Orchestrator {
     /// `stop` was set while waiting.
     pub async fn open_patiently(
         pipeline: &Pipeline,
+        metrics: Arc<Metrics>,
         stop: &std::sync::atomic::AtomicBool,
     ) -> Result<Option<Arc<Self>>, OrchestrateError> {
         let mut delay = Duration::from_secs(1);
         loop {
-            match Self::open(pipeline).await {
+            match Self::open(pipeline, metrics.clone()).await {
                 Ok(o) => return Ok(Some(o)),
                 Err(OrchestrateError::Checkpoint(e)) => {
                     tracing::error!(error = %e, retry_in_s = delay.as_secs(), "checkpoint store unreachable; retrying");
@@ -215,15 +221,6 @@ impl Orchestrator {
     /// The pipeline's name.
     pub fn name(&self) -> &str {
         &self.pipeline.config.name
-    }
-
-    fn count(&self, what: &'static str) {
-        *self
-            .counters
-            .lock()
-            .expect("counters")
-            .entry(what)
-            .or_default() += 1;
     }
 
     /// Classify object events and queue the dates they touch (debounced).
@@ -392,7 +389,9 @@ impl Orchestrator {
         };
         let mut last_error = String::new();
         for attempt in 1..=self.config.max_attempts.max(1) {
-            self.count("runs");
+            self.metrics
+                .orchestrator_runs
+                .fetch_add(1, Ordering::Relaxed);
             let run = self.job.run_on(
                 &records,
                 &options,
@@ -437,7 +436,6 @@ impl Orchestrator {
                 }
                 Err(e) => last_error = e.to_string(),
             }
-            self.count("failed_attempts");
             tracing::warn!(partition = date, attempt, max = self.config.max_attempts, error = %last_error, "run failed");
             if attempt < self.config.max_attempts {
                 tokio::time::sleep(self.backoff(attempt)).await;
@@ -457,7 +455,9 @@ impl Orchestrator {
                 c.failed_position = Some(position.clone());
             })
             .await?;
-        self.count("failures");
+        self.metrics
+            .orchestrator_failures
+            .fetch_add(1, Ordering::Relaxed);
         self.notifier
             .notify(&FailureNotice {
                 pipeline: self.name().into(),

@@ -53,7 +53,6 @@ pub enum ServeError {
 struct AppState {
     control: Arc<IngestControl>,
     swapper: Arc<Swapper>,
-    orchestrator: Option<Arc<Orchestrator>>,
 }
 
 /// Run everything until `stop` is set; `hup` reloads the plugin. Prints
@@ -67,7 +66,7 @@ pub async fn run_service(
     let metrics = Arc::new(Metrics::default());
     let control = Arc::new(IngestControl::new(metrics.clone()));
     let orchestrator = if pipeline.config.checkpoints.is_some() {
-        match Orchestrator::open_patiently(&pipeline, &stop).await? {
+        match Orchestrator::open_patiently(&pipeline, metrics.clone(), &stop).await? {
             Some(o) => Some(o),
             None => return Ok(IngestSummary::default()),
         }
@@ -120,7 +119,6 @@ pub async fn run_service(
     let state = AppState {
         control: control.clone(),
         swapper: swapper.clone(),
-        orchestrator: orchestrator.clone(),
     };
     let mut app = Router::new()
         .route("/healthz", get(healthz))
@@ -197,21 +195,9 @@ async fn healthz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
-    let m = &state.control.metrics;
-    if let Some(o) = &state.orchestrator {
-        let counters = o.counters.lock().expect("counters").clone();
-        m.orchestrator_runs.store(
-            counters.get("runs").copied().unwrap_or(0),
-            Ordering::Relaxed,
-        );
-        m.orchestrator_failures.store(
-            counters.get("failures").copied().unwrap_or(0),
-            Ordering::Relaxed,
-        );
-    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        m.render(),
+        state.control.metrics.render(),
     )
         .into_response()
 }
