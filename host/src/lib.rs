@@ -28,5 +28,16 @@ pub mod plugin;
 pub mod serve;
 pub mod warehouse;
 
+/// Count one more `key` in a per-reason tally, allocating the key only the
+/// first time it is seen (reasons repeat for every event they apply to).
+pub(crate) fn tally(counts: &mut std::collections::BTreeMap<String, u64>, key: &str) {
+    match counts.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            counts.insert(key.to_string(), 1);
+        }
+    }
+}
+
 /// The weir version, recorded in every file it writes.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -131,8 +131,8 @@ pub struct Aggregator {
     spec: Resolved,
     converter: RowConverter,
     seen: HashSet<Box<str>, RandomState>,
+    /// group key (Arrow row format) → index into `groups`.
     index: HashMap<Box<[u8]>, usize, RandomState>,
-    keys: Vec<Box<[u8]>>,
     groups: Vec<Group>,
     counts: KernelCounts,
 }
@@ -155,7 +155,6 @@ impl Aggregator {
             converter,
             seen: HashSet::default(),
             index: HashMap::default(),
-            keys: Vec::new(),
             groups: Vec::new(),
             counts: KernelCounts::default(),
         })
@@ -222,10 +221,8 @@ impl Aggregator {
             let g = match self.index.get(key.as_ref()) {
                 Some(&g) => g,
                 None => {
-                    let boxed: Box<[u8]> = key.as_ref().into();
                     let g = self.groups.len();
-                    self.index.insert(boxed.clone(), g);
-                    self.keys.push(boxed);
+                    self.index.insert(key.as_ref().into(), g);
                     self.groups.push(Group {
                         events: 0,
                         values: vec![Vec::new(); n_metrics],
@@ -251,10 +248,12 @@ impl Aggregator {
 
     /// The aggregated rows, ordered by the group-by columns.
     pub fn finish(mut self) -> Result<RecordBatch, String> {
-        let mut order: Vec<usize> = (0..self.groups.len()).collect();
-        order.sort_by(|&a, &b| self.keys[a].cmp(&self.keys[b]));
+        // the row format sorts like the group-by values
+        let mut keyed: Vec<(&[u8], usize)> = self.index.iter().map(|(k, &g)| (&**k, g)).collect();
+        keyed.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let order: Vec<usize> = keyed.iter().map(|&(_, g)| g).collect();
         let parser = self.converter.parser();
-        let key_rows: Vec<_> = order.iter().map(|&g| parser.parse(&self.keys[g])).collect();
+        let key_rows: Vec<_> = keyed.iter().map(|&(k, _)| parser.parse(k)).collect();
         let mut columns: Vec<ArrayRef> = self
             .converter
             .convert_rows(key_rows)

@@ -253,7 +253,7 @@ fn aggregate_one(
                             Verdict::Drop => &mut report.dropped,
                             Verdict::Reject => &mut report.rejected,
                         };
-                        *bucket.entry(e.reason.to_string()).or_default() += 1;
+                        crate::tally(bucket, &e.reason);
                     }
                     aggregator.push(&processed.batch).map_err(&schema_error)?;
                 }

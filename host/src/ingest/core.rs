@@ -179,15 +179,15 @@ impl Core {
         let processed = self.runner.process(&batch);
         if let Some(m) = &self.metrics {
             m.plugin_batch_seconds.observe(started.elapsed());
+            let drops = processed
+                .excluded
+                .iter()
+                .filter(|e| e.verdict == Verdict::Drop);
+            m.dropped(drops.map(|e| &*e.reason));
         }
         for e in processed.excluded {
             match e.verdict {
-                Verdict::Drop => {
-                    buffer.dropped += 1;
-                    if let Some(m) = &self.metrics {
-                        m.dropped(&e.reason);
-                    }
-                }
+                Verdict::Drop => buffer.dropped += 1,
                 Verdict::Reject => {
                     let (offset, kafka_timestamp, payload) = buffer.decoded_raw.get(e.row);
                     buffer.dead.push(DeadLetter {

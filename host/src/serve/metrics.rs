@@ -114,14 +114,12 @@ fn escape(label: &str) -> String {
 }
 
 impl Metrics {
-    /// A dropped event seen by the plugin.
-    pub fn dropped(&self, reason: &str) {
-        *self
-            .dropped_by_reason
-            .lock()
-            .expect("metrics")
-            .entry(reason.to_string())
-            .or_default() += 1;
+    /// Events of one plugin call dropped, by reason (one lock per batch).
+    pub fn dropped<'a>(&self, reasons: impl IntoIterator<Item = &'a str>) {
+        let mut counts = self.dropped_by_reason.lock().expect("metrics");
+        for reason in reasons {
+            crate::tally(&mut counts, reason);
+        }
     }
 
     /// The text exposition.
@@ -260,7 +258,7 @@ mod tests {
     fn renders_counters_labels_and_histograms() {
         let m = Metrics::default();
         m.events_read.fetch_add(3, Ordering::Relaxed);
-        m.dropped("bot \"x\"");
+        m.dropped(["bot \"x\""]);
         m.flush_seconds.observe(Duration::from_millis(30));
         *m.plugin_digest.lock().unwrap() = "abc".into();
         let text = m.render();
