@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 
 use arrow::array::{Array, AsArray};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::support::*;
 
@@ -171,54 +170,30 @@ type Kept = Vec<(String, String, String, Option<f64>, Option<f64>)>;
 
 fn read_kept(pipeline: &std::path::Path) -> Kept {
     let p = weir::pipeline::Pipeline::load(pipeline, &[]).unwrap();
-    let lake = weir::lake::Lake::open(&p.config.lake).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let mut kept = Vec::new();
-    for record in rt.block_on(lake.commits()).unwrap() {
-        for file in record
-            .files
-            .iter()
-            .filter(|f| f.kind == weir::lake::FileKind::Data)
-        {
-            let bytes = rt.block_on(async {
-                lake.store()
-                    .get(&lake.key(&file.path))
-                    .await
-                    .unwrap()
-                    .bytes()
-                    .await
-                    .unwrap()
-            });
-            for batch in ParquetRecordBatchReaderBuilder::try_new(bytes)
-                .unwrap()
-                .build()
-                .unwrap()
-            {
-                let batch = batch.unwrap();
-                let col = |n: &str| batch.column(batch.schema().index_of(n).unwrap()).clone();
-                let (ids, dates, urls, tti, ttar) = (
-                    col("event_id"),
-                    col("event_date"),
-                    col("page_url"),
-                    col("tti_ms"),
-                    col("ttar_ms"),
-                );
-                let dates = dates.as_primitive::<arrow::datatypes::Date32Type>();
-                let tti = tti.as_primitive::<arrow::datatypes::Float64Type>();
-                let ttar = ttar.as_primitive::<arrow::datatypes::Float64Type>();
-                for r in 0..batch.num_rows() {
-                    kept.push((
-                        ids.as_string::<i32>().value(r).to_string(),
-                        dates.value_as_date(r).unwrap().to_string(),
-                        urls.as_string::<i32>().value(r).to_string(),
-                        tti.is_valid(r).then(|| tti.value(r)),
-                        ttar.is_valid(r).then(|| ttar.value(r)),
-                    ));
-                }
-            }
+    for (file, batch) in committed_batches(&p).1 {
+        if file.kind != weir::lake::FileKind::Data {
+            continue;
+        }
+        let col = |n: &str| batch.column(batch.schema().index_of(n).unwrap()).clone();
+        let (ids, dates, urls, tti, ttar) = (
+            col("event_id"),
+            col("event_date"),
+            col("page_url"),
+            col("tti_ms"),
+            col("ttar_ms"),
+        );
+        let dates = dates.as_primitive::<arrow::datatypes::Date32Type>();
+        let tti = tti.as_primitive::<arrow::datatypes::Float64Type>();
+        let ttar = ttar.as_primitive::<arrow::datatypes::Float64Type>();
+        for r in 0..batch.num_rows() {
+            kept.push((
+                ids.as_string::<i32>().value(r).to_string(),
+                dates.value_as_date(r).unwrap().to_string(),
+                urls.as_string::<i32>().value(r).to_string(),
+                tti.is_valid(r).then(|| tti.value(r)),
+                ttar.is_valid(r).then(|| ttar.value(r)),
+            ));
         }
     }
     kept

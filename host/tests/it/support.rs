@@ -151,9 +151,14 @@ pub fn read_lake(pipeline: &std::path::Path) -> LakeContents {
     read_lake_of(&weir::pipeline::Pipeline::load(pipeline, &[]).unwrap())
 }
 
-/// Read every committed file of a loaded pipeline's lake.
-pub fn read_lake_of(p: &weir::pipeline::Pipeline) -> LakeContents {
-    use arrow::array::AsArray;
+/// How many commit records a lake has, and every committed file's record
+/// batches, read through the commit log with the parquet crate.
+pub fn committed_batches(
+    p: &weir::pipeline::Pipeline,
+) -> (
+    usize,
+    Vec<(weir::lake::CommittedFile, arrow::record_batch::RecordBatch)>,
+) {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let lake = weir::lake::Lake::open(&p.config.lake).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -161,54 +166,62 @@ pub fn read_lake_of(p: &weir::pipeline::Pipeline) -> LakeContents {
         .build()
         .unwrap();
     let commits = rt.block_on(lake.commits()).unwrap();
-    let mut contents = LakeContents {
-        commits: commits.len(),
-        ..LakeContents::default()
-    };
+    let mut out = Vec::new();
     for file in commits.iter().flat_map(|c| &c.files) {
         let key = lake.key(&file.path);
         let bytes =
             rt.block_on(async { lake.store().get(&key).await.unwrap().bytes().await.unwrap() });
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        for batch in ParquetRecordBatchReaderBuilder::try_new(bytes)
             .unwrap()
             .build()
-            .unwrap();
-        for batch in reader {
-            let batch = batch.unwrap();
-            let col = |name: &str| batch.column(batch.schema().index_of(name).unwrap()).clone();
-            match file.kind {
-                weir::lake::FileKind::Data => {
-                    let (ids, urls) = (col("event_id"), col("page_url"));
-                    let (ids, urls) = (ids.as_string::<i32>(), urls.as_string::<i32>());
-                    for r in 0..batch.num_rows() {
-                        let dir = file
-                            .path
-                            .split('/')
-                            .nth(1)
-                            .unwrap()
-                            .trim_start_matches("event_date=")
-                            .to_string();
-                        contents.kept.push((
-                            ids.value(r).to_string(),
-                            dir,
-                            urls.value(r).to_string(),
-                        ));
-                    }
+            .unwrap()
+        {
+            out.push((file.clone(), batch.unwrap()));
+        }
+    }
+    (commits.len(), out)
+}
+
+/// Read every committed file of a loaded pipeline's lake.
+pub fn read_lake_of(p: &weir::pipeline::Pipeline) -> LakeContents {
+    use arrow::array::AsArray;
+    let (commits, batches) = committed_batches(p);
+    let mut contents = LakeContents {
+        commits,
+        ..LakeContents::default()
+    };
+    for (file, batch) in batches {
+        let col = |name: &str| batch.column(batch.schema().index_of(name).unwrap()).clone();
+        match file.kind {
+            weir::lake::FileKind::Data => {
+                let (ids, urls) = (col("event_id"), col("page_url"));
+                let (ids, urls) = (ids.as_string::<i32>(), urls.as_string::<i32>());
+                for r in 0..batch.num_rows() {
+                    let dir = file
+                        .path
+                        .split('/')
+                        .nth(1)
+                        .unwrap()
+                        .trim_start_matches("event_date=")
+                        .to_string();
+                    contents
+                        .kept
+                        .push((ids.value(r).to_string(), dir, urls.value(r).to_string()));
                 }
-                weir::lake::FileKind::DeadLetters => {
-                    let (payload, stage, reason) = (col("payload"), col("stage"), col("reason"));
-                    let (payload, stage, reason) = (
-                        payload.as_binary::<i32>(),
-                        stage.as_string::<i32>(),
-                        reason.as_string::<i32>(),
-                    );
-                    for r in 0..batch.num_rows() {
-                        contents.dead.push((
-                            String::from_utf8_lossy(payload.value(r)).into_owned(),
-                            stage.value(r).to_string(),
-                            reason.value(r).to_string(),
-                        ));
-                    }
+            }
+            weir::lake::FileKind::DeadLetters => {
+                let (payload, stage, reason) = (col("payload"), col("stage"), col("reason"));
+                let (payload, stage, reason) = (
+                    payload.as_binary::<i32>(),
+                    stage.as_string::<i32>(),
+                    reason.as_string::<i32>(),
+                );
+                for r in 0..batch.num_rows() {
+                    contents.dead.push((
+                        String::from_utf8_lossy(payload.value(r)).into_owned(),
+                        stage.value(r).to_string(),
+                        reason.value(r).to_string(),
+                    ));
                 }
             }
         }
