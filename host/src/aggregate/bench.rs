@@ -223,11 +223,7 @@ fn build_lake(
             file: "bench".into(),
             message: e.to_string(),
         })?;
-        let path = format!(
-            "data/{}={date}/bench-p{partition}-o{chain:020}-{last:020}-{}.parquet",
-            p.config.lake.partition_by,
-            &plugin.digest[..8]
-        );
+        let path = meta.data_path(&p.config.lake.partition_by, date);
         let file = CommittedFile {
             path: path.clone(),
             kind: FileKind::Data,

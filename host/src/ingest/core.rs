@@ -336,10 +336,6 @@ impl Core {
             first_offset: first,
             last_offset: buffer.last_offset,
         };
-        let stem = format!(
-            "{}-p{}-o{:020}-{:020}",
-            buffer.topic, buffer.partition, first, buffer.last_offset
-        );
         let mut by_value: std::collections::BTreeMap<String, Vec<RecordBatch>> = Default::default();
         for batch in &buffer.kept {
             for (value, part) in split_by_partition(batch, self.partition_column) {
@@ -351,11 +347,7 @@ impl Core {
             let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
             let bytes = encode_parquet(&batches, &lake.compression, lake.row_group_rows, &meta)
                 .expect("encoding in memory");
-            let path = format!(
-                "data/{}={value}/{stem}-{}.parquet",
-                lake.partition_by,
-                &meta.plugin_digest[..8]
-            );
+            let path = meta.data_path(&lake.partition_by, &value);
             files.push((
                 CommittedFile {
                     path,
@@ -369,16 +361,9 @@ impl Core {
         }
         if !buffer.dead.is_empty() {
             let batch = dead_letters_batch(&buffer.dead);
-            let dl_meta = FileMetadata {
-                plugin_digest: meta.plugin_digest.clone(),
-                ..meta
-            };
-            let bytes = encode_parquet(&[batch], &lake.compression, lake.row_group_rows, &dl_meta)
+            let bytes = encode_parquet(&[batch], &lake.compression, lake.row_group_rows, &meta)
                 .expect("encoding in memory");
-            let path = format!(
-                "_dead_letters/topic={}/partition={}/{stem}.parquet",
-                buffer.topic, buffer.partition
-            );
+            let path = meta.dead_letter_path();
             files.push((
                 CommittedFile {
                     path,

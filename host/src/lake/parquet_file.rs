@@ -24,6 +24,37 @@ pub struct FileMetadata {
     pub last_offset: i64,
 }
 
+impl FileMetadata {
+    /// `<topic>-p<partition>-o<first>-<last>`, the stem of a flush's files.
+    fn stem(&self) -> String {
+        format!(
+            "{}-p{}-o{:020}-{:020}",
+            self.topic, self.partition, self.first_offset, self.last_offset
+        )
+    }
+
+    /// Where a flush's data file for one partition value goes:
+    /// `data/<column>=<value>/<stem>-<digest8>.parquet`.
+    pub fn data_path(&self, partition_by: &str, value: &str) -> String {
+        format!(
+            "data/{partition_by}={value}/{}-{}.parquet",
+            self.stem(),
+            &self.plugin_digest[..8]
+        )
+    }
+
+    /// Where a flush's dead letters go:
+    /// `_dead_letters/topic=<topic>/partition=<p>/<stem>.parquet`.
+    pub fn dead_letter_path(&self) -> String {
+        format!(
+            "_dead_letters/topic={}/partition={}/{}.parquet",
+            self.topic,
+            self.partition,
+            self.stem()
+        )
+    }
+}
+
 /// Encode `batches` (one schema) as a Parquet file.
 pub fn encode_parquet(
     batches: &[RecordBatch],
