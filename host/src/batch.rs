@@ -152,12 +152,7 @@ impl BatchJob {
             .clone()
             .ok_or_else(|| config_error("no [warehouse] section: nowhere to load".into()))?;
         let lake = Lake::open(&pipeline.config.lake)?;
-        let base = pipeline
-            .file
-            .parent()
-            .unwrap_or(std::path::Path::new("."))
-            .to_path_buf();
-        let warehouse = Warehouse::open(&warehouse_config, &pipeline.config.lake, &base)?;
+        let warehouse = Warehouse::open(&warehouse_config, &pipeline.config.lake)?;
         let engine = PluginEngine::new(pipeline.config.plugin.limits.clone())?;
         let loaded = load_plugin(pipeline, &engine).await?;
         let config = pipeline.plugin_config();

@@ -156,12 +156,7 @@ pub fn run_warehouse(command: WarehouseCommand) -> anyhow::Result<ExitCode> {
         .warehouse
         .clone()
         .with_context(|| format!("{}: no [warehouse] section", pipeline.file.display()))?;
-    let base = pipeline
-        .file
-        .parent()
-        .unwrap_or(std::path::Path::new("."))
-        .to_path_buf();
-    let warehouse = Warehouse::open(&config, &pipeline.config.lake, &base)?;
+    let warehouse = Warehouse::open(&config, &pipeline.config.lake)?;
     let rt = runtime()?;
     let events_column = pipeline
         .config

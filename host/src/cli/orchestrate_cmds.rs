@@ -182,12 +182,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         .checkpoints
         .clone()
         .with_context(|| format!("{}: no [checkpoints] section", pipeline.file.display()))?;
-    let base = pipeline
-        .file
-        .parent()
-        .unwrap_or(std::path::Path::new("."))
-        .to_path_buf();
-    let store = weir::orchestrate::open_store(&checkpoints, &base).await?;
+    let store = weir::orchestrate::open_store(&checkpoints).await?;
     let all = store.list(&pipeline.config.name).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&all)?);

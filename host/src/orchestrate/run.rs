@@ -103,25 +103,15 @@ impl std::fmt::Debug for Orchestrator {
 }
 
 /// Open the checkpoint store a `[checkpoints]` section names.
-pub async fn open_store(
-    config: &CheckpointsConfig,
-    base: &std::path::Path,
-) -> Result<CheckpointStore, CheckpointError> {
+pub async fn open_store(config: &CheckpointsConfig) -> Result<CheckpointStore, CheckpointError> {
     match config.url.strip_prefix("dynamodb://") {
         Some(table) if !table.is_empty() => Ok(CheckpointStore::Dynamo(
             DynamoStore::open(table, &config.aws.settings()).await?,
         )),
         Some(_) => Err(CheckpointError::Url(config.url.clone())),
         None => {
-            let path =
-                std::path::PathBuf::from(config.url.strip_prefix("file://").unwrap_or(&config.url));
-            Ok(CheckpointStore::File(FileStore::new(
-                if path.is_absolute() {
-                    path
-                } else {
-                    base.join(path)
-                },
-            )))
+            let path = config.url.strip_prefix("file://").unwrap_or(&config.url);
+            Ok(CheckpointStore::File(FileStore::new(path.into())))
         }
     }
 }
@@ -144,12 +134,7 @@ impl Orchestrator {
                 })?;
         let config = pipeline.config.orchestrator.clone().unwrap_or_default();
         let job = Arc::new(BatchJob::open(pipeline).await?);
-        let base = pipeline
-            .file
-            .parent()
-            .unwrap_or(std::path::Path::new("."))
-            .to_path_buf();
-        let store = open_store(&checkpoints, &base).await?;
+        let store = open_store(&checkpoints).await?;
         let notifier = Notifier::new(
             config.notify.lambda_function.as_deref(),
             &config.notify.aws.settings(),

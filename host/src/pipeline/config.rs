@@ -396,11 +396,28 @@ impl Pipeline {
             }
         }
         let mut config = config;
-        let url = &config.lake.url;
-        if !url.contains("://") && !Path::new(url).is_absolute() {
-            // a relative lake directory is relative to the pipeline file, like the plugin path
-            let base = file.parent().unwrap_or(Path::new("."));
-            config.lake.url = base.join(url).display().to_string();
+        // relative local paths (lake directory, SQLite file, checkpoint
+        // directory) are relative to the pipeline file, like the plugin path
+        let base = file.parent().unwrap_or(Path::new("."));
+        let resolve = |path: &str| -> String {
+            if Path::new(path).is_absolute() {
+                path.to_string()
+            } else {
+                base.join(path).display().to_string()
+            }
+        };
+        if !config.lake.url.contains("://") {
+            config.lake.url = resolve(&config.lake.url);
+        }
+        if let Some(w) = config.warehouse.as_mut()
+            && let Some(path) = w.url.strip_prefix("sqlite://")
+        {
+            w.url = format!("sqlite://{}", resolve(path));
+        }
+        if let Some(c) = config.checkpoints.as_mut()
+            && !c.url.contains("://")
+        {
+            c.url = resolve(&c.url);
         }
         Ok(Pipeline {
             file: file.to_path_buf(),
@@ -525,6 +542,14 @@ url = "/tmp/lake"
         let sets = ["lake.url=../lake".to_string()];
         let p = Pipeline::parse(Path::new("/etc/weir/pipe.toml"), MINIMAL, &[], &sets).unwrap();
         assert_eq!(p.config.lake.url, "/etc/weir/../lake");
+        let sets = [
+            "warehouse.url=sqlite://wh.db".to_string(),
+            "warehouse.table=t".to_string(),
+            "checkpoints.url=ckpt".to_string(),
+        ];
+        let p = Pipeline::parse(Path::new("/etc/weir/pipe.toml"), MINIMAL, &[], &sets).unwrap();
+        assert_eq!(p.config.warehouse.unwrap().url, "sqlite:///etc/weir/wh.db");
+        assert_eq!(p.config.checkpoints.unwrap().url, "/etc/weir/ckpt");
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub mod postgres;
 pub mod sqlite;
 pub mod table;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use config::{CopyConfig, LoadMethod, WarehouseConfig};
@@ -100,13 +100,9 @@ enum Backend {
 }
 
 impl Warehouse {
-    /// Open the warehouse `config` names; relative SQLite paths are relative
-    /// to `base` (the pipeline file's directory). Connects lazily.
-    pub fn open(
-        config: &WarehouseConfig,
-        lake: &LakeConfig,
-        base: &Path,
-    ) -> Result<Self, WarehouseError> {
+    /// Open the warehouse `config` names (relative SQLite paths were
+    /// resolved against the pipeline file when it was loaded). Connects lazily.
+    pub fn open(config: &WarehouseConfig, lake: &LakeConfig) -> Result<Self, WarehouseError> {
         let timeout = Duration::from_secs(config.connect_timeout_secs.max(1));
         let url = config.url.as_str();
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -114,13 +110,7 @@ impl Warehouse {
         } else if url.starts_with("redshift://") {
             Backend::Pg(Box::new(PgWarehouse::new(url, Flavor::Redshift, timeout)?))
         } else if let Some(path) = url.strip_prefix("sqlite://") {
-            let path = PathBuf::from(path);
-            let path = if path.is_absolute() {
-                path
-            } else {
-                base.join(path)
-            };
-            Backend::Sqlite(SqliteWarehouse::new(path, timeout))
+            Backend::Sqlite(SqliteWarehouse::new(PathBuf::from(path), timeout))
         } else {
             return Err(WarehouseError::Config(format!(
                 "warehouse.url `{url}`: expected postgres://, redshift:// or sqlite://"
