@@ -37,6 +37,9 @@ pub enum BatchError {
     /// The warehouse refused or failed the load.
     #[error(transparent)]
     Warehouse(#[from] WarehouseError),
+    /// An aggregation worker panicked (a bug); the run failed and nothing was loaded.
+    #[error("aggregation worker failed: {0}")]
+    Worker(String),
 }
 
 /// How the batch job runs.
@@ -210,10 +213,18 @@ impl BatchJob {
         self.plugin.lock().expect("batch plugin").clone()
     }
 
+    /// The engine the batch path instantiates plugins with.
+    pub fn engine(&self) -> Arc<PluginEngine> {
+        self.current_plugin().engine
+    }
+
     /// Run later batches with another plugin version (after a hot swap);
-    /// runs in progress keep theirs.
-    pub fn set_plugin(&self, plugin: Arc<crate::plugin::LoadedPlugin>) {
-        self.plugin.lock().expect("batch plugin").plugin = plugin;
+    /// runs in progress keep theirs. A component is bound to the engine
+    /// that compiled it, so the two travel together.
+    pub fn set_plugin(&self, engine: Arc<PluginEngine>, plugin: Arc<crate::plugin::LoadedPlugin>) {
+        let mut current = self.plugin.lock().expect("batch plugin");
+        current.engine = engine;
+        current.plugin = plugin;
     }
 
     /// Plan, aggregate and load. Partitions that fail are reported and
@@ -256,7 +267,7 @@ impl BatchJob {
             )
         })
         .await
-        .expect("aggregation workers");
+        .map_err(|e| BatchError::Worker(e.to_string()))?;
         let load_id = format!(
             "{}-{}",
             chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),

@@ -68,7 +68,11 @@ impl Swapper {
         control: Arc<IngestControl>,
         batch: Option<Arc<BatchJob>>,
     ) -> Result<Self, crate::plugin::PluginError> {
-        let engine = PluginEngine::new(pipeline.config.plugin.limits.clone())?;
+        // one engine with the batch path: a component only runs on the engine that compiled it
+        let engine = match &batch {
+            Some(b) => b.engine(),
+            None => PluginEngine::new(pipeline.config.plugin.limits.clone())?,
+        };
         let swapper = Swapper {
             pipeline: pipeline.clone(),
             engine,
@@ -196,7 +200,7 @@ impl Swapper {
         match reply {
             Ok(new) => {
                 if let Some(batch) = &self.batch {
-                    batch.set_plugin(plugin);
+                    batch.set_plugin(self.engine.clone(), plugin);
                 }
                 self.control
                     .metrics

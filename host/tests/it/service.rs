@@ -154,6 +154,17 @@ fn hot_swap_under_load_switches_at_a_batch_boundary_and_refuses_broken_versions(
     wait_until("commits after the refusal", 60, || {
         lake_commits(&rig.pipeline).len() >= before + 2
     });
+    // the batch path inside the service switched too: its loads record the new digest
+    let conn = rusqlite::Connection::open(scratch.path().join("wh.db")).unwrap();
+    wait_until("an aggregation run by the new version", 120, || {
+        conn.query_row(
+            "SELECT count(*) FROM weir_load_audit WHERE plugin_digest = ?1",
+            [&new],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap_or(0)
+            >= 1
+    });
 
     stop.store(true, Ordering::Relaxed);
     let sent = producer.join().unwrap();
