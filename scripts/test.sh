@@ -2,11 +2,12 @@
 # weir's test command (the README's, and what .ci/run calls).
 #
 # Brings up what the tests need, idempotently: the wasm32-wasip2 target, the
-# plugin components, PostgreSQL on 127.0.0.1:5432 (installed from Debian's
-# packages and started when it is not running), moto server
-# (S3/DynamoDB/Lambda stand-in, in a venv under ~/.cache/weir-tools) on
-# 127.0.0.1. Then checks formatting, lints and
-# runs every test. Stops what it started.
+# plugin components, the embedded broker's binary (tansu) and the Python
+# test tools (scripts/tools.sh, under ~/.cache/weir-tools), PostgreSQL on
+# 127.0.0.1:5432 (installed from Debian's packages and started when it is
+# not running), moto server (S3/DynamoDB/Lambda stand-in) on 127.0.0.1. Then
+# checks formatting, lints and runs every test. Stops what it started (each
+# test starts and stops its own embedded broker).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,11 +47,12 @@ fi
 pg_isready -h 127.0.0.1 -p 5432
 export WEIR_TEST_POSTGRES="${WEIR_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432/postgres}"
 
+step "tools: tansu (embedded broker), Python venv (moto, confluent-kafka, pyarrow)"
+bash scripts/tools.sh tansu python
+export WEIR_TANSU="$TOOLS/tansu/bin/tansu"
+export WEIR_TEST_PYTHON="$TOOLS/venv/bin/python"
+
 step "moto server (S3, DynamoDB, Lambda)"
-if [ ! -x "$TOOLS/venv/bin/moto_server" ]; then
-    python3 -m venv "$TOOLS/venv"
-    "$TOOLS/venv/bin/pip" install --quiet 'moto[server]'
-fi
 MOTO_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 "$TOOLS/venv/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$TOOLS/moto.log" 2>&1 &
 MOTO_PID=$!

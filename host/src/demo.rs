@@ -9,8 +9,8 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::generate::GeneratorOptions;
+use crate::ingest::broker::EmbeddedBroker;
 use crate::ingest::produce::generate;
-use crate::ingest::source::EmbeddedKafka;
 use crate::ingest::{IngestError, IngestOptions, IngestSummary, ingest};
 use crate::orchestrate::{OrchestrateError, Orchestrator, RunOutcome};
 use crate::pipeline::Pipeline;
@@ -83,10 +83,9 @@ pub async fn run_demo(
     });
 
     let topics = p.config.source.topics();
-    // librdkafka's mock cluster keeps about 5 MiB per partition: spread the events out
-    let partitions =
-        (events * 450 / (2 << 20) + 1).max(p.config.source.embedded_partitions as u64) as i32;
-    let kafka = EmbeddedKafka::start(&topics, partitions).map_err(|e| setup(&e))?;
+    let kafka = EmbeddedBroker::start(&topics, p.config.source.embedded_partitions)
+        .await
+        .map_err(|e| setup(&e))?;
     p.config.source.brokers = kafka.bootstrap_servers();
     eprintln!(
         "[1/4] embedded Kafka on {}: sending {events} synthetic web-vitals events (about 3% broken)",

@@ -170,7 +170,7 @@ fn bad_event(r: &mut Rng, id: &str, ts: i64, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::JsonDecoder;
+    use crate::decode::JsonDecoder;
     use crate::pipeline::DeclaredSchema;
 
     #[test]

@@ -5,6 +5,7 @@
 //! into a warehouse. One folder per stage:
 //!
 //! - [`pipeline`]: the pipeline definition file and the declared event schema;
+//! - [`decode`]: JSON events into Arrow by the declared schema;
 //! - [`plugin`]: the wasmtime engine, the `weir:preprocess` bindings, limits,
 //!   poison-event isolation;
 //! - [`ingest`]: Kafka consumption, decoding, batching, the commit protocol;
@@ -18,6 +19,7 @@
 
 pub mod aggregate;
 pub mod batch;
+pub mod decode;
 pub mod demo;
 pub mod generate;
 pub mod ingest;

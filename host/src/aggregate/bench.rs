@@ -10,8 +10,8 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::batch::{BatchError, BatchJob, BatchOptions};
+use crate::decode::JsonDecoder;
 use crate::generate::{Generator, GeneratorOptions};
-use crate::ingest::JsonDecoder;
 use crate::ingest::bench::{reset_peak, rss_mib};
 use crate::lake::{
     CommitRecord, CommittedFile, FileKind, FileMetadata, Lake, encode_parquet, split_by_partition,

@@ -45,6 +45,8 @@ enum Command {
     Validate(pipeline_cmds::PipelineArgs),
     /// Run the streaming path: Kafka → plugin → lake, until SIGINT/SIGTERM (or --drain).
     Ingest(pipeline_cmds::IngestArgs),
+    /// Run the embedded Kafka broker alone (tansu, in memory) with the pipeline's topics; prints its address.
+    Broker(pipeline_cmds::BrokerArgs),
     /// Send JSON lines to the pipeline's topic.
     Produce(pipeline_cmds::ProduceArgs),
     /// Send synthetic web-vitals events (some deliberately broken).
@@ -70,7 +72,7 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
-    /// Kafka (mock) → decode → plugin → Parquet, beside decoding alone, with peak memory.
+    /// Kafka (embedded broker) → decode → plugin → Parquet, beside decoding alone, with peak memory.
     Ingest(pipeline_cmds::BenchIngestArgs),
     /// Aggregation of a generated lake (default 5 million events), beside DuckDB.
     Aggregate(batch_cmds::BenchAggregateArgs),
@@ -109,6 +111,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plugin(command) => plugin::run(command),
         Command::Validate(args) => pipeline_cmds::validate(args),
         Command::Ingest(args) => pipeline_cmds::run_ingest(args),
+        Command::Broker(args) => pipeline_cmds::run_broker(args),
         Command::Produce(args) => pipeline_cmds::run_produce(args),
         Command::Generate(args) => pipeline_cmds::run_generate(args),
         Command::Lake(command) => pipeline_cmds::run_lake(command),

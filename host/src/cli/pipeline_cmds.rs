@@ -112,6 +112,38 @@ pub fn validate(args: PipelineArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+#[derive(Debug, Args)]
+pub struct BrokerArgs {
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+}
+
+/// `weir broker P`: the embedded broker alone, with the pipeline's topics,
+/// until SIGINT/SIGTERM; its address on stdout.
+pub fn run_broker(args: BrokerArgs) -> anyhow::Result<ExitCode> {
+    let p = args.pipeline.load()?;
+    let source = &p.config.source;
+    super::runtime()?.block_on(async {
+        let broker =
+            weir::ingest::broker::EmbeddedBroker::start(&source.topics(), source.embedded_partitions)
+                .await?;
+        eprintln!(
+            "embedded Kafka listening on {} (topics {}, {} partitions each); SIGINT/SIGTERM stops it and drops its messages",
+            broker.bootstrap_servers(),
+            source.topic,
+            source.embedded_partitions
+        );
+        println!("{}", broker.bootstrap_servers());
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        drop(broker);
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
 pub fn run_ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
     let pipeline = args.pipeline.load()?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -300,7 +332,7 @@ pub fn run_bench_ingest(args: BenchIngestArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string(&r)?);
     } else {
         println!(
-            "input          {} events, {:.1} MB of JSON, baseline RSS {:.0} MiB (mock cluster holding them)",
+            "input          {} events, {:.1} MB of JSON, weir's baseline RSS {:.0} MiB",
             args.events,
             r.input_bytes as f64 / 1e6,
             r.baseline_rss_mib

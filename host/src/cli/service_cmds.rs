@@ -104,6 +104,12 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         "events sent {} · read {} · kept {} · dropped by the plugin {} · dead-lettered {}",
         s.sent, i.read, i.kept, i.dropped, i.dead_lettered
     );
+    if i.read != s.sent {
+        println!(
+            "warning: {} of the events sent were not read (the broker acknowledged every one; ingest stopped before the end)",
+            s.sent.abs_diff(i.read)
+        );
+    }
     println!(
         "{} files and {} commit records in the lake; {} dates aggregated into {} warehouse rows",
         i.files,

@@ -1,15 +1,15 @@
 //! `weir bench ingest`: the streaming path's speed and memory, measured
 //! side by side with its floor in the same run.
 //!
-//! Events are generated and produced to an embedded mock cluster first (not
-//! timed). Then, from the first message polled to the last:
+//! Events are generated and produced to the embedded broker first (not
+//! timed; a tansu child process, so its memory is not weir's). Then, from the first message polled to the last:
 //! 1. **decode only**: consume every message and decode it into Arrow (after
 //!    one unmeasured warm-up pass);
 //! 2. **end to end**: `weir ingest --drain` into a fresh local lake (decode,
 //!    web-vitals plugin, Parquet, commits).
 //!
 //! Peak memory is the process's high-water mark (`VmHWM`), reset before each
-//! phase; the mock cluster holding the produced messages is part of it.
+//! phase.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,10 +19,11 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
-use super::decode::JsonDecoder;
+use super::broker::EmbeddedBroker;
 use super::produce::EventProducer;
 use super::run::{IngestError, IngestOptions, ingest};
-use super::source::{EmbeddedKafka, client_config};
+use super::source::client_config;
+use crate::decode::JsonDecoder;
 use crate::generate::{Generator, GeneratorOptions};
 use crate::pipeline::Pipeline;
 
@@ -44,7 +45,7 @@ pub struct PhaseFigures {
 pub struct IngestBenchReport {
     /// bytes of JSON produced.
     pub input_bytes: u64,
-    /// resident memory before the phases (mock cluster loaded), MiB.
+    /// resident memory of weir before the phases, MiB.
     pub baseline_rss_mib: f64,
     /// decoding alone.
     pub decode_only: PhaseFigures,
@@ -53,22 +54,15 @@ pub struct IngestBenchReport {
 }
 
 /// Run the benchmark with `events` synthetic events through `pipeline`
-/// (its source and lake are replaced by an embedded cluster and `lake_dir`).
+/// (its source and lake are replaced by the embedded broker and `lake_dir`).
 pub fn bench_ingest(
     pipeline: &Pipeline,
     events: u64,
     lake_dir: &std::path::Path,
 ) -> Result<IngestBenchReport, IngestError> {
     let topic = "weir-bench".to_string();
-    // the mock cluster keeps at most 5 MiB per partition: spread the input
-    let partitions = (events * 320 / (4 << 20) + 1).max(3) as i32;
-    let kafka =
-        EmbeddedKafka::start(std::slice::from_ref(&topic), partitions).map_err(|error| {
-            IngestError::Kafka {
-                brokers: "embedded".into(),
-                error,
-            }
-        })?;
+    let partitions = pipeline.config.source.embedded_partitions;
+    let kafka = EmbeddedBroker::start_blocking(std::slice::from_ref(&topic), partitions)?;
     let brokers = kafka.bootstrap_servers();
     let mut p = pipeline.clone();
     p.config.source.brokers = brokers.clone();
@@ -168,7 +162,7 @@ fn decode_phase(
             .map_err(kafka_error)?;
     }
     consumer.assign(&tpl).map_err(kafka_error)?;
-    // what the cluster holds (the mock cluster may keep fewer than were sent)
+    // the broker must hold every message that was sent
     let mut stored = 0;
     for partition in 0..partitions {
         let (low, high) = consumer
@@ -177,13 +171,11 @@ fn decode_phase(
         stored += (high - low).max(0) as u64;
     }
     if stored != events {
-        tracing::warn!(
-            sent = events,
-            stored,
-            "the cluster holds a different number of messages than were sent"
-        );
+        return Err(IngestError::Config {
+            file: "bench".into(),
+            message: format!("the broker holds {stored} messages of the {events} sent"),
+        });
     }
-    let events = stored;
     let batch_rows = p.config.ingest.batch_rows;
     let mut decoder = JsonDecoder::new(&p.schema, batch_rows);
     let (mut seen, mut rows) = (0u64, 0usize);

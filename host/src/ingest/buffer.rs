@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use arrow::record_batch::RecordBatch;
 
-use super::decode::JsonDecoder;
+use crate::decode::JsonDecoder;
 use crate::lake::DeadLetter;
 use crate::pipeline::DeclaredSchema;
 

@@ -1,7 +1,7 @@
 //! The streaming path: Kafka → declared schema → plugin → exactly-once lake.
 //!
-//! - [`decode`]: JSON messages into Arrow by the declared schema;
 //! - [`source`]: the Kafka consumer, its settings and rebalance handling;
+//! - [`broker`]: the real broker behind `brokers = "embedded"` (tansu);
 //! - [`buffer`]: what one Kafka partition holds between two commits;
 //! - [`core`]: flushing a partition (files, then one conditional commit);
 //! - [`run`]: the consume loop, rolling, draining, shutdown, the summary;
@@ -9,13 +9,12 @@
 //! - [`bench`]: `weir bench ingest`.
 
 pub mod bench;
+pub mod broker;
 mod buffer;
 pub mod control;
 mod core;
-pub mod decode;
 pub mod produce;
 mod run;
 pub mod source;
 
-pub use decode::{DecodeError, JsonDecoder};
 pub use run::{IngestError, IngestOptions, IngestSummary, ingest, load_plugin, read_plugin};

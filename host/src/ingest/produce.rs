@@ -15,7 +15,7 @@ use crate::pipeline::Pipeline;
 pub enum ProduceError {
     /// `brokers = "embedded"` lives inside `weir ingest`.
     #[error(
-        "source.brokers is `embedded`: the mock cluster lives inside `weir ingest`; pass --set source.brokers=<the address it printed>"
+        "source.brokers is `embedded`: the broker lives inside `weir ingest` (or `weir broker`); pass --set source.brokers=<the address it printed>"
     )]
     Embedded,
     /// The producer failed.

@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 
+use super::broker::{BrokerError, EmbeddedBroker};
 pub use super::core::IngestSummary;
 use super::core::{Core, PartitionKey};
-use super::source::{EmbeddedKafka, METADATA_TIMEOUT, WeirContext, consumer_config};
+use super::source::{METADATA_TIMEOUT, WeirContext, consumer_config};
 use crate::lake::{Lake, LakeError};
 use crate::pipeline::Pipeline;
 use crate::plugin::{PluginEngine, PluginError, PluginRunner};
@@ -47,6 +48,9 @@ pub enum IngestError {
         /// the client's error.
         error: rdkafka::error::KafkaError,
     },
+    /// The embedded broker could not start.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
     /// The pipeline and plugin do not fit together.
     #[error("{file}: {message}")]
     Config {
@@ -117,16 +121,10 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
     let topics = source.topics();
     let _embedded;
     let brokers = if source.brokers == "embedded" {
-        let kafka = EmbeddedKafka::start(&topics, source.embedded_partitions).map_err(|error| {
-            IngestError::Kafka {
-                brokers: "embedded".into(),
-                error,
-            }
-        })?;
-        let address = kafka.bootstrap_servers();
-        tracing::info!(%address, "embedded Kafka (librdkafka mock cluster) started");
+        let broker = rt.block_on(EmbeddedBroker::start(&topics, source.embedded_partitions))?;
+        let address = broker.bootstrap_servers();
         eprintln!("embedded Kafka listening on {address}");
-        _embedded = Some(kafka);
+        _embedded = Some(broker);
         address
     } else {
         _embedded = None;

@@ -1,5 +1,5 @@
-//! The Kafka consumer: client settings (with librdkafka pass-through), the
-//! embedded mock cluster, and the rebalance callback that flushes revoked
+//! The Kafka consumer: client settings (with librdkafka pass-through) and
+//! the rebalance callback that flushes revoked
 //! partitions and resumes assigned ones from the commit log.
 
 use std::sync::{Arc, Mutex};
@@ -9,9 +9,6 @@ use rdkafka::TopicPartitionList;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext};
-use rdkafka::error::KafkaError;
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::DefaultProducerContext;
 use rdkafka::types::RDKafkaRespErr;
 
 use super::core::Core;
@@ -96,27 +93,6 @@ pub(crate) fn consumer_config(source: &SourceConfig, brokers: &str) -> ClientCon
         }
     }
     config
-}
-
-/// librdkafka's in-process mock cluster, for `brokers = "embedded"`.
-pub struct EmbeddedKafka {
-    cluster: MockCluster<'static, DefaultProducerContext>,
-}
-
-impl EmbeddedKafka {
-    /// Start a one-broker cluster with `topics`, each of `partitions` partitions.
-    pub fn start(topics: &[String], partitions: i32) -> Result<Self, KafkaError> {
-        let cluster = MockCluster::new(1)?;
-        for topic in topics {
-            cluster.create_topic(topic, partitions, 1)?;
-        }
-        Ok(EmbeddedKafka { cluster })
-    }
-
-    /// The bootstrap address other processes can use while this one runs.
-    pub fn bootstrap_servers(&self) -> String {
-        self.cluster.bootstrap_servers()
-    }
 }
 
 /// How long a metadata query may take.

@@ -49,8 +49,8 @@ pub struct PipelineConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
-    /// bootstrap servers (`host:port,...`), or `embedded` for librdkafka's
-    /// in-process mock cluster.
+    /// bootstrap servers (`host:port,...`), or `embedded`: a real broker
+    /// (tansu, in memory) that weir starts, owns and stops.
     pub brokers: String,
     /// topic to read (several: comma-separated).
     pub topic: String,

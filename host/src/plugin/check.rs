@@ -11,7 +11,7 @@ use arrow::record_batch::RecordBatch;
 use serde::Serialize;
 
 use super::{LoadedPlugin, PluginEngine, PluginError, PluginRunner, Verdict};
-use crate::ingest::JsonDecoder;
+use crate::decode::JsonDecoder;
 use crate::pipeline::DeclaredSchema;
 
 /// Sample events decoded into batches, plus the lines that did not decode.

@@ -14,7 +14,7 @@ use arrow::util::display::{ArrayFormatter, FormatOptions};
 use serde::Serialize;
 
 use super::{LoadedPlugin, PluginEngine, PluginError, PluginRunner, Processed, Verdict};
-use crate::ingest::JsonDecoder;
+use crate::decode::JsonDecoder;
 use crate::pipeline::DeclaredSchema;
 
 /// One event the two plugins disagree on.

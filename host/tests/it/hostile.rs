@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arrow::array::AsArray;
 use arrow::record_batch::RecordBatch;
-use weir::ingest::JsonDecoder;
+use weir::decode::JsonDecoder;
 use weir::pipeline::DeclaredSchema;
 use weir::plugin::{Limits, PluginError, PluginRunner, Verdict};
 

@@ -1,5 +1,6 @@
-//! The streaming path end to end against librdkafka's mock cluster: exact
-//! contents of the lake, crash safety under SIGKILL, a consumer-group
+//! The streaming path end to end against the embedded broker (tansu, a real
+//! Kafka-protocol broker): exact contents of the lake, volume from an
+//! independent producer, crash safety under SIGKILL, a consumer-group
 //! rebalance with a dead member.
 
 use std::collections::HashSet;
@@ -11,8 +12,8 @@ use serde_json::Value;
 use weir::generate::Rng;
 
 use crate::support::{
-    assert_exactly_once, good_event_date, good_events, produce, read_lake, rig, signal,
-    spawn_producer, wait_for_lake, weir_cmd, weir_ok,
+    assert_exactly_once, good_event_date, good_events, produce, python_tool, read_lake, rig,
+    signal, spawn_producer, wait_for_lake, weir_cmd, weir_ok,
 };
 
 /// Every kind of bad input, with the reason and stage it must be dead-lettered with.
@@ -150,6 +151,43 @@ fn vacuum_removes_only_uncommitted_files() {
 
 const FAST_ROLL: &str = "[ingest]\nflush_rows = 300\nflush_age_ms = 150\nbatch_rows = 256\n";
 
+/// Messages in the volume test: more than 600 MB of JSON, far past what
+/// librdkafka's mock cluster keeps (5 MiB or 100 000 messages a partition).
+const VOLUME_EVENTS: usize = 2_000_000;
+
+#[test]
+fn two_million_events_from_an_independent_producer_all_land_exactly_once() {
+    let rig = rig("volume", 3, None, "");
+    let produced = python_tool(
+        "produce.py",
+        &[
+            &rig.kafka.brokers,
+            "volume",
+            &VOLUME_EVENTS.to_string(),
+            "v",
+        ],
+    );
+    assert_eq!(produced["sent"], VOLUME_EVENTS);
+    assert!(
+        produced["bytes"].as_u64().unwrap() > 600_000_000,
+        "{produced}"
+    );
+    let summary = rig.drain();
+    assert_eq!(summary["read"], VOLUME_EVENTS, "{summary}");
+    assert_eq!(summary["kept"], VOLUME_EVENTS, "{summary}");
+    let lake = rig.dir.path().join("lake");
+    let found = python_tool(
+        "read_lake.py",
+        &[lake.to_str().unwrap(), "v", &VOLUME_EVENTS.to_string()],
+    );
+    assert_eq!(found["rows"], VOLUME_EVENTS, "{found}");
+    assert_eq!(found["distinct"], VOLUME_EVENTS, "{found}");
+    assert_eq!(found["missing"], 0, "{found}");
+    assert_eq!(found["duplicated"], 0, "{found}");
+    assert_eq!(found["unexpected"], 0, "{found}");
+    assert_eq!(found["uncommitted"], 0, "{found}");
+}
+
 #[test]
 fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let rig = rig("crash", 3, None, FAST_ROLL);
@@ -282,4 +320,48 @@ fn the_local_pipeline_runs_on_embedded_kafka() {
     signal(&child, "TERM");
     assert!(child.wait().unwrap().success());
     assert_exactly_once(&crate::support::read_lake_of(&pipeline), "l", 300);
+}
+
+#[test]
+fn weir_broker_serves_other_processes_and_dies_with_weir_even_on_sigkill() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let local = crate::support::repo().join("pipelines/local.toml");
+    let mut broker = weir_cmd(&["broker", local.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut address = String::new();
+    std::io::BufReader::new(broker.stdout.take().unwrap())
+        .read_line(&mut address)
+        .unwrap();
+    let address = address.trim().to_string();
+    assert!(address.starts_with("127.0.0.1:"), "{address:?}");
+    // a producer and a draining ingest, each its own process
+    produce(&address, "web-vitals", &good_events("b", 2000));
+    let sets = [
+        format!("source.brokers={address}"),
+        format!("lake.url={}", dir.path().join("lake").display()),
+    ];
+    let out = weir_ok(&mut weir_cmd(&[
+        "ingest",
+        local.to_str().unwrap(),
+        "--set",
+        &sets[0],
+        "--set",
+        &sets[1],
+        "--drain",
+        "--json",
+    ]));
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["read"], 2000, "{summary}");
+    let pipeline = weir::pipeline::Pipeline::load(&local, &sets).unwrap();
+    assert_exactly_once(&crate::support::read_lake_of(&pipeline), "b", 2000);
+    // SIGKILL runs no destructor: the kernel must stop the broker with weir
+    signal(&broker, "KILL");
+    broker.wait().unwrap();
+    crate::support::wait_until("the broker to stop with weir", 10, || {
+        std::net::TcpStream::connect(&address).is_err()
+    });
 }

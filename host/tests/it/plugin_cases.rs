@@ -8,7 +8,7 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Date32Type, Float64Type, TimestampMillisecondType};
 use arrow::record_batch::RecordBatch;
 use serde_json::{Value, json};
-use weir::ingest::JsonDecoder;
+use weir::decode::JsonDecoder;
 use weir::pipeline::DeclaredSchema;
 use weir::plugin::{Limits, PluginRunner, Verdict};
 

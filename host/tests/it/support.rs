@@ -66,20 +66,22 @@ pub fn weir_ok(command: &mut Command) -> Output {
     out
 }
 
-/// A librdkafka mock cluster living as long as this value.
+/// The embedded broker (a real Kafka-protocol broker, tansu) living as long
+/// as this value.
 pub struct Kafka {
-    _cluster: rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    _broker: weir::ingest::broker::EmbeddedBroker,
     /// bootstrap servers.
     pub brokers: String,
 }
 
-/// A mock cluster with `topic` of `partitions` partitions.
+/// An embedded broker with `topic` of `partitions` partitions.
 pub fn kafka(topic: &str, partitions: i32) -> Kafka {
-    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
-    cluster.create_topic(topic, partitions, 1).expect("topic");
-    let brokers = cluster.bootstrap_servers();
+    let broker =
+        weir::ingest::broker::EmbeddedBroker::start_blocking(&[topic.to_string()], partitions)
+            .expect("embedded broker (bash scripts/test.sh installs tansu)");
+    let brokers = broker.bootstrap_servers();
     Kafka {
-        _cluster: cluster,
+        _broker: broker,
         brokers,
     }
 }
@@ -309,6 +311,24 @@ pub fn signal(child: &std::process::Child, sig: &str) {
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// Run one of the independent Python tools in `host/tests/py` with the
+/// tools venv (`WEIR_TEST_PYTHON`, set by scripts/test.sh); its stdout as JSON.
+pub fn python_tool(script: &str, args: &[&str]) -> serde_json::Value {
+    let python = std::env::var("WEIR_TEST_PYTHON")
+        .expect("WEIR_TEST_PYTHON: run the tests through scripts/test.sh");
+    let out = Command::new(python)
+        .arg(repo().join("host/tests/py").join(script))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// A moto server of this test's own (fresh state), stopped on drop.
@@ -546,10 +566,10 @@ pub fn spawn_producer(
     })
 }
 
-/// What an ingest test needs: a mock cluster with its topic, a scratch
+/// What an ingest test needs: an embedded broker with its topic, a scratch
 /// directory and a pipeline file reading the topic into a lake.
 pub struct Rig {
-    /// the mock cluster (lives as long as the rig).
+    /// the broker (lives as long as the rig).
     pub kafka: Kafka,
     /// scratch directory (the local lake is `lake/` in it).
     pub dir: tempfile::TempDir,
