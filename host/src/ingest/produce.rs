@@ -1,10 +1,14 @@
 //! `weir produce` and `weir generate`: send JSON lines, or synthetic
 //! web-vitals events, to a pipeline's topic.
 
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use rdkafka::ClientContext;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 
 use super::source::client_config;
 use crate::generate::{Generator, GeneratorOptions};
@@ -18,6 +22,20 @@ pub enum ProduceError {
         "source.brokers is `embedded`: the broker lives inside `weir ingest` (or `weir broker`); pass --set source.brokers=<the address it printed>"
     )]
     Embedded,
+    /// The broker did not acknowledge every message.
+    #[error(
+        "kafka ({brokers}): {failed} of {sent} messages were not acknowledged; the first error: {first}"
+    )]
+    Unacknowledged {
+        /// bootstrap servers.
+        brokers: String,
+        /// messages queued.
+        sent: u64,
+        /// messages whose delivery failed.
+        failed: u64,
+        /// the first delivery error.
+        first: String,
+    },
     /// The producer failed.
     #[error("kafka ({brokers}): {error}")]
     Kafka {
@@ -28,9 +46,31 @@ pub enum ProduceError {
     },
 }
 
+/// Counts delivery reports: a message counts as sent only once the broker
+/// acknowledged it.
+#[derive(Default)]
+struct Deliveries {
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((error, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            let mut first = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
+            first.get_or_insert_with(|| error.to_string());
+        }
+    }
+}
+
 /// A producer to a pipeline's first topic.
 pub struct EventProducer {
-    producer: ThreadedProducer<DefaultProducerContext>,
+    producer: ThreadedProducer<Deliveries>,
     topic: String,
     brokers: String,
     sent: u64,
@@ -47,10 +87,12 @@ impl EventProducer {
         config
             .set("linger.ms", "5")
             .set("queue.buffering.max.messages", "1000000");
-        let producer = config.create().map_err(|error| ProduceError::Kafka {
-            brokers: source.brokers.clone(),
-            error,
-        })?;
+        let producer = config
+            .create_with_context(Deliveries::default())
+            .map_err(|error| ProduceError::Kafka {
+                brokers: source.brokers.clone(),
+                error,
+            })?;
         let topic = source
             .topics()
             .into_iter()
@@ -91,7 +133,8 @@ impl EventProducer {
         }
     }
 
-    /// Wait until every queued message is acknowledged; returns the count sent.
+    /// Wait until every queued message is acknowledged; returns the count
+    /// sent, or an error when the broker did not acknowledge them all.
     pub fn finish(self) -> Result<u64, ProduceError> {
         self.producer
             .flush(Duration::from_secs(60))
@@ -99,6 +142,22 @@ impl EventProducer {
                 brokers: self.brokers.clone(),
                 error,
             })?;
+        let deliveries = self.producer.context();
+        let failed = deliveries.failed.load(Ordering::Relaxed);
+        if failed > 0 {
+            let first = deliveries
+                .first_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+                .unwrap_or_default();
+            return Err(ProduceError::Unacknowledged {
+                brokers: self.brokers.clone(),
+                sent: self.sent,
+                failed,
+                first,
+            });
+        }
         Ok(self.sent)
     }
 }
