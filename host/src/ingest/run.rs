@@ -106,6 +106,11 @@ pub fn read_plugin(
     Ok((name, bytes))
 }
 
+/// `--drain`: how long no message may arrive once every end offset is reached.
+const DRAIN_QUIET: Duration = Duration::from_millis(500);
+/// `--drain`: the longest it waits for that quiet once every end offset is reached.
+const DRAIN_SETTLE_MAX: Duration = Duration::from_secs(3);
+
 /// Run the streaming path until stopped (or drained).
 pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummary, IngestError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -166,6 +171,8 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
     let mut drain_targets: HashMap<PartitionKey, i64> = HashMap::new();
     let mut last_sweep = Instant::now();
     let mut first_message: Option<Instant> = None;
+    let mut last_message = Instant::now();
+    let mut drained_since: Option<Instant> = None;
     let mut stall: Option<Stall> = None;
     loop {
         if options.stop.load(Ordering::Relaxed) {
@@ -175,6 +182,7 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => {
                 first_message.get_or_insert_with(Instant::now);
+                last_message = Instant::now();
                 let mut c = core.lock().unwrap_or_else(|p| p.into_inner());
                 let partition = message.partition();
                 let key = c.on_message(
@@ -256,7 +264,17 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
                 }
                 done &= reached && c.partitions[key].is_empty();
             }
-            if done || (keys.is_empty() && started.elapsed() > Duration::from_secs(30)) {
+            // the end offsets come from the broker's high watermark; one that
+            // reports it a little low (tansu 0.6) still serves what lies past
+            // it, so stop only once nothing more arrived for a moment (bounded)
+            let since = *drained_since.get_or_insert_with(Instant::now);
+            if !done {
+                drained_since = None;
+            }
+            let settled =
+                last_message.elapsed() >= DRAIN_QUIET || since.elapsed() >= DRAIN_SETTLE_MAX;
+            if (done && settled) || (keys.is_empty() && started.elapsed() > Duration::from_secs(30))
+            {
                 tracing::info!("drained every assigned partition");
                 break;
             }
