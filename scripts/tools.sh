@@ -46,7 +46,7 @@ TOML
     # formed group formed when a member missed its session (the dead member's
     # partitions were consumed by nobody), and a fetch from an offset inside a
     # record batch skipped the rest of that batch (a resumed consumer lost it)
-    (cd "$src" && patch -p1 --quiet <"$patch")
+    (cd "$src" && git apply -p1 "$patch")
     printf '\n[patch.crates-io]\ntansu-broker = { path = "../tansu-broker-%s" }\ntansu-storage = { path = "../tansu-storage-%s" }\n' \
         "$TANSU_VERSION" "$TANSU_VERSION" >>"$src/tansu-$TANSU_VERSION/Cargo.toml"
     # its own build directory: nothing shared with weir's target, removed afterwards
