@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::generate::GeneratorOptions;
 use crate::ingest::broker::EmbeddedBroker;
-use crate::ingest::produce::generate;
 use crate::ingest::{IngestError, IngestOptions, IngestSummary, ingest};
 use crate::orchestrate::{OrchestrateError, Orchestrator, RunOutcome};
 use crate::pipeline::Pipeline;
+use crate::tools::generate::GeneratorOptions;
+use crate::tools::generate::generate;
 use crate::warehouse::{Shown, WarehouseError};
 
 /// Why the demo stopped.

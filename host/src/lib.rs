@@ -5,7 +5,9 @@
 //! into a warehouse. One folder per stage:
 //!
 //! - [`pipeline`]: the pipeline definition file and the declared event schema;
+//! - [`aws`]: the settings and SDK configuration of every AWS client;
 //! - [`decode`]: JSON events into Arrow by the declared schema;
+//! - [`telemetry`]: the Prometheus metrics every stage counts into;
 //! - [`plugin`]: the wasmtime engine, the `weir:preprocess` bindings, limits,
 //!   poison-event isolation;
 //! - [`ingest`]: Kafka consumption, decoding, batching, the commit protocol;
@@ -15,19 +17,22 @@
 //! - [`orchestrate`]: S3 events and polling → leased, retried, checkpointed batch runs;
 //! - [`serve`]: `weir run`, metrics, health, plugin hot swap;
 //! - [`demo`]: the whole pipeline on embedded defaults, in one command;
+//! - [`tools`]: synthetic events and the benchmarks (`weir generate`, `weir bench`);
 //! - [`batch`]: the whole batch job, plan to load, shared by CLI and orchestrator.
 
 pub mod aggregate;
+pub mod aws;
 pub mod batch;
 pub mod decode;
 pub mod demo;
-pub mod generate;
 pub mod ingest;
 pub mod lake;
 pub mod orchestrate;
 pub mod pipeline;
 pub mod plugin;
 pub mod serve;
+pub mod telemetry;
+pub mod tools;
 pub mod warehouse;
 
 /// Count one more `key` in a per-reason tally, allocating the key only the

@@ -6,8 +6,7 @@
 //! - [`kernel`]: de-duplication, grouping, statistics (`percentile_cont`);
 //! - [`run`]: streaming the files, re-applying the plugin, parallel partitions.
 
-pub mod bench;
-pub mod config;
+pub use crate::pipeline::aggregate as config;
 pub mod kernel;
 pub mod plan;
 pub mod run;

@@ -273,7 +273,7 @@ pub fn run_bench_aggregate(args: BenchAggregateArgs) -> anyhow::Result<ExitCode>
         .unwrap_or_else(|| temp.path().to_path_buf());
     std::fs::create_dir_all(&dir)?;
     let rt = runtime()?;
-    let r = rt.block_on(weir::aggregate::bench::bench_aggregate(
+    let r = rt.block_on(weir::tools::bench_aggregate::bench_aggregate(
         &pipeline,
         args.events,
         args.days,
@@ -294,7 +294,7 @@ pub fn run_bench_aggregate(args: BenchAggregateArgs) -> anyhow::Result<ExitCode>
         r.lake_bytes as f64 / 1e6,
         r.build_seconds
     );
-    let line = |name: &str, p: &weir::aggregate::bench::Phase| {
+    let line = |name: &str, p: &weir::tools::bench_aggregate::Phase| {
         let rss = p
             .peak_rss_mib
             .map(|m| format!(", peak RSS {m:.0} MiB"))

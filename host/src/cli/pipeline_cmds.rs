@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use weir::generate::GeneratorOptions;
-use weir::ingest::produce::{EventProducer, generate};
+use weir::ingest::produce::EventProducer;
 use weir::ingest::{IngestOptions, ingest};
 use weir::lake::Lake;
 use weir::pipeline::Pipeline;
+use weir::tools::generate::GeneratorOptions;
+use weir::tools::generate::generate;
 
 /// A pipeline file plus overrides.
 #[derive(Debug, Args)]
@@ -213,7 +214,7 @@ pub fn run_generate(args: GenerateArgs) -> anyhow::Result<ExitCode> {
             bad_share: args.bad_share,
             ..GeneratorOptions::default()
         };
-        let mut generator = weir::generate::Generator::new(options);
+        let mut generator = weir::tools::generate::Generator::new(options);
         let file = std::fs::File::create(path)
             .with_context(|| format!("cannot create {}", path.display()))?;
         let mut out = std::io::BufWriter::new(file);
@@ -327,7 +328,7 @@ pub struct BenchIngestArgs {
 pub fn run_bench_ingest(args: BenchIngestArgs) -> anyhow::Result<ExitCode> {
     let pipeline = args.pipeline.load()?;
     let lake = tempfile::tempdir().context("temporary lake directory")?;
-    let r = weir::ingest::bench::bench_ingest(&pipeline, args.events, lake.path())?;
+    let r = weir::tools::bench_ingest::bench_ingest(&pipeline, args.events, lake.path())?;
     if args.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {

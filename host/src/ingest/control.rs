@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::pipeline::DeclaredSchema;
 use crate::plugin::PluginRunner;
-use crate::serve::metrics::Metrics;
+use crate::telemetry::Metrics;
 
 /// A validated plugin waiting to be switched in; the reply says the digest
 /// now in use, or why the switch could not happen.

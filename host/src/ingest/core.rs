@@ -60,7 +60,7 @@ pub(crate) struct Core {
     /// give up retrying after this instant (set at shutdown).
     pub deadline: Option<Instant>,
     /// where counters and latencies go, inside the service.
-    pub metrics: Option<Arc<crate::serve::metrics::Metrics>>,
+    pub metrics: Option<Arc<crate::telemetry::Metrics>>,
 }
 
 impl Core {
@@ -475,11 +475,7 @@ impl Core {
 }
 
 /// Count a commit (or a conflict) in the metrics.
-fn record_commit(
-    m: &crate::serve::metrics::Metrics,
-    record: &CommitRecord,
-    outcome: CommitOutcome,
-) {
+fn record_commit(m: &crate::telemetry::Metrics, record: &CommitRecord, outcome: CommitOutcome) {
     use std::sync::atomic::Ordering::Relaxed;
     if outcome != CommitOutcome::Committed {
         m.commit_conflicts.fetch_add(1, Relaxed);

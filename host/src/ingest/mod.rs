@@ -5,10 +5,8 @@
 //! - [`buffer`]: what one Kafka partition holds between two commits;
 //! - [`core`]: flushing a partition (files, then one conditional commit);
 //! - [`run`]: the consume loop, rolling, draining, shutdown, the summary;
-//! - [`produce`]: `weir produce` and `weir generate`;
-//! - [`bench`]: `weir bench ingest`.
+//! - [`produce`]: `weir produce`;
 
-pub mod bench;
 pub mod broker;
 mod buffer;
 pub mod control;

@@ -1,9 +1,9 @@
-//! `weir produce` and `weir generate`: send JSON lines, or synthetic
-//! web-vitals events, to a pipeline's topic.
+//! `weir produce`: send JSON lines to a pipeline's topic (and the producer
+//! `weir generate` sends its synthetic events through).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::ClientContext;
 use rdkafka::error::KafkaError;
@@ -11,7 +11,6 @@ use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 
 use super::source::client_config;
-use crate::generate::{Generator, GeneratorOptions};
 use crate::pipeline::Pipeline;
 
 /// Why sending failed.
@@ -160,28 +159,4 @@ impl EventProducer {
         }
         Ok(self.sent)
     }
-}
-
-/// Send `events` synthetic events, at most `rate` per second when given.
-pub fn generate(
-    pipeline: &Pipeline,
-    events: u64,
-    rate: Option<f64>,
-    options: GeneratorOptions,
-) -> Result<u64, ProduceError> {
-    let mut producer = EventProducer::new(pipeline)?;
-    let mut generator = Generator::new(options);
-    let mut line = String::new();
-    let started = Instant::now();
-    for i in 0..events {
-        if let Some(rate) = rate.filter(|r| *r > 0.0) {
-            let due = Duration::from_secs_f64(i as f64 / rate);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                std::thread::sleep(wait);
-            }
-        }
-        generator.next_into(&mut line);
-        producer.send(line.as_bytes())?;
-    }
-    producer.finish()
 }

@@ -18,7 +18,7 @@ use crate::pipeline::SourceConfig;
 pub(crate) struct WeirContext {
     pub core: Arc<Mutex<Core>>,
     /// where consumer lag is reported (statistics callback).
-    pub metrics: Option<Arc<crate::serve::metrics::Metrics>>,
+    pub metrics: Option<Arc<crate::telemetry::Metrics>>,
 }
 
 impl ClientContext for WeirContext {

@@ -11,7 +11,7 @@
 //! - [`serve`]: `POST /events` and the work loop.
 
 pub mod checkpoint;
-pub mod config;
+pub use crate::pipeline::orchestrate as config;
 pub mod dynamo;
 pub mod event;
 pub mod file_store;

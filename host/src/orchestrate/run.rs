@@ -19,7 +19,7 @@ use crate::aggregate::Selection;
 use crate::batch::{BatchError, BatchJob, BatchOptions};
 use crate::lake::CommitRecord;
 use crate::pipeline::Pipeline;
-use crate::serve::metrics::Metrics;
+use crate::telemetry::Metrics;
 use std::sync::atomic::Ordering;
 
 /// Why the orchestrator cannot start or go on.

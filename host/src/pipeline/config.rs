@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::aggregate::AggregateConfig;
+use super::orchestrate::{CheckpointsConfig, OrchestratorConfig};
 use super::schema::{DeclaredSchema, FieldSpec};
-use crate::aggregate::AggregateConfig;
-use crate::orchestrate::{CheckpointsConfig, OrchestratorConfig};
+use super::warehouse::WarehouseConfig;
 use crate::plugin::Limits;
-use crate::warehouse::WarehouseConfig;
 
 /// A whole pipeline definition.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -1,8 +1,12 @@
-//! Pipeline definitions: the declared event schema (and, as the pipeline file
-//! grows, source, lake and warehouse settings).
+//! Pipeline definitions: the declared event schema and one struct per
+//! section of the pipeline file, each validating itself (the stages'
+//! sections live here too, so that the ground floor imports no stage).
 
+pub mod aggregate;
 pub mod config;
+pub mod orchestrate;
 pub mod schema;
+pub mod warehouse;
 
 pub use config::{
     ConfigError, IngestConfig, LakeConfig, Pipeline, PipelineConfig, S3Config, SourceConfig,

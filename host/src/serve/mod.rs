@@ -3,10 +3,8 @@
 //! /plugins/reload` — with plugin hot swap (watch, HTTP, SIGHUP) and a
 //! bounded shutdown on SIGINT/SIGTERM.
 //!
-//! - [`metrics`]: the Prometheus registry;
 //! - [`swap`]: validating and switching plugin versions.
 
-pub mod metrics;
 pub mod swap;
 
 use std::sync::Arc;
@@ -23,7 +21,7 @@ use crate::ingest::control::IngestControl;
 use crate::ingest::{IngestError, IngestOptions, IngestSummary, ingest};
 use crate::orchestrate::{OrchestrateError, Orchestrator};
 use crate::pipeline::Pipeline;
-use metrics::Metrics;
+use crate::telemetry::Metrics;
 use swap::{ReloadOutcome, Swapper};
 
 /// Why the service could not run.

@@ -10,7 +10,7 @@
 //! - [`postgres`], [`sqlite`]: the backends;
 //! - [`copy`]: Redshift's Parquet-on-S3 `COPY` path.
 
-pub mod config;
+pub use crate::pipeline::warehouse as config;
 pub mod copy;
 pub mod postgres;
 pub mod sqlite;

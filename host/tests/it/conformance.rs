@@ -4,7 +4,7 @@
 //! of bad input.
 
 use serde_json::Value;
-use weir::generate::{Generator, GeneratorOptions};
+use weir::tools::generate::{Generator, GeneratorOptions};
 
 use crate::support::{repo, wasm, weir, weir_cmd, weir_ok};
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use weir::generate::Rng;
+use weir::tools::generate::Rng;
 
 use crate::support::{
     assert_exactly_once, good_event_date, good_events, produce, python_tool, read_lake, rig,

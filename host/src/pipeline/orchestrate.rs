@@ -15,7 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::dynamo::AwsSettings;
+use crate::aws::AwsSettings;
 
 /// AWS client settings in the pipeline file; unset values come from the
 /// usual AWS chain (environment, profile, instance role).

@@ -9,17 +9,17 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::bench_ingest::{reset_peak, rss_mib};
+use super::generate::{Generator, GeneratorOptions};
 use crate::batch::{BatchError, BatchJob, BatchOptions};
 use crate::decode::JsonDecoder;
-use crate::generate::{Generator, GeneratorOptions};
-use crate::ingest::bench::{reset_peak, rss_mib};
 use crate::lake::{
     CommitRecord, CommittedFile, FileKind, FileMetadata, Lake, encode_parquet, split_by_partition,
 };
 use crate::pipeline::Pipeline;
 use crate::plugin::{PluginEngine, PluginRunner};
 
-use super::Selection;
+use crate::aggregate::Selection;
 
 /// One timed phase.
 #[derive(Clone, Debug, Serialize)]
@@ -122,7 +122,7 @@ pub async fn bench_aggregate(
                         selection: Selection::All,
                         replace_empty: false,
                     },
-                    Arc::new(|_: &super::Progress| {}),
+                    Arc::new(|_: &crate::aggregate::Progress| {}),
                 )
                 .await?;
             let seconds = started.elapsed().as_secs_f64();

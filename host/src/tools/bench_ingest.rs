@@ -19,12 +19,12 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
-use super::broker::EmbeddedBroker;
-use super::produce::EventProducer;
-use super::run::{IngestError, IngestOptions, ingest};
-use super::source::client_config;
+use super::generate::{Generator, GeneratorOptions};
 use crate::decode::JsonDecoder;
-use crate::generate::{Generator, GeneratorOptions};
+use crate::ingest::broker::EmbeddedBroker;
+use crate::ingest::produce::EventProducer;
+use crate::ingest::source::client_config;
+use crate::ingest::{IngestError, IngestOptions, ingest};
 use crate::pipeline::Pipeline;
 
 /// One measured phase.

@@ -3,6 +3,10 @@
 //! configurable share of bad events of every kind the pipeline must survive.
 
 use std::fmt::Write;
+use std::time::{Duration, Instant};
+
+use crate::ingest::produce::{EventProducer, ProduceError};
+use crate::pipeline::Pipeline;
 
 /// A small, fast, seeded generator (xorshift64*); reproducible per seed.
 #[derive(Clone, Debug)]
@@ -165,6 +169,30 @@ fn bad_event(r: &mut Rng, id: &str, ts: i64, out: &mut String) {
             r#"{{"event_id":"{id}","timestamp":{ts},"page_url":"not a url","tti_ms":100}}"#
         ),
     };
+}
+
+/// Send `events` synthetic events, at most `rate` per second when given.
+pub fn generate(
+    pipeline: &Pipeline,
+    events: u64,
+    rate: Option<f64>,
+    options: GeneratorOptions,
+) -> Result<u64, ProduceError> {
+    let mut producer = EventProducer::new(pipeline)?;
+    let mut generator = Generator::new(options);
+    let mut line = String::new();
+    let started = Instant::now();
+    for i in 0..events {
+        if let Some(rate) = rate.filter(|r| *r > 0.0) {
+            let due = Duration::from_secs_f64(i as f64 / rate);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        generator.next_into(&mut line);
+        producer.send(line.as_bytes())?;
+    }
+    producer.finish()
 }
 
 #[cfg(test)]
