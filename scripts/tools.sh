@@ -6,7 +6,8 @@
 #                                  (scripts/tansu-0.6.0.patch), in tansu/bin/tansu;
 #                                  `source.brokers = "embedded"` starts it
 #   bash scripts/tools.sh python   a venv with the tests' independent tools: moto server
-#                                  (S3, DynamoDB, Lambda), confluent-kafka, pyarrow
+#                                  (S3, DynamoDB, Lambda), confluent-kafka, pyarrow,
+#                                  deltalake (an independent Delta reader)
 #   bash scripts/tools.sh          both
 set -euo pipefail
 TOOLS="${WEIR_TOOLS_DIR:-$HOME/.cache/weir-tools}"
@@ -63,9 +64,9 @@ TOML
 install_python() {
     local venv="$TOOLS/venv"
     [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-    if ! "$venv/bin/python" -c 'import moto, confluent_kafka, pyarrow' 2>/dev/null \
+    if ! "$venv/bin/python" -c 'import moto, confluent_kafka, pyarrow, deltalake' 2>/dev/null \
         || [ ! -x "$venv/bin/moto_server" ]; then
-        "$venv/bin/pip" install --quiet 'moto[server]' confluent-kafka pyarrow
+        "$venv/bin/pip" install --quiet 'moto[server]' confluent-kafka pyarrow deltalake
     fi
 }
 

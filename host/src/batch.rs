@@ -1,5 +1,6 @@
 //! The batch job as one call, shared by `weir aggregate` and the
-//! orchestrator: plan date partitions from the commit log, aggregate them
+//! orchestrator: plan date partitions from the data table's Delta snapshot,
+//! aggregate them
 //! (re-applying the plugin), and load every partition that succeeded into
 //! the warehouse in one transaction, with its audit rows.
 
@@ -12,7 +13,8 @@ use serde::Serialize;
 use crate::aggregate::{
     self, AggregateConfig, BatchPlugin, Outcome, PartitionReport, Progress, Resolved, Selection,
 };
-use crate::lake::{CommitRecord, Lake, LakeError};
+use crate::aggregate::PartitionPlan;
+use crate::lake::{Lake, LakeError};
 use crate::pipeline::Pipeline;
 use crate::plugin::{PluginEngine, PluginError, PluginRunner};
 use crate::warehouse::{AuditRow, LoadRequest, TableSpec, Warehouse, WarehouseError};
@@ -28,7 +30,7 @@ pub enum BatchError {
         /// what is wrong.
         message: String,
     },
-    /// The lake or its commit log cannot be read.
+    /// The lake's tables cannot be read.
     #[error(transparent)]
     Lake(#[from] LakeError),
     /// The plugin cannot be loaded.
@@ -74,8 +76,8 @@ pub struct PartitionSummary {
     pub status: PartitionStatus,
     /// counts, when aggregated.
     pub report: Option<PartitionReport>,
-    /// commit records read.
-    pub commits: Vec<aggregate::CommitRef>,
+    /// the data table's version the date was read at.
+    pub version: Option<i64>,
     /// the error, when failed.
     pub error: Option<String>,
 }
@@ -121,10 +123,11 @@ impl BatchSummary {
 pub struct BatchJob {
     pipeline: Pipeline,
     aggregate: AggregateConfig,
-    lake: Lake,
+    lake: tokio::sync::Mutex<Lake>,
     warehouse: Warehouse,
     plugin: std::sync::Mutex<BatchPlugin>,
     table: TableSpec,
+    source: aggregate::Source,
 }
 
 impl std::fmt::Debug for BatchJob {
@@ -154,7 +157,7 @@ impl BatchJob {
             .warehouse
             .clone()
             .ok_or_else(|| config_error("no [warehouse] section: nowhere to load".into()))?;
-        let lake = Lake::open(&pipeline.config.lake)?;
+        let lake = Lake::open(&pipeline.config.lake, &pipeline.config.name)?;
         let warehouse = Warehouse::open(&warehouse_config, &pipeline.config.lake)?;
         let engine = PluginEngine::new(pipeline.config.plugin.limits.clone())?;
         let loaded = load_plugin(pipeline, &engine).await?;
@@ -183,7 +186,7 @@ impl BatchJob {
         Ok(BatchJob {
             pipeline: pipeline.clone(),
             aggregate,
-            lake,
+            lake: tokio::sync::Mutex::new(lake),
             warehouse,
             plugin: std::sync::Mutex::new(BatchPlugin {
                 engine,
@@ -191,6 +194,10 @@ impl BatchJob {
                 config,
             }),
             table,
+            source: aggregate::Source {
+                schema: probe.arrow().clone(),
+                partition_by: pipeline.config.lake.partition_by.clone(),
+            },
         })
     }
 
@@ -199,9 +206,19 @@ impl BatchJob {
         &self.warehouse
     }
 
-    /// The lake.
-    pub fn lake(&self) -> &Lake {
-        &self.lake
+    /// The lake (locked: reading what is new in its log needs it mutably).
+    pub async fn lake(&self) -> tokio::sync::MutexGuard<'_, Lake> {
+        self.lake.lock().await
+    }
+
+    /// Read what is new in the data table's log, and plan `selection` from
+    /// that snapshot.
+    pub async fn plan(&self, selection: &Selection) -> Result<Vec<PartitionPlan>, BatchError> {
+        let mut lake = self.lake.lock().await;
+        let table = lake.table_mut(crate::lake::TableKind::Data);
+        table.refresh().await?;
+        let plans = aggregate::plan(table, &self.pipeline.config.lake.partition_by, selection).await?;
+        Ok(plans.into_values().collect())
     }
 
     /// Digest of the plugin the batch path runs.
@@ -229,28 +246,26 @@ impl BatchJob {
 
     /// Plan, aggregate and load. Partitions that fail are reported and
     /// left out of the load; the others load in one transaction. Errors
-    /// only when the commit log cannot be read or the load fails.
+    /// only when the table cannot be read or the load fails.
     pub async fn run(
         self: &Arc<Self>,
         options: &BatchOptions,
         progress: Arc<dyn Fn(&Progress) + Send + Sync>,
     ) -> Result<BatchSummary, BatchError> {
-        let records = self.lake.commits().await?;
-        self.run_on(&records, options, progress).await
+        let plans = self.plan(&options.selection).await?;
+        self.run_on(plans, options, progress).await
     }
 
-    /// [`BatchJob::run`] over commit records already read (the
-    /// orchestrator reads them once to know the position it loads).
+    /// [`BatchJob::run`] over plans already made (the orchestrator plans
+    /// once to know the position it loads).
     pub async fn run_on(
         self: &Arc<Self>,
-        records: &[CommitRecord],
+        plans: Vec<PartitionPlan>,
         options: &BatchOptions,
         progress: Arc<dyn Fn(&Progress) + Send + Sync>,
     ) -> Result<BatchSummary, BatchError> {
         let started = Instant::now();
-        let plans: Vec<_> = aggregate::plan(records, &options.selection)
-            .into_values()
-            .collect();
+        let location = self.lake.lock().await.data().location().clone();
         let job = self.clone();
         let rt = tokio::runtime::Handle::current();
         let batch_plugin = self.current_plugin();
@@ -258,7 +273,8 @@ impl BatchJob {
         let outcomes = tokio::task::spawn_blocking(move || {
             let plugin = job.aggregate.reapply_plugin.then_some(&batch_plugin);
             aggregate::aggregate_partitions(
-                &job.lake,
+                &location,
+                &job.source,
                 &job.aggregate,
                 plugin,
                 plans,
@@ -322,7 +338,7 @@ impl BatchJob {
                             .cloned()
                             .collect::<Vec<_>>()
                             .join(","),
-                        commits: commit_ranges(&a.plan.commits),
+                        commits: a.plan.position(),
                         files: report.files as i64,
                         rows_read: report.rows_read as i64,
                         rows_excluded: excluded as i64,
@@ -337,7 +353,7 @@ impl BatchJob {
                         date: a.plan.date,
                         status: PartitionStatus::Loaded,
                         report: Some(report),
-                        commits: a.plan.commits,
+                        version: a.plan.version,
                         error: None,
                     });
                 }
@@ -351,7 +367,7 @@ impl BatchJob {
                                 pipeline: self.pipeline.config.name.clone(),
                                 plugin_digest: String::new(),
                                 lake_plugin_digests: String::new(),
-                                commits: "[]".into(),
+                                commits: String::new(),
                                 files: 0,
                                 rows_read: 0,
                                 rows_excluded: 0,
@@ -366,7 +382,7 @@ impl BatchJob {
                         date,
                         status,
                         report: None,
-                        commits: Vec::new(),
+                        version: None,
                         error: None,
                     });
                 }
@@ -381,7 +397,7 @@ impl BatchJob {
                         date,
                         status: PartitionStatus::Failed,
                         report: None,
-                        commits: Vec::new(),
+                        version: None,
                         error: Some(e.to_string()),
                     });
                 }
@@ -417,51 +433,4 @@ async fn load_plugin(
                 message: other.to_string(),
             },
         })
-}
-
-/// The commit records read, compactly: per `topic/partition` the first and
-/// last chain offset and how many records (bounded by the number of Kafka
-/// partitions, not by how many flushes a day had).
-pub fn commit_ranges(ids: &[aggregate::CommitRef]) -> String {
-    let mut ranges: std::collections::BTreeMap<String, (i64, i64, u64)> = Default::default();
-    for id in ids {
-        let r = ranges
-            .entry(format!("{}/{}", id.topic, id.partition))
-            .or_insert((id.chain_offset, id.chain_offset, 0));
-        r.0 = r.0.min(id.chain_offset);
-        r.1 = r.1.max(id.chain_offset);
-        r.2 += 1;
-    }
-    let map: serde_json::Map<String, serde_json::Value> = ranges
-        .into_iter()
-        .map(|(p, (first, last, n))| {
-            (
-                p,
-                serde_json::json!({ "first": first, "last": last, "records": n }),
-            )
-        })
-        .collect();
-    serde_json::Value::Object(map).to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn commit_ranges_stay_small() {
-        let ids: Vec<aggregate::CommitRef> = (0..10_000)
-            .map(|i| aggregate::CommitRef {
-                topic: "web-vitals".into(),
-                partition: i % 3,
-                chain_offset: i64::from(i) * 100,
-            })
-            .collect();
-        let text = commit_ranges(&ids);
-        assert!(text.len() < 200, "{text}");
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(v["web-vitals/0"]["first"], 0);
-        assert_eq!(v["web-vitals/0"]["last"], 999_900);
-        assert_eq!(v["web-vitals/0"]["records"], 3334);
-    }
 }

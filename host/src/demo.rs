@@ -103,7 +103,7 @@ pub async fn run_demo(
             .map_err(|e| setup(&e))?
     };
     eprintln!(
-        "[2/4] ingest: decode, web-vitals plugin, Parquet lake in {}",
+        "[2/4] ingest: decode, web-vitals plugin, Delta lake in {}",
         lake.display()
     );
     let ingested = {
@@ -122,7 +122,7 @@ pub async fn run_demo(
         .expect("ingest")?
     };
     eprintln!(
-        "[3/4] orchestrator: commit log polled, every date aggregated into {}",
+        "[3/4] orchestrator: Delta log polled, every date aggregated into {}",
         warehouse.display()
     );
     let orchestrator = Orchestrator::open(&p, Arc::default()).await?;

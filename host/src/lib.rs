@@ -1,17 +1,19 @@
 //! weir: a log-pipeline host.
 //!
 //! Kafka in, user-defined cleaning and enrichment as sandboxed WebAssembly
-//! components, a Parquet lake partitioned by event date, batch aggregation
+//! components, a Delta Lake table partitioned by event date, batch aggregation
 //! into a warehouse. One folder per stage:
 //!
 //! - [`pipeline`]: the pipeline definition file and the declared event schema;
 //! - [`aws`]: the settings and SDK configuration of every AWS client;
 //! - [`decode`]: JSON events into Arrow by the declared schema;
+//! - [`objstore`]: one parsed location (local or S3) for every URL weir reads or writes;
 //! - [`telemetry`]: the Prometheus metrics every stage counts into;
 //! - [`plugin`]: the wasmtime engine, the `weir:preprocess` bindings, limits,
 //!   poison-event isolation;
 //! - [`ingest`]: Kafka consumption, decoding, batching, the commit protocol;
-//! - [`lake`]: object store, Parquet files, commit log, dead letters;
+//! - [`lake`]: the Delta tables (data, dead letters): commits with Kafka `txn`
+//!   versions, snapshot reads, optimize and vacuum;
 //! - [`aggregate`]: the batch path (same plugin again, exact aggregates);
 //! - [`warehouse`]: loading aggregates into PostgreSQL, Redshift or SQLite;
 //! - [`orchestrate`]: S3 events and polling → leased, retried, checkpointed batch runs;
@@ -27,6 +29,7 @@ pub mod decode;
 pub mod demo;
 pub mod ingest;
 pub mod lake;
+pub mod objstore;
 pub mod orchestrate;
 pub mod pipeline;
 pub mod plugin;

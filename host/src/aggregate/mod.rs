@@ -13,8 +13,8 @@ pub mod run;
 
 pub use config::{AggregateConfig, MetricSpec, Stat};
 pub use kernel::{Aggregator, Resolved, percentile_cont};
-pub use plan::{CommitRef, PartitionPlan, Selection, plan};
+pub use plan::{PartitionPlan, Selection, plan, plan_files, position, position_version};
 pub use run::{
-    Aggregated, BatchPlugin, Outcome, PartitionError, PartitionReport, Progress,
+    Aggregated, BatchPlugin, Outcome, PartitionError, PartitionReport, Progress, Source,
     aggregate_partitions,
 };

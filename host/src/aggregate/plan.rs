@@ -1,13 +1,13 @@
-//! Which files make up each date partition: read from the commit log
-//! (never from a listing, so uncommitted files stay invisible).
+//! Which files make up each date partition: read from the data table's
+//! Delta snapshot with partition pruning (never from a listing, so files no
+//! version references stay invisible).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::NaiveDate;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
-use crate::lake::{CommitRecord, CommittedFile, FileKind};
+use crate::lake::{LakeError, LakeFile, Table};
 
 /// Which date partitions to aggregate.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,7 +16,7 @@ pub enum Selection {
     Dates(Vec<NaiveDate>),
     /// every date from the first to the last, inclusive.
     Range(NaiveDate, NaiveDate),
-    /// every date the commit log names.
+    /// every date the table holds.
     All,
 }
 
@@ -36,18 +36,19 @@ impl Selection {
     }
 }
 
-/// The committed data of one date partition.
+/// The committed data of one date partition at one table version.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct PartitionPlan {
     /// the partition value (`2026-11-20`).
     pub date: String,
-    /// committed data files, in commit order per Kafka partition.
-    pub files: Vec<CommittedFile>,
-    /// the commit records contributing files.
-    pub commits: Vec<CommitRef>,
-    /// plugin digests that produced the files.
+    /// the date's active data files.
+    pub files: Vec<LakeFile>,
+    /// the table version the files were read at.
+    pub version: Option<i64>,
+    /// plugin digests (8-character prefixes, from the file names) that
+    /// produced the files; compacted files name none.
     pub lake_digests: BTreeSet<String>,
-    /// rows in the files, as the commit records say.
+    /// rows in the files, from their statistics.
     pub rows: u64,
 }
 
@@ -57,53 +58,40 @@ impl PartitionPlan {
         self.date.parse().ok()
     }
 
-    /// The commit position: how many commit records feed the date and a
-    /// digest of which. The same position means nothing new to load.
+    /// The position loaded: `v<table version>`.
     pub fn position(&self) -> String {
-        let mut ids: Vec<String> = self.commits.iter().map(ToString::to_string).collect();
-        ids.sort();
-        let digest = Sha256::digest(ids.join("\n").as_bytes());
-        format!("{}:{}", ids.len(), &hex::encode(digest)[..16])
+        position(self.version.unwrap_or(-1))
     }
 }
 
-/// One commit record's identity, written `topic/partition/chain_offset`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct CommitRef {
-    /// Kafka topic.
-    pub topic: String,
-    /// Kafka partition.
-    pub partition: i32,
-    /// the record's chain key.
-    pub chain_offset: i64,
+/// A table version written as a position (`v12`).
+pub fn position(version: i64) -> String {
+    format!("v{version}")
 }
 
-impl CommitRef {
-    /// The identity of `record`.
-    pub fn of(record: &CommitRecord) -> Self {
-        CommitRef {
-            topic: record.topic.clone(),
-            partition: record.partition,
-            chain_offset: record.chain_offset,
-        }
-    }
+/// The table version of a position written by [`position`].
+pub fn position_version(position: &str) -> Option<i64> {
+    position.strip_prefix('v')?.parse().ok()
 }
 
-impl std::fmt::Display for CommitRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}/{}", self.topic, self.partition, self.chain_offset)
-    }
+/// The digest prefix in a weir file name
+/// (`<topic>-p<p>-o<first>-<last>-<digest8>-<token>.parquet`).
+fn digest_of(path: &str) -> Option<String> {
+    let name = path.rsplit('/').next()?.strip_suffix(".parquet")?;
+    let mut parts = name.rsplit('-');
+    let _token = parts.next()?;
+    let digest = parts.next()?;
+    (digest.len() == 8 && digest.bytes().all(|b| b.is_ascii_hexdigit())).then(|| digest.to_string())
 }
 
-impl Serialize for CommitRef {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-/// Group the data files of `records` by date, keeping the selected dates;
-/// a selected date without files gets an empty plan ("no data").
-pub fn plan(records: &[CommitRecord], selection: &Selection) -> BTreeMap<String, PartitionPlan> {
+/// Group `files` (active files of one table version) by date, keeping the
+/// selected dates; a selected date without files gets an empty plan
+/// ("no data").
+pub fn plan_files(
+    files: Vec<LakeFile>,
+    version: Option<i64>,
+    selection: &Selection,
+) -> BTreeMap<String, PartitionPlan> {
     let wanted = selection.dates();
     let mut plans: BTreeMap<String, PartitionPlan> = BTreeMap::new();
     for date in wanted.iter().flatten() {
@@ -111,100 +99,88 @@ pub fn plan(records: &[CommitRecord], selection: &Selection) -> BTreeMap<String,
             date.clone(),
             PartitionPlan {
                 date: date.clone(),
+                version,
                 ..Default::default()
             },
         );
     }
-    for record in records {
-        let id = CommitRef::of(record);
-        for file in &record.files {
-            if file.kind != FileKind::Data {
-                continue;
-            }
-            let Some(date) = &file.partition_value else {
-                continue;
-            };
-            if wanted.as_ref().is_some_and(|w| !w.contains(date)) {
-                continue;
-            }
-            let plan = plans.entry(date.clone()).or_insert_with(|| PartitionPlan {
-                date: date.clone(),
-                ..Default::default()
-            });
-            plan.files.push(file.clone());
-            plan.rows += file.rows;
-            plan.lake_digests.insert(record.plugin_digest.clone());
-            if plan.commits.last() != Some(&id) {
-                plan.commits.push(id.clone());
-            }
+    for file in files {
+        let Some(date) = file.partition_value.clone() else {
+            continue;
+        };
+        if wanted.as_ref().is_some_and(|w| !w.contains(&date)) {
+            continue;
         }
+        let plan = plans.entry(date.clone()).or_insert_with(|| PartitionPlan {
+            date,
+            version,
+            ..Default::default()
+        });
+        plan.rows += file.rows;
+        plan.lake_digests.extend(digest_of(&file.path));
+        plan.files.push(file);
     }
     plans
+}
+
+/// Plan `selection` from the data table as loaded: one pruned read of the
+/// snapshot per selected date (every file for [`Selection::All`]).
+pub async fn plan(
+    table: &Table,
+    partition_by: &str,
+    selection: &Selection,
+) -> Result<BTreeMap<String, PartitionPlan>, LakeError> {
+    let version = table.version();
+    let files = match selection.dates() {
+        None => table.files(partition_by, None).await?,
+        Some(dates) => {
+            let mut files = Vec::new();
+            for date in &dates {
+                files.extend(table.files(partition_by, Some(date)).await?);
+            }
+            files
+        }
+    };
+    Ok(plan_files(files, version, selection))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn record(partition: i32, chain: i64, files: &[(&str, &str, u64)]) -> CommitRecord {
-        CommitRecord {
-            version: 1,
-            pipeline: "p".into(),
-            topic: "t".into(),
-            partition,
-            chain_offset: chain,
-            first_offset: chain,
-            last_offset: chain + 9,
-            next_offset: chain + 10,
-            files: files
-                .iter()
-                .map(|(path, date, rows)| CommittedFile {
-                    path: (*path).into(),
-                    kind: if date.is_empty() {
-                        FileKind::DeadLetters
-                    } else {
-                        FileKind::Data
-                    },
-                    partition_value: (!date.is_empty()).then(|| (*date).to_string()),
-                    rows: *rows,
-                    bytes: 1,
-                })
-                .collect(),
-            plugin_digest: "d1".into(),
-            weir_version: "0".into(),
-            committed_at: String::new(),
-            read: 0,
-            kept: 0,
-            dropped: 0,
-            dead_lettered: 0,
+    fn file(path: &str, date: &str, rows: u64) -> LakeFile {
+        LakeFile {
+            path: path.into(),
+            partition_value: Some(date.into()),
+            rows,
+            bytes: 1,
         }
     }
 
     #[test]
     fn files_grouped_by_date_with_empty_dates_kept() {
-        let records = [
-            record(
-                0,
-                0,
-                &[("a", "2026-11-20", 5), ("b", "2026-11-21", 3), ("x", "", 1)],
-            ),
-            record(1, 0, &[("c", "2026-11-20", 2)]),
+        let files = vec![
+            file("event_date=2026-11-20/t-p0-o1-2-abcdef12-0123456789ab.parquet", "2026-11-20", 5),
+            file("event_date=2026-11-21/b.parquet", "2026-11-21", 3),
+            file("event_date=2026-11-20/part-0001.parquet", "2026-11-20", 2),
         ];
         let d = |s: &str| s.parse::<NaiveDate>().unwrap();
-        let plans = plan(
-            &records,
+        let plans = plan_files(
+            files.clone(),
+            Some(7),
             &Selection::Range(d("2026-11-20"), d("2026-11-22")),
         );
         assert_eq!(plans.len(), 3);
         assert_eq!(plans["2026-11-20"].rows, 7);
-        let ids: Vec<String> = plans["2026-11-20"]
-            .commits
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        assert_eq!(ids, ["t/0/0", "t/1/0"]);
+        assert_eq!(plans["2026-11-20"].position(), "v7");
+        assert_eq!(
+            plans["2026-11-20"].lake_digests.iter().collect::<Vec<_>>(),
+            ["abcdef12"]
+        );
         assert!(plans["2026-11-22"].files.is_empty());
-        let all = plan(&records, &Selection::All);
+        let all = plan_files(files, Some(7), &Selection::All);
         assert_eq!(all.keys().collect::<Vec<_>>(), ["2026-11-20", "2026-11-21"]);
+        assert_eq!(position_version("v12"), Some(12));
+        assert_eq!(position_version("3:abc"), None);
     }
 }

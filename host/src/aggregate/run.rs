@@ -17,7 +17,8 @@ use serde::Serialize;
 use super::config::AggregateConfig;
 use super::kernel::{Aggregator, KernelCounts, Resolved};
 use super::plan::PartitionPlan;
-use crate::lake::{CommittedFile, Lake};
+use crate::lake::{LakeFile, conform};
+use crate::objstore::Location;
 use crate::pipeline::DeclaredSchema;
 use crate::plugin::{LoadedPlugin, PluginEngine, PluginRunner, Verdict};
 
@@ -138,7 +139,8 @@ pub struct Progress {
 /// Aggregate `plans` from `lake`, reporting progress after each partition.
 /// Blocks the calling thread (not a runtime worker); file reads run on `rt`.
 pub fn aggregate_partitions(
-    lake: &Lake,
+    lake: &Location,
+    source: &Source,
     config: &AggregateConfig,
     plugin: Option<&BatchPlugin>,
     plans: Vec<PartitionPlan>,
@@ -171,7 +173,7 @@ pub fn aggregate_partitions(
                     let outcome = if plan.files.is_empty() {
                         Outcome::NoData(date.clone())
                     } else {
-                        match aggregate_one(lake, config, plugin, plan, rt) {
+                        match aggregate_one(lake, source, config, plugin, plan, rt) {
                             Ok(a) => Outcome::Aggregated(Box::new(a)),
                             Err(e) => Outcome::Failed(e),
                         }
@@ -199,7 +201,8 @@ pub fn aggregate_partitions(
 
 /// Aggregate one partition.
 fn aggregate_one(
-    lake: &Lake,
+    lake: &Location,
+    source: &Source,
     config: &AggregateConfig,
     plugin: Option<&BatchPlugin>,
     plan: PartitionPlan,
@@ -235,15 +238,22 @@ fn aggregate_one(
             .block_on(open(lake, file, config.batch_rows))
             .map_err(&file_error)?;
         if aggregator.is_none() {
-            let spec = Resolved::new(config, stream.schema()).map_err(&schema_error)?;
+            let spec = Resolved::new(config, &source.schema).map_err(&schema_error)?;
             aggregator = Some(Aggregator::new(spec).map_err(&schema_error)?);
         }
         if let (Some(p), None) = (plugin, &runner) {
-            runner = Some(start_plugin(p, stream.schema()).map_err(&schema_error)?);
+            runner = Some(start_plugin(p, &source.schema).map_err(&schema_error)?);
         }
         let aggregator = aggregator.as_mut().expect("set above");
         while let Some(batch) = rt.block_on(stream.next()) {
             let batch = batch.map_err(|e| file_error(e.to_string()))?;
+            let batch = conform(
+                &batch,
+                &source.schema,
+                &source.partition_by,
+                file.partition_value.as_deref(),
+            )
+            .map_err(&schema_error)?;
             report.rows_read += batch.num_rows() as u64;
             match runner.as_mut() {
                 Some(runner) => {
@@ -282,10 +292,20 @@ fn aggregate_one(
     Ok(Aggregated { plan, rows, report })
 }
 
+/// What the lake's files hold: the table's schema (the plugin's output for
+/// the pipeline's input) and its partition column.
+#[derive(Clone, Debug)]
+pub struct Source {
+    /// the data table's schema, partition column included.
+    pub schema: arrow::datatypes::SchemaRef,
+    /// the partition column (not stored in the files).
+    pub partition_by: String,
+}
+
 /// Start streaming one committed file.
 async fn open(
-    lake: &Lake,
-    file: &CommittedFile,
+    lake: &Location,
+    file: &LakeFile,
     batch_rows: usize,
 ) -> Result<parquet::arrow::async_reader::ParquetRecordBatchStream<ParquetObjectReader>, String> {
     let reader = ParquetObjectReader::new(lake.store().clone(), lake.key(&file.path))

@@ -12,7 +12,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use weir::ingest::produce::EventProducer;
 use weir::ingest::{IngestOptions, ingest};
-use weir::lake::Lake;
+use weir::lake::{Lake, TableKind};
 use weir::pipeline::Pipeline;
 use weir::tools::generate::GeneratorOptions;
 use weir::tools::generate::generate;
@@ -76,24 +76,53 @@ pub struct GenerateArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum LakeCommand {
-    /// List the committed files (from the commit log, never by listing data).
+    /// List the active files of the data table (from its Delta log, never
+    /// by listing directories).
     Files {
         #[command(flatten)]
         pipeline: PipelineArgs,
         /// Only this partition value (e.g. 2026-11-24).
         #[arg(long)]
         date: Option<String>,
+        /// The dead-letter table instead.
+        #[arg(long)]
+        dead_letters: bool,
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
     },
-    /// Remove files no commit record names, older than the grace period.
+    /// The commits of the data table, newest first (operation, plugin
+    /// digest, weir version, counts).
+    History {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// At most this many commits.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// The dead-letter table instead.
+        #[arg(long)]
+        dead_letters: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compact small files into files of about lake.optimize_target_bytes
+    /// (Delta OPTIMIZE: a commit with dataChange = false; no re-aggregation).
+    Optimize {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// Only this date partition.
+        #[arg(long)]
+        date: Option<String>,
+    },
+    /// Remove files no table version references (replaced by compaction,
+    /// or left by a crashed or fenced writer), older than the retention.
     Vacuum {
         #[command(flatten)]
         pipeline: PipelineArgs,
-        /// Grace period in seconds (default: lake.vacuum_grace_secs).
+        /// Retention in hours (default: lake.vacuum_retention_hours).
         #[arg(long)]
-        grace_secs: Option<u64>,
+        retention_hours: Option<u64>,
         /// Only report.
         #[arg(long)]
         dry_run: bool,
@@ -242,15 +271,23 @@ pub fn run_lake(command: LakeCommand) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let open = |pipeline: PipelineArgs| -> anyhow::Result<(weir::pipeline::Pipeline, Lake)> {
+        let p = pipeline.load()?;
+        let lake = Lake::open(&p.config.lake, &p.config.name)?;
+        Ok((p, lake))
+    };
+    let kind = |dead: bool| if dead { TableKind::DeadLetters } else { TableKind::Data };
     match command {
         LakeCommand::Files {
             pipeline,
             date,
+            dead_letters,
             json,
         } => {
-            let p = pipeline.load()?;
-            let lake = Lake::open(&p.config.lake)?;
-            let files = rt.block_on(lake.committed_files(date.as_deref()))?;
+            let (p, mut lake) = open(pipeline)?;
+            let table = lake.table_mut(kind(dead_letters));
+            rt.block_on(table.refresh())?;
+            let files = rt.block_on(table.files(&p.config.lake.partition_by, date.as_deref()))?;
             for f in files {
                 if json {
                     println!("{}", serde_json::to_string(&f)?);
@@ -259,27 +296,65 @@ pub fn run_lake(command: LakeCommand) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        LakeCommand::History {
+            pipeline,
+            limit,
+            dead_letters,
+            json,
+        } => {
+            let (_, mut lake) = open(pipeline)?;
+            let table = lake.table_mut(kind(dead_letters));
+            rt.block_on(table.refresh())?;
+            for entry in rt.block_on(table.history(Some(limit)))? {
+                if json {
+                    println!("{}", serde_json::to_string(&entry)?);
+                } else {
+                    let when = entry
+                        .timestamp
+                        .and_then(chrono::DateTime::from_timestamp_millis)
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_default();
+                    let digest = entry
+                        .info
+                        .get("weir.plugin_digest")
+                        .and_then(|v| v.as_str())
+                        .map(|d| d.get(..12).unwrap_or(d).to_string())
+                        .unwrap_or_default();
+                    let kept = entry.info.get("weir.kept").map(|v| v.to_string()).unwrap_or_default();
+                    println!(
+                        "v{}\t{when}\t{}\t{digest}\t{kept}",
+                        entry.version.unwrap_or(-1),
+                        entry.operation.as_deref().unwrap_or("?")
+                    );
+                }
+            }
+        }
+        LakeCommand::Optimize { pipeline, date } => {
+            let (_, mut lake) = open(pipeline)?;
+            let report = rt.block_on(lake.optimize(date.as_deref()))?;
+            println!(
+                "{}: {} small files compacted into {} in {} partition(s); table version {}",
+                report.table,
+                report.files_removed,
+                report.files_added,
+                report.partitions_optimized,
+                report.version.map_or("-".into(), |v| v.to_string())
+            );
+        }
         LakeCommand::Vacuum {
             pipeline,
-            grace_secs,
+            retention_hours,
             dry_run,
         } => {
-            let p = pipeline.load()?;
-            let lake = Lake::open(&p.config.lake)?;
-            let grace = Duration::from_secs(grace_secs.unwrap_or(p.config.lake.vacuum_grace_secs));
-            let report = rt.block_on(lake.vacuum(grace, dry_run))?;
-            for path in &report.removed {
-                println!(
-                    "{} {path}",
-                    if dry_run { "would remove" } else { "removed" }
-                );
+            let (p, mut lake) = open(pipeline)?;
+            let hours = retention_hours.unwrap_or(p.config.lake.vacuum_retention_hours);
+            let reports = rt.block_on(lake.vacuum(Duration::from_secs(hours * 3600), dry_run))?;
+            for report in reports {
+                for path in &report.removed {
+                    println!("{} {path}", if dry_run { "would remove" } else { "removed" });
+                }
+                println!("{}: {} files {}", report.table, report.removed.len(), if dry_run { "to remove" } else { "removed" });
             }
-            println!(
-                "{} committed files, {} uncommitted removed, {} too young",
-                report.committed,
-                report.removed.len(),
-                report.kept_young
-            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -111,7 +111,7 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         );
     }
     println!(
-        "{} files and {} commit records in the lake; {} dates aggregated into {} warehouse rows",
+        "{} files in {} Delta commits; {} dates aggregated into {} warehouse rows",
         i.files,
         i.commits,
         s.runs.len(),
@@ -144,11 +144,11 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     print_table(&narrow);
     println!();
     println!(
-        "lake:         {}   (data/event_date=*/ Parquet; _commits/ the commit log)",
+        "lake:         {}   (a Delta table: _delta_log/ and event_date=*/ Parquet)",
         s.lake.display()
     );
     println!(
-        "dead letters: {}/_dead_letters   (raw payload, stage, reason, offset)",
+        "dead letters: {}/_dead_letters   (a Delta table: raw payload, stage, reason, offset)",
         s.lake.display()
     );
     println!(
@@ -163,7 +163,7 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         s.warehouse.display()
     );
     println!(
-        "  duckdb -c \"SELECT reason, count(*) FROM '{}/_dead_letters/*/*/*.parquet' GROUP BY 1\"",
+        "  duckdb -c \"INSTALL delta; LOAD delta; SELECT reason, count(*) FROM delta_scan('{}/_dead_letters') GROUP BY 1\"",
         s.lake.display()
     );
     Ok(ExitCode::SUCCESS)

@@ -7,7 +7,7 @@ use std::time::Instant;
 use arrow::record_batch::RecordBatch;
 
 use crate::decode::JsonDecoder;
-use crate::lake::DeadLetter;
+use crate::lake::{DeadLetter, Resume};
 use crate::pipeline::DeclaredSchema;
 
 /// The raw messages behind the decoded rows waiting for the plugin (to
@@ -53,8 +53,9 @@ impl RawMessages {
 pub(crate) struct PartitionBuffer {
     pub topic: Arc<str>,
     pub partition: i32,
-    /// key of the next commit record.
-    pub chain_offset: i64,
+    /// the tables' `txn` versions this writer resumed from (and committed
+    /// since); dead letters at or below `resume.dead` are already committed.
+    pub resume: Resume,
     /// next offset expected; anything lower is already in the lake.
     pub next_offset: i64,
     /// first and last offsets buffered since the last commit.
@@ -75,7 +76,7 @@ impl PartitionBuffer {
     pub fn new(
         topic: Arc<str>,
         partition: i32,
-        chain_offset: i64,
+        resume: Resume,
         next_offset: i64,
         schema: &DeclaredSchema,
         batch_rows: usize,
@@ -83,7 +84,7 @@ impl PartitionBuffer {
         PartitionBuffer {
             topic,
             partition,
-            chain_offset,
+            resume,
             next_offset,
             first_offset: None,
             last_offset: -1,
@@ -104,9 +105,10 @@ impl PartitionBuffer {
         self.first_offset.is_none()
     }
 
-    /// Forget everything since the last commit and resume at `chain`/`next`.
-    pub fn reset(&mut self, chain_offset: i64, next_offset: i64) {
-        self.chain_offset = chain_offset;
+    /// Forget everything since the last commit: the tables now stand at
+    /// `resume`, consumption goes on at `next_offset`.
+    pub fn reset(&mut self, resume: Resume, next_offset: i64) {
+        self.resume = resume;
         self.next_offset = next_offset;
         self.first_offset = None;
         self.last_offset = -1;

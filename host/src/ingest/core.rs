@@ -1,8 +1,9 @@
 //! The state shared by the consume loop and the rebalance callback: the
-//! partition buffers, the plugin, the lake. Flushing a partition writes its
-//! data and dead-letter files, then one commit record with a create-only
-//! put; a conflict means another host owns the range, so the buffer is
-//! dropped and the partition resumes after the winner's commit.
+//! partition buffers, the plugin, the lake. A flush cycle writes the data
+//! and dead-letter files of every partition due, then makes one Delta commit
+//! per table for all of them (a `txn` action per Kafka partition). A
+//! partition another host committed first is dropped from the cycle and
+//! resumes after the winner.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,8 +18,9 @@ use tokio::runtime::Handle;
 
 use super::buffer::PartitionBuffer;
 use crate::lake::{
-    CommitOutcome, CommitRecord, CommittedFile, DeadLetter, FileKind, FileMetadata, Lake,
-    LakeError, dead_letters_batch, encode_parquet, split_by_partition,
+    DeadLetter, FileMetadata, Lake, LakeError, PartitionFlush, PartitionOutcome, Provenance,
+    StagedFile, TableKind, dead_letter_schema, dead_letters_batch, encode_parquet,
+    split_by_partition,
 };
 use crate::pipeline::Pipeline;
 use crate::plugin::{PluginRunner, Verdict};
@@ -38,9 +40,9 @@ pub struct IngestSummary {
     pub files: u64,
     /// bytes written.
     pub bytes: u64,
-    /// commit records written.
+    /// Delta commits of the data table.
     pub commits: u64,
-    /// flushes abandoned because another host had committed the range.
+    /// partition flushes dropped because another host had committed them first.
     pub conflicts: u64,
     /// milliseconds from the first message to the end of the run.
     pub busy_ms: Option<u64>,
@@ -108,6 +110,17 @@ impl Core {
         if self.partitions.values().any(|b| !b.is_empty()) {
             return Err("rows of the old version are still buffered".into());
         }
+        // the table must take the new version's output: the same columns,
+        // or (plugin.allow_schema_change) new nullable ones added to it
+        let schema = runner.output_schema().arrow().clone();
+        let allow = self.pipeline.config.plugin.allow_schema_change;
+        let table = self.lake.table_mut(TableKind::Data);
+        let accepted = if allow {
+            self.rt.block_on(table.evolve(&schema)).map(|_| ())
+        } else {
+            table.check_schema(&schema)
+        };
+        accepted.map_err(|e| format!("the lake refuses the new version's output: {e}"))?;
         let old = self.runner.plugin().digest.clone();
         self.runner = runner;
         self.partition_column = position;
@@ -150,8 +163,12 @@ impl Core {
             return Some(key); // already in the lake or in this buffer (a replay after seek)
         }
         buffer.note_message(offset, payload.len());
+        // dead letters up to the dead-letter table's txn version are in it
+        // already (a crash between the two commits): a replay skips them
+        let dead_done = buffer.resume.dead.is_some_and(|d| offset <= d);
         match buffer.decoder.push(payload) {
             Ok(()) => buffer.decoded_raw.push(offset, timestamp, payload),
+            Err(_) if dead_done => {}
             Err(e) => buffer.dead.push(DeadLetter {
                 topic: buffer.topic.clone(),
                 partition,
@@ -190,6 +207,9 @@ impl Core {
                 Verdict::Drop => buffer.dropped += 1,
                 Verdict::Reject => {
                     let (offset, kafka_timestamp, payload) = buffer.decoded_raw.get(e.row);
+                    if buffer.resume.dead.is_some_and(|d| offset <= d) {
+                        continue;
+                    }
                     buffer.dead.push(DeadLetter {
                         topic: buffer.topic.clone(),
                         partition: buffer.partition,
@@ -225,107 +245,157 @@ impl Core {
                         .is_some_and(|s| s.elapsed() >= Duration::from_millis(cfg.flush_age_ms))))
     }
 
-    /// Flush and commit one partition. Storage failures are retried with
+    /// The partitions a flush cycle takes: every one due, plus those past
+    /// half their age limit (they ride along instead of costing a commit
+    /// of their own soon after). Empty when none is due.
+    pub fn cycle(&self) -> Vec<PartitionKey> {
+        if !self.partitions.keys().any(|k| self.due(k, true)) {
+            return Vec::new();
+        }
+        let half = Duration::from_millis(self.pipeline.config.ingest.flush_age_ms / 2);
+        self.partitions
+            .iter()
+            .filter(|(k, b)| self.due(k, true) || b.since.is_some_and(|s| s.elapsed() >= half))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Every partition holding something.
+    pub fn non_empty(&self) -> Vec<PartitionKey> {
+        self.partitions
+            .iter()
+            .filter(|(_, b)| !b.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Flush and commit the partitions `keys` in one cycle: their files
+    /// first, then one commit per table. Storage failures are retried with
     /// backoff until they pass (or until the shutdown deadline).
     pub fn flush<C: ConsumerContext>(
         &mut self,
-        key: &PartitionKey,
+        keys: &[PartitionKey],
         consumer: &BaseConsumer<C>,
     ) -> Result<(), LakeError> {
-        if self.partitions.get(key).is_none_or(|b| b.is_empty()) {
+        let keys: Vec<PartitionKey> = keys
+            .iter()
+            .filter(|k| self.partitions.get(*k).is_some_and(|b| !b.is_empty()))
+            .cloned()
+            .collect();
+        if keys.is_empty() {
             return Ok(());
         }
-        self.run_plugin(key);
+        for key in &keys {
+            self.run_plugin(key);
+        }
         let started = Instant::now();
-        let files = self.encode(key);
-        let buffer = self.partitions.get(key).expect("assigned partition");
-        let first = buffer.first_offset.expect("not empty");
-        let record = CommitRecord {
-            version: 1,
-            pipeline: self.pipeline.config.name.clone(),
-            topic: buffer.topic.to_string(),
-            partition: buffer.partition,
-            chain_offset: buffer.chain_offset,
-            first_offset: first,
-            last_offset: buffer.last_offset,
-            next_offset: buffer.last_offset + 1,
-            files: files.iter().map(|(f, _)| f.clone()).collect(),
-            plugin_digest: self.runner.plugin().digest.clone(),
-            weir_version: crate::VERSION.to_string(),
-            committed_at: chrono::Utc::now().to_rfc3339(),
-            read: buffer.read,
-            kept: buffer.kept_rows as u64,
-            dropped: buffer.dropped,
-            dead_lettered: buffer.dead.len() as u64,
-        };
-        let label = buffer.label();
-        for (file, bytes) in &files {
-            self.retry(&label, || self.lake.put(&file.path, bytes.clone()))?;
+        let mut parts = Vec::with_capacity(keys.len());
+        let mut counts = Counts::default();
+        let mut per_partition = Vec::with_capacity(keys.len());
+        for key in &keys {
+            let (part, files) = self.encode(key);
+            let label = self.partitions[key].label();
+            for (kind, path, bytes) in &files {
+                let table = match kind {
+                    TableKind::Data => self.lake.data(),
+                    TableKind::DeadLetters => self.lake.dead_letters(),
+                };
+                self.retry(&label, || async {
+                    Ok(table.location().put(path, bytes.clone()).await?)
+                })?;
+            }
+            let b = &self.partitions[key];
+            let c = Counts {
+                read: b.read,
+                kept: b.kept_rows as u64,
+                dropped: b.dropped,
+                dead_lettered: b.dead.len() as u64,
+                files: files.len() as u64,
+                bytes: files.iter().map(|(_, _, f)| f.len() as u64).sum(),
+            };
+            counts.add(&c);
+            per_partition.push(c);
+            parts.push(part);
         }
         let flushed = started.elapsed();
-        let outcome = self.retry(&label, || self.lake.commit(&record))?;
+        let provenance = Provenance {
+            plugin_digest: self.runner.plugin().digest.clone(),
+            counts: counts.as_map(),
+        };
+        let mut backoff = self.backoff();
+        let report = loop {
+            match self.rt.block_on(self.lake.commit(&mut parts, &provenance)) {
+                Ok(report) => break report,
+                Err(e) => backoff.wait("commit", e)?,
+            }
+        };
         if let Some(m) = &self.metrics {
             m.flush_seconds.observe(flushed);
             m.commit_seconds.observe(started.elapsed() - flushed);
-            record_commit(m, &record, outcome);
         }
-        match outcome {
-            CommitOutcome::Committed => {
-                let s = &mut self.summary;
-                s.read += record.read;
-                s.kept += record.kept;
-                s.dropped += record.dropped;
-                s.dead_lettered += record.dead_lettered;
-                s.files += record.files.len() as u64;
-                s.bytes += record.files.iter().map(|f| f.bytes).sum::<u64>();
-                s.commits += 1;
-                tracing::info!(
-                    partition = %label, first = record.first_offset, last = record.last_offset, kept = record.kept,
-                    dead_lettered = record.dead_lettered, files = record.files.len(),
-                    elapsed_ms = started.elapsed().as_millis() as u64, "committed"
-                );
-                if let Err(e) = self.rt.block_on(self.lake.set_latest_hint(&record)) {
-                    tracing::debug!(partition = %label, error = %e, "latest-commit hint not written (readers list instead)");
+        for ((key, part), (outcome, c)) in keys
+            .iter()
+            .zip(&parts)
+            .zip(report.outcomes.iter().zip(&per_partition))
+        {
+            let buffer = self.partitions.get_mut(key).expect("assigned partition");
+            let label = buffer.label();
+            match *outcome {
+                PartitionOutcome::Committed => {
+                    self.summary.add(c);
+                    if let Some(m) = &self.metrics {
+                        record_commit(m, c);
+                    }
+                    let mut resume = part.expected;
+                    resume.data = Some(part.last_offset);
+                    let next = part.last_offset + 1;
+                    buffer.reset(resume, next);
+                    tracing::debug!(
+                        partition = %label, last = part.last_offset, kept = c.kept,
+                        dead_lettered = c.dead_lettered, files = c.files, "committed"
+                    );
+                    let mut tpl = TopicPartitionList::new();
+                    let _ = tpl.add_partition_offset(&key.0, key.1, Offset::Offset(next));
+                    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+                        tracing::debug!(partition = %label, error = %e, "kafka offset hint not committed");
+                    }
                 }
-                let buffer = self.partitions.get_mut(key).expect("assigned partition");
-                buffer.reset(record.next_offset, record.next_offset);
-                let mut tpl = TopicPartitionList::new();
-                let _ = tpl.add_partition_offset(
-                    &record.topic,
-                    record.partition,
-                    Offset::Offset(record.next_offset),
-                );
-                if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-                    tracing::debug!(partition = %label, error = %e, "kafka offset hint not committed");
-                }
-            }
-            CommitOutcome::Conflict => {
-                self.summary.conflicts += 1;
-                let last = self.retry(&label, || {
-                    self.lake.last_commit(&record.topic, record.partition)
-                })?;
-                let next = last.map_or(0, |c| c.next_offset);
-                tracing::warn!(
-                    partition = %label, chain_offset = record.chain_offset, resume_at = next,
-                    "another host committed this range first; dropping uncommitted work"
-                );
-                let buffer = self.partitions.get_mut(key).expect("assigned partition");
-                buffer.reset(next, next);
-                if let Err(e) = consumer.seek(
-                    &record.topic,
-                    record.partition,
-                    Offset::Offset(next),
-                    Duration::from_secs(5),
-                ) {
-                    tracing::debug!(partition = %label, error = %e, "seek after conflict failed");
+                PartitionOutcome::Fenced(resume) => {
+                    self.summary.conflicts += 1;
+                    if let Some(m) = &self.metrics {
+                        m.commit_conflicts
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    let next = resume.next_offset();
+                    tracing::warn!(
+                        partition = %label, resume_at = next,
+                        "another host committed this partition first; dropping uncommitted work"
+                    );
+                    buffer.reset(resume, next);
+                    if let Err(e) = consumer.seek(&key.0, key.1, Offset::Offset(next), Duration::from_secs(5)) {
+                        tracing::debug!(partition = %label, error = %e, "seek after conflict failed");
+                    }
                 }
             }
         }
+        if report.data_version.is_some() {
+            self.summary.commits += 1;
+            if let Some(m) = &self.metrics {
+                m.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        tracing::info!(
+            partitions = keys.len(), version = ?report.data_version, dead_letters_version = ?report.dead_version,
+            kept = counts.kept, dead_lettered = counts.dead_lettered, files = counts.files,
+            elapsed_ms = started.elapsed().as_millis() as u64, "flush cycle committed"
+        );
         Ok(())
     }
 
-    /// Encode one partition's buffered output as files (not yet written).
-    fn encode(&self, key: &PartitionKey) -> Vec<(CommittedFile, bytes::Bytes)> {
+    /// Encode one partition's buffered output as files (not yet written),
+    /// and its share of the cycle's commit.
+    #[allow(clippy::type_complexity)]
+    fn encode(&self, key: &PartitionKey) -> (PartitionFlush, Vec<(TableKind, String, bytes::Bytes)>) {
         let buffer = &self.partitions[key];
         let lake = &self.pipeline.config.lake;
         let first = buffer.first_offset.expect("not empty");
@@ -335,106 +405,147 @@ impl Core {
             partition: buffer.partition,
             first_offset: first,
             last_offset: buffer.last_offset,
+            writer_token: FileMetadata::new_token(),
         };
         let mut by_value: std::collections::BTreeMap<String, Vec<RecordBatch>> = Default::default();
+        // Delta keeps partition values in the log, not in the files
+        let stored: Vec<usize> = (0..self.runner.output_schema().fields().len())
+            .filter(|i| *i != self.partition_column)
+            .collect();
         for batch in &buffer.kept {
             for (value, part) in split_by_partition(batch, self.partition_column) {
+                let part = part.project(&stored).expect("columns in range");
                 by_value.entry(value).or_default().push(part);
             }
         }
+        let mut part = PartitionFlush {
+            topic: buffer.topic.to_string(),
+            partition: buffer.partition,
+            expected: buffer.resume,
+            last_offset: buffer.last_offset,
+            data_files: Vec::new(),
+            dead_files: Vec::new(),
+        };
         let mut files = Vec::new();
         for (value, batches) in by_value {
             let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
             let bytes = encode_parquet(&batches, &lake.compression, lake.row_group_rows, &meta)
                 .expect("encoding in memory");
             let path = meta.data_path(&lake.partition_by, &value);
-            files.push((
-                CommittedFile {
-                    path,
-                    kind: FileKind::Data,
-                    partition_value: Some(value),
-                    rows: rows as u64,
-                    bytes: bytes.len() as u64,
-                },
-                bytes,
-            ));
+            part.data_files.push(StagedFile {
+                path: path.clone(),
+                partition_value: Some(value),
+                rows: rows as u64,
+                bytes: bytes.len() as u64,
+            });
+            files.push((TableKind::Data, path, bytes));
         }
         if !buffer.dead.is_empty() {
             let batch = dead_letters_batch(&buffer.dead);
             let bytes = encode_parquet(&[batch], &lake.compression, lake.row_group_rows, &meta)
                 .expect("encoding in memory");
             let path = meta.dead_letter_path();
-            files.push((
-                CommittedFile {
-                    path,
-                    kind: FileKind::DeadLetters,
-                    partition_value: None,
-                    rows: buffer.dead.len() as u64,
-                    bytes: bytes.len() as u64,
-                },
-                bytes,
-            ));
+            part.dead_files.push(StagedFile {
+                path: path.clone(),
+                partition_value: None,
+                rows: buffer.dead.len() as u64,
+                bytes: bytes.len() as u64,
+            });
+            files.push((TableKind::DeadLetters, path, bytes));
         }
-        files
+        (part, files)
     }
 
-    /// Run `op` until it succeeds, backing off between failures, for at most
-    /// `ingest.retry_window_ms` (and never past the shutdown deadline).
+    /// Backoff for lake operations: at most `ingest.retry_window_ms`, never
+    /// past the shutdown deadline.
+    fn backoff(&self) -> Backoff {
+        let cfg = &self.pipeline.config.ingest;
+        Backoff {
+            delay: Duration::from_millis(cfg.retry_initial_ms),
+            max: Duration::from_millis(cfg.retry_max_ms),
+            give_up: Instant::now() + Duration::from_millis(cfg.retry_window_ms),
+            deadline: self.deadline,
+            attempt: 1,
+        }
+    }
+
+    /// Run `op` until it succeeds, backing off between failures.
     fn retry<T, F, Fut>(&self, label: &str, op: F) -> Result<T, LakeError>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, LakeError>>,
     {
-        let cfg = &self.pipeline.config.ingest;
-        let mut delay = Duration::from_millis(cfg.retry_initial_ms);
-        let mut attempt = 1u32;
-        let give_up = Instant::now() + Duration::from_millis(cfg.retry_window_ms);
+        let mut backoff = self.backoff();
         loop {
             match self.rt.block_on(op()) {
                 Ok(v) => return Ok(v),
-                Err(e) => {
-                    let next = Instant::now() + delay;
-                    if next > give_up || self.deadline.is_some_and(|d| next > d) {
-                        return Err(e);
-                    }
-                    tracing::warn!(partition = label, attempt, retry_in_ms = delay.as_millis() as u64, error = %e, "lake write failed; retrying");
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_millis(cfg.retry_max_ms));
-                    attempt += 1;
-                }
+                Err(e) => backoff.wait(label, e)?,
             }
         }
     }
 
-    /// New partitions: resume each after its last commit record.
+    /// Create the lake's tables unless they exist (the data table with the
+    /// plugin's output schema).
+    pub fn ensure_tables(&mut self) -> Result<(), LakeError> {
+        let schema = self.runner.output_schema().arrow().clone();
+        let mut backoff = self.backoff();
+        loop {
+            match self
+                .rt
+                .block_on(self.lake.ensure_tables(&schema, &dead_letter_schema()))
+            {
+                Ok(()) => return Ok(()),
+                Err(e @ LakeError::Schema { .. }) => return Err(e),
+                Err(e) => backoff.wait("tables", e)?,
+            }
+        }
+    }
+
+    /// New partitions: resume each from the tables' `txn` versions (Kafka's
+    /// committed offsets are only a hint).
     pub fn assign<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
         assigned: &TopicPartitionList,
     ) {
+        let mut backoff = self.backoff();
+        let refreshed = loop {
+            match self.rt.block_on(self.lake.refresh()) {
+                Ok(()) => break true,
+                Err(e) => {
+                    if let Err(e) = backoff.wait("assign", e) {
+                        tracing::error!(error = %e, "cannot read the lake's tables; not consuming the assigned partitions");
+                        break false;
+                    }
+                }
+            }
+        };
         let mut tpl = TopicPartitionList::new();
         for elem in assigned.elements() {
             let (topic, partition) = (elem.topic().to_string(), elem.partition());
             let label = format!("{topic}/{partition}");
-            let last = match self.retry(&label, || self.lake.last_commit(&topic, partition)) {
-                Ok(last) => last,
+            if !refreshed {
+                continue;
+            }
+            let resume = match self.rt.block_on(self.lake.resume(&topic, partition)) {
+                Ok(resume) => resume,
                 Err(e) => {
-                    tracing::error!(partition = %label, error = %e, "cannot read the commit log; not consuming this partition");
+                    tracing::error!(partition = %label, error = %e, "cannot read the table's txn versions; not consuming this partition");
                     continue;
                 }
             };
-            let (chain, next) = last.map_or((0, 0), |c| (c.next_offset, c.next_offset));
-            let offset = if next == 0 {
+            let next = resume.next_offset();
+            let offset = if resume.data.is_none() {
                 Offset::Beginning
             } else {
                 Offset::Offset(next)
             };
             let _ = tpl.add_partition_offset(&topic, partition, offset);
-            tracing::info!(partition = %label, resume_at = next, "partition assigned");
+            tracing::info!(partition = %label, resume_at = next, dead_letters_at = ?resume.dead, "partition assigned");
             let buffer = PartitionBuffer::new(
                 topic.as_str().into(),
                 partition,
-                chain,
+                resume,
                 next,
                 &self.pipeline.schema,
                 self.pipeline.config.ingest.batch_rows,
@@ -453,19 +564,21 @@ impl Core {
         consumer: &BaseConsumer<C>,
         revoked: &TopicPartitionList,
     ) {
-        for elem in revoked.elements() {
-            let Some(key) = self
-                .partitions
-                .keys()
-                .find(|(t, p)| &**t == elem.topic() && *p == elem.partition())
-                .cloned()
-            else {
-                continue;
-            };
-            if let Err(e) = self.flush(&key, consumer) {
-                tracing::warn!(partition = %format!("{}/{}", key.0, key.1), error = %e, "flush on revoke failed; the next owner re-reads the range");
-            }
-            self.partitions.remove(&key);
+        let keys: Vec<PartitionKey> = revoked
+            .elements()
+            .iter()
+            .filter_map(|elem| {
+                self.partitions
+                    .keys()
+                    .find(|(t, p)| &**t == elem.topic() && *p == elem.partition())
+                    .cloned()
+            })
+            .collect();
+        if let Err(e) = self.flush(&keys, consumer) {
+            tracing::warn!(error = %e, "flush on revoke failed; the next owner re-reads the range");
+        }
+        for key in &keys {
+            self.partitions.remove(key);
             tracing::info!(partition = %format!("{}/{}", key.0, key.1), "partition revoked");
         }
         if let Err(e) = consumer.unassign() {
@@ -474,21 +587,82 @@ impl Core {
     }
 }
 
-/// Count a commit (or a conflict) in the metrics.
-fn record_commit(m: &crate::telemetry::Metrics, record: &CommitRecord, outcome: CommitOutcome) {
-    use std::sync::atomic::Ordering::Relaxed;
-    if outcome != CommitOutcome::Committed {
-        m.commit_conflicts.fetch_add(1, Relaxed);
-        return;
+/// Exponential backoff of one lake operation.
+struct Backoff {
+    delay: Duration,
+    max: Duration,
+    give_up: Instant,
+    deadline: Option<Instant>,
+    attempt: u32,
+}
+
+impl Backoff {
+    /// Sleep before the next attempt, or give `error` back when the retry
+    /// window (or the shutdown deadline) would pass.
+    fn wait(&mut self, label: &str, error: LakeError) -> Result<(), LakeError> {
+        let next = Instant::now() + self.delay;
+        if next > self.give_up || self.deadline.is_some_and(|d| next > d) {
+            return Err(error);
+        }
+        tracing::warn!(partition = label, attempt = self.attempt, retry_in_ms = self.delay.as_millis() as u64, error = %error, "lake write failed; retrying");
+        std::thread::sleep(self.delay);
+        self.delay = (self.delay * 2).min(self.max);
+        self.attempt += 1;
+        Ok(())
     }
-    m.events_read.fetch_add(record.read, Relaxed);
-    m.events_kept.fetch_add(record.kept, Relaxed);
-    m.events_dropped.fetch_add(record.dropped, Relaxed);
-    m.events_dead_lettered
-        .fetch_add(record.dead_lettered, Relaxed);
-    m.files_written
-        .fetch_add(record.files.len() as u64, Relaxed);
-    m.bytes_written
-        .fetch_add(record.files.iter().map(|f| f.bytes).sum::<u64>(), Relaxed);
-    m.commits.fetch_add(1, Relaxed);
+}
+
+/// What one partition's flush carried.
+#[derive(Clone, Copy, Debug, Default)]
+struct Counts {
+    read: u64,
+    kept: u64,
+    dropped: u64,
+    dead_lettered: u64,
+    files: u64,
+    bytes: u64,
+}
+
+impl Counts {
+    fn add(&mut self, other: &Counts) {
+        self.read += other.read;
+        self.kept += other.kept;
+        self.dropped += other.dropped;
+        self.dead_lettered += other.dead_lettered;
+        self.files += other.files;
+        self.bytes += other.bytes;
+    }
+
+    fn as_map(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        [
+            ("read", self.read),
+            ("kept", self.kept),
+            ("dropped", self.dropped),
+            ("dead_lettered", self.dead_lettered),
+        ]
+        .into_iter()
+        .collect()
+    }
+}
+
+impl IngestSummary {
+    fn add(&mut self, c: &Counts) {
+        self.read += c.read;
+        self.kept += c.kept;
+        self.dropped += c.dropped;
+        self.dead_lettered += c.dead_lettered;
+        self.files += c.files;
+        self.bytes += c.bytes;
+    }
+}
+
+/// Count a committed partition in the metrics.
+fn record_commit(m: &crate::telemetry::Metrics, c: &Counts) {
+    use std::sync::atomic::Ordering::Relaxed;
+    m.events_read.fetch_add(c.read, Relaxed);
+    m.events_kept.fetch_add(c.kept, Relaxed);
+    m.events_dropped.fetch_add(c.dropped, Relaxed);
+    m.events_dead_lettered.fetch_add(c.dead_lettered, Relaxed);
+    m.files_written.fetch_add(c.files, Relaxed);
+    m.bytes_written.fetch_add(c.bytes, Relaxed);
 }

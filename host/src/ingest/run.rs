@@ -17,6 +17,7 @@ pub use super::core::IngestSummary;
 use super::core::{Core, PartitionKey};
 use super::source::{METADATA_TIMEOUT, WeirContext, consumer_config};
 use crate::lake::{Lake, LakeError};
+use crate::objstore::{Location, StoreError};
 use crate::pipeline::Pipeline;
 use crate::plugin::{PluginEngine, PluginError, PluginRunner};
 
@@ -40,6 +41,9 @@ pub enum IngestError {
     /// The lake cannot be opened or written.
     #[error(transparent)]
     Lake(#[from] LakeError),
+    /// The plugin's object cannot be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// Kafka client setup failed.
     #[error("kafka ({brokers}): {error}")]
     Kafka {
@@ -82,16 +86,8 @@ pub fn read_plugin(
     let location = pipeline.plugin_location();
     if let Some(rest) = location.strip_prefix("s3://") {
         let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
-        let mut lake_cfg = pipeline.config.lake.clone();
-        lake_cfg.url = format!("s3://{bucket}");
-        let store = Lake::open(&lake_cfg)?;
-        let path = store.key(key);
-        let bytes = rt
-            .block_on(async { store.store().get(&path).await?.bytes().await })
-            .map_err(|error| LakeError::Store {
-                key: location.clone(),
-                error,
-            })?;
+        let store = Location::open(&format!("s3://{bucket}"), &pipeline.config.lake.s3)?;
+        let bytes = rt.block_on(store.get(key))?;
         let name = key.rsplit('/').next().unwrap_or(key);
         return Ok((name.to_string(), bytes.to_vec()));
     }
@@ -118,7 +114,7 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
         .enable_all()
         .build()
         .map_err(IngestError::Runtime)?;
-    let lake = Lake::open(&pipeline.config.lake)?;
+    let lake = Lake::open(&pipeline.config.lake, &pipeline.config.name)?;
     let engine = PluginEngine::new(pipeline.config.plugin.limits.clone())?;
     let plugin = load_plugin(&pipeline, &engine, rt.handle())?;
     let runner = PluginRunner::new(engine, plugin, &pipeline.schema, &pipeline.plugin_config())?;
@@ -138,6 +134,7 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
     let file = pipeline.file.display().to_string();
     let mut core = Core::new(pipeline.clone(), lake, runner, rt.handle().clone())
         .map_err(|message| IngestError::Config { file, message })?;
+    core.ensure_tables()?;
     let metrics = options.control.as_ref().map(|c| c.metrics.clone());
     core.metrics = metrics.clone();
     if let Some(control) = &options.control {
@@ -195,7 +192,8 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
                 if let Some(key) = key
                     && c.due(&key, false)
                 {
-                    flush_or_pause(&mut c, &key, &consumer, &mut stall);
+                    let cycle = c.cycle();
+                    flush_or_pause(&mut c, &cycle, &consumer, &mut stall);
                 }
             }
             Some(Err(e)) => tracing::warn!(error = %e, "kafka consumer error"),
@@ -223,20 +221,16 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
                 .ingest_paused
                 .store(u64::from(stall.is_some()), Ordering::Relaxed);
         }
-        for key in &keys {
-            if c.due(key, true) {
-                flush_or_pause(&mut c, key, &consumer, &mut stall);
-            }
+        let cycle = c.cycle();
+        if !cycle.is_empty() {
+            flush_or_pause(&mut c, &cycle, &consumer, &mut stall);
         }
-        while stall.is_none() && c.buffered_bytes() > cfg.max_buffer_bytes {
-            let largest = c
-                .partitions
-                .iter()
-                .max_by_key(|(_, b)| b.bytes)
-                .map(|(k, _)| k.clone())
-                .expect("bytes buffered");
-            tracing::debug!(partition = %format!("{}/{}", largest.0, largest.1), "buffer cap reached; flushing the largest partition");
-            flush_or_pause(&mut c, &largest, &consumer, &mut stall);
+        if stall.is_none() && c.buffered_bytes() > cfg.max_buffer_bytes {
+            tracing::debug!(
+                "buffer cap reached; flushing every partition in one cycle"
+            );
+            let all = c.non_empty();
+            flush_or_pause(&mut c, &all, &consumer, &mut stall);
         }
         if options.drain {
             drain_targets.retain(|k, _| c.partitions.contains_key(k));
@@ -253,16 +247,25 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
                 }
             }
             let mut done = !keys.is_empty();
+            let reached: Vec<PartitionKey> = keys
+                .iter()
+                .filter(|k| {
+                    drain_targets
+                        .get(*k)
+                        .is_some_and(|&high| c.partitions[*k].next_offset >= high)
+                })
+                .cloned()
+                .collect();
+            let ready: Vec<PartitionKey> = reached
+                .iter()
+                .filter(|k| !c.partitions[*k].is_empty())
+                .cloned()
+                .collect();
+            if !ready.is_empty() {
+                flush_or_pause(&mut c, &ready, &consumer, &mut stall);
+            }
             for key in &keys {
-                let Some(&high) = drain_targets.get(key) else {
-                    done = false;
-                    continue;
-                };
-                let reached = c.partitions[key].next_offset >= high;
-                if reached && !c.partitions[key].is_empty() {
-                    flush_or_pause(&mut c, key, &consumer, &mut stall);
-                }
-                done &= reached && c.partitions[key].is_empty();
+                done &= reached.contains(key) && c.partitions[key].is_empty();
             }
             // the end offsets come from the broker's high watermark; one that
             // reports it a little low (tansu 0.6) still serves what lies past
@@ -282,11 +285,9 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
     }
     let mut c = core.lock().unwrap_or_else(|p| p.into_inner());
     c.deadline = Some(Instant::now() + Duration::from_millis(cfg.shutdown_timeout_ms));
-    let keys: Vec<PartitionKey> = c.partitions.keys().cloned().collect();
-    for key in &keys {
-        if let Err(e) = c.flush(key, &consumer) {
-            tracing::error!(partition = %format!("{}/{}", key.0, key.1), error = %e, "final flush failed; the range will be re-read");
-        }
+    let keys = c.non_empty();
+    if let Err(e) = c.flush(&keys, &consumer) {
+        tracing::error!(error = %e, "final flush failed; the uncommitted ranges will be re-read");
     }
     let mut summary = c.summary.clone();
     summary.busy_ms = first_message.map(|t| t.elapsed().as_millis() as u64);
@@ -305,13 +306,11 @@ fn swap_plugin(
     request: super::control::SwapRequest,
     control: &super::control::IngestControl,
 ) {
-    for key in keys {
-        if let Err(e) = c.flush(key, consumer) {
-            let _ = request.reply.send(Err(format!(
-                "the old version's rows could not be committed first ({e}); still running the old version"
-            )));
-            return;
-        }
+    if let Err(e) = c.flush(keys, consumer) {
+        let _ = request.reply.send(Err(format!(
+            "the old version's rows could not be committed first ({e}); still running the old version"
+        )));
+        return;
     }
     let reply = c.replace_runner(request.runner);
     if reply.is_ok() {
@@ -328,14 +327,14 @@ struct Stall {
     delay: Duration,
 }
 
-/// Flush one partition. When the lake stays unreachable past the retry
+/// Flush partitions in one cycle. When the lake stays unreachable past the retry
 /// window, pause every assigned partition (the consumer keeps polling, so the
 /// group keeps this host and rebalances are served) and try again later with
 /// backoff; resume once a flush succeeds. Nothing is dropped: the buffers
 /// stay until committed.
 fn flush_or_pause(
     c: &mut Core,
-    key: &PartitionKey,
+    keys: &[PartitionKey],
     consumer: &BaseConsumer<WeirContext>,
     stall: &mut Option<Stall>,
 ) {
@@ -348,7 +347,7 @@ fn flush_or_pause(
         Duration::from_millis(cfg.retry_max_ms),
     );
     let assignment = consumer.assignment();
-    match c.flush(key, consumer) {
+    match c.flush(keys, consumer) {
         Ok(()) => {
             if stall.take().is_some() {
                 if let Ok(tpl) = &assignment

@@ -1,31 +1,33 @@
-//! The lake: Parquet files on an object store (a local directory or S3),
-//! Hive-style partitions, dead letters, and the commit log that decides
-//! which files exist for readers.
+//! The lake: two Delta Lake tables written through delta-rs, so every engine
+//! that reads Delta (Spark, Athena/Glue, Trino, DuckDB, Polars, pandas via
+//! `deltalake`) sees exactly the committed rows.
 //!
 //! Layout under the lake URL:
 //!
 //! ```text
-//! data/<partition_by>=<value>/<topic>-p<partition>-o<first>-<last>-<digest8>.parquet
-//! _dead_letters/topic=<topic>/partition=<p>/<topic>-p<p>-o<first>-<last>.parquet
-//! _commits/<topic>/<partition>/<chain key, 20 digits>.json
+//! _delta_log/                                   the data table's log (commits, checkpoints)
+//! <partition_by>=<value>/<topic>-p<partition>-o<first>-<last>-<digest8>.parquet
+//! _dead_letters/_delta_log/                     the dead-letter table (its own log)
+//! _dead_letters/<topic>-p<partition>-o<first>-<last>.parquet
 //! ```
 //!
-//! A data file is visible only once a commit record names it. Commit
-//! records are created with a create-only conditional put; the record's key
-//! is the offset right after the previous record of the same partition, so
-//! two writers that both believe they own a partition race for the same key
-//! and exactly one wins.
+//! A file counts once a Delta commit adds it. One commit per flush cycle of
+//! a host carries a `txn` action per Kafka partition (version = the last
+//! offset included); a host resumes each partition from those versions.
 
-mod commit;
 mod dead_letters;
+mod maintain;
 mod parquet_file;
 mod partition;
-mod store;
-mod vacuum;
+mod read;
+mod table;
 
-pub use commit::{CommitRecord, CommittedFile, FileKind};
 pub use dead_letters::{DeadLetter, dead_letter_schema, dead_letters_batch};
+pub use maintain::{OptimizeReport, VacuumReport};
 pub use parquet_file::{FileMetadata, encode_parquet};
-pub use partition::{partition_value, split_by_partition};
-pub use store::{CommitOutcome, Lake, LakeError};
-pub use vacuum::VacuumReport;
+pub use partition::{NULL_PARTITION, partition_value, split_by_partition};
+pub use read::{Changes, HistoryEntry, LakeFile, conform};
+pub use table::{
+    CommitReport, Lake, LakeError, PartitionFlush, PartitionOutcome, Provenance, Resume,
+    StagedFile, Table, TableKind,
+};

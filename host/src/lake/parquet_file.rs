@@ -22,6 +22,9 @@ pub struct FileMetadata {
     pub first_offset: i64,
     /// last offset of the flush.
     pub last_offset: i64,
+    /// unique per written flush, so two writers of one range (a race one
+    /// of them loses) never write the same key.
+    pub writer_token: String,
 }
 
 impl FileMetadata {
@@ -33,25 +36,26 @@ impl FileMetadata {
         )
     }
 
-    /// Where a flush's data file for one partition value goes:
-    /// `data/<column>=<value>/<stem>-<digest8>.parquet`.
+    /// A fresh writer token.
+    pub fn new_token() -> String {
+        uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
+    }
+
+    /// Where a flush's data file for one partition value goes, relative
+    /// to the data table: `<column>=<value>/<stem>-<digest8>-<token>.parquet`.
     pub fn data_path(&self, partition_by: &str, value: &str) -> String {
         format!(
-            "data/{partition_by}={value}/{}-{}.parquet",
+            "{partition_by}={value}/{}-{}-{}.parquet",
             self.stem(),
-            &self.plugin_digest[..8]
+            self.plugin_digest.get(..8).unwrap_or(&self.plugin_digest),
+            self.writer_token
         )
     }
 
-    /// Where a flush's dead letters go:
-    /// `_dead_letters/topic=<topic>/partition=<p>/<stem>.parquet`.
+    /// Where a flush's dead letters go, relative to the dead-letter table:
+    /// `<stem>-<token>.parquet`.
     pub fn dead_letter_path(&self) -> String {
-        format!(
-            "_dead_letters/topic={}/partition={}/{}.parquet",
-            self.topic,
-            self.partition,
-            self.stem()
-        )
+        format!("{}-{}.parquet", self.stem(), self.writer_token)
     }
 }
 

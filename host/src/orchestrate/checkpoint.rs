@@ -53,7 +53,7 @@ pub struct Checkpoint {
     pub pipeline: String,
     /// the date partition.
     pub partition: String,
-    /// the commit position last loaded (see `planner::positions`).
+    /// the data table version last loaded (`v<version>`).
     pub position: Option<String>,
     /// where it stands.
     pub status: Status,

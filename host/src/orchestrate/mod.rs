@@ -4,7 +4,7 @@
 //!
 //! - [`config`]: the `[checkpoints]` and `[orchestrator]` sections;
 //! - [`event`]: S3 notification JSON (direct or in SNS);
-//! - [`planner`]: keys → date partitions, de-duplication, debouncing, positions;
+//! - [`planner`]: `_delta_log/` keys → commits, de-duplication, debouncing;
 //! - [`checkpoint`], [`dynamo`], [`file_store`]: checkpoints and leases;
 //! - [`notify`]: failure notices;
 //! - [`run`]: leasing, running with retries, checkpointing;

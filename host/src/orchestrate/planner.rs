@@ -1,13 +1,12 @@
-//! From object keys to date partitions: which keys belong to the lake,
-//! which dates they touch, duplicate notifications collapsed, bursts
-//! debounced so a partition is aggregated once per burst.
+//! From object keys to date partitions: which keys are commits of the
+//! lake's data table (`_delta_log/<version>.json`; the commit's add actions
+//! name the dates), duplicate notifications collapsed, bursts debounced so a
+//! partition is aggregated once per burst.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::event::ObjectEvent;
-use crate::aggregate::{Selection, plan};
-use crate::lake::CommitRecord;
 
 /// Where the lake is, to recognise its keys.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,10 +48,8 @@ impl LakeLocation {
 /// What an object event means for the orchestrator.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Touched {
-    /// a data file of this date partition.
-    Date(String),
-    /// a commit record (key relative to the lake root): its dates are read from it.
-    Commit(String),
+    /// a commit of the data table: its dates are read from its actions.
+    Commit(i64),
     /// not the lake's data or commit log; the reason.
     Ignored(&'static str),
 }
@@ -68,36 +65,16 @@ pub fn classify(lake: &LakeLocation, event: &ObjectEvent) -> Touched {
     let Some(rel) = event.key.strip_prefix(&lake.prefix) else {
         return Touched::Ignored("outside the lake's prefix");
     };
-    if let Some(rest) = rel.strip_prefix("data/") {
-        let dir = rest.split('/').next().unwrap_or("");
-        return match dir.strip_prefix(&format!("{}=", lake.partition_by)) {
-            Some(date)
-                if rest.ends_with(".parquet") && date.parse::<chrono::NaiveDate>().is_ok() =>
-            {
-                Touched::Date(date.to_string())
-            }
-            _ => Touched::Ignored("not a data file of a date partition"),
-        };
-    }
-    if rel.starts_with(CommitRecord::PREFIX) {
-        if rel.ends_with(".json") {
-            return Touched::Commit(rel.to_string());
-        }
-        return Touched::Ignored("commit-log hint");
-    }
     if rel.starts_with("_dead_letters/") {
         return Touched::Ignored("dead letters");
     }
-    Touched::Ignored("outside the lake's data and commit prefixes")
-}
-
-/// The commit position of a date: how many commit records contribute files
-/// to it and a digest of which. Unchanged position = nothing new to load.
-pub fn positions(records: &[CommitRecord]) -> BTreeMap<String, String> {
-    plan(records, &Selection::All)
-        .into_iter()
-        .map(|(date, p)| (date, p.position()))
-        .collect()
+    let Some(name) = rel.strip_prefix("_delta_log/") else {
+        return Touched::Ignored("a data file (its commit names it) or outside the table");
+    };
+    match name.strip_suffix(".json").map(str::parse::<i64>) {
+        Some(Ok(version)) if name.len() == 25 => Touched::Commit(version),
+        _ => Touched::Ignored("a checkpoint or another log file"),
+    }
 }
 
 /// Collapses duplicate notifications and debounces bursts per date.
@@ -187,30 +164,30 @@ mod tests {
         assert_eq!(lake.prefix, "weir/lake/");
         let c = |k: &str| classify(&lake, &ev(k, "1"));
         assert_eq!(
-            c("weir/lake/data/event_date=2026-11-20/t-p0-o1-2-d.parquet"),
-            Touched::Date("2026-11-20".into())
-        );
-        assert_eq!(
-            c("weir/lake/_commits/t/00000/00000000000000000000.json"),
-            Touched::Commit("_commits/t/00000/00000000000000000000.json".into())
+            c("weir/lake/_delta_log/00000000000000000012.json"),
+            Touched::Commit(12)
         );
         assert!(matches!(
-            c("weir/lake/_commits/t/00000/_latest"),
+            c("weir/lake/_delta_log/00000000000000000010.checkpoint.parquet"),
             Touched::Ignored(_)
         ));
         assert!(matches!(
-            c("weir/lake/_dead_letters/topic=t/partition=0/x.parquet"),
+            c("weir/lake/_delta_log/_last_checkpoint"),
             Touched::Ignored(_)
         ));
         assert!(matches!(
-            c("other/data/event_date=2026-11-20/x.parquet"),
+            c("weir/lake/event_date=2026-11-20/t-p0-o1-2-d.parquet"),
             Touched::Ignored(_)
         ));
         assert!(matches!(
-            c("weir/lake/data/event_date=junk/x.parquet"),
+            c("weir/lake/_dead_letters/_delta_log/00000000000000000001.json"),
             Touched::Ignored(_)
         ));
-        let mut other = ev("weir/lake/data/event_date=2026-11-20/x.parquet", "1");
+        assert!(matches!(
+            c("other/_delta_log/00000000000000000001.json"),
+            Touched::Ignored(_)
+        ));
+        let mut other = ev("weir/lake/_delta_log/00000000000000000001.json", "1");
         other.bucket = "elsewhere".into();
         assert!(matches!(classify(&lake, &other), Touched::Ignored(_)));
     }

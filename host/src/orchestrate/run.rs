@@ -1,4 +1,5 @@
-//! The orchestrator: events and commit-log polling feed the planner;
+//! The orchestrator: S3 events on the data table's `_delta_log/` and
+//! polling of its log (from the last version seen) feed the planner;
 //! ready partitions are leased, aggregated (the batch job, in-process) with
 //! retries, checkpointed, and notified on final failure.
 
@@ -14,10 +15,10 @@ use super::dynamo::DynamoStore;
 use super::event::ObjectEvent;
 use super::file_store::FileStore;
 use super::notify::{FailureNotice, Notifier};
-use super::planner::{Debouncer, LakeLocation, Touched, classify, positions};
-use crate::aggregate::Selection;
+use super::planner::{Debouncer, LakeLocation, Touched, classify};
+use crate::aggregate::{Selection, position, position_version};
 use crate::batch::{BatchError, BatchJob, BatchOptions};
-use crate::lake::CommitRecord;
+use crate::lake::{LakeError, TableKind};
 use crate::pipeline::Pipeline;
 use crate::telemetry::Metrics;
 use std::sync::atomic::Ordering;
@@ -50,9 +51,9 @@ pub enum RunOutcome {
         /// attempts it took.
         attempts: u32,
     },
-    /// the commit position is the one already loaded.
+    /// no commit changed the date's data since the version loaded.
     Unchanged,
-    /// the commit log names no files for the date.
+    /// the table holds no files for the date.
     NoData,
     /// another orchestrator holds the lease.
     Busy,
@@ -92,6 +93,8 @@ pub struct Orchestrator {
     metrics: Arc<Metrics>,
     /// consecutive runs per date that could not start (store unreachable).
     errors: Mutex<BTreeMap<String, u32>>,
+    /// the data table's version the last poll read up to.
+    cursor: tokio::sync::Mutex<Option<i64>>,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -156,6 +159,7 @@ impl Orchestrator {
             owner,
             metrics,
             errors: Mutex::default(),
+            cursor: tokio::sync::Mutex::new(None),
         }))
     }
 
@@ -217,11 +221,10 @@ impl Orchestrator {
                 continue;
             }
             let dates = match classify(&self.location, event) {
-                Touched::Date(d) => vec![d],
-                Touched::Commit(key) => match self.commit_dates(&key).await {
+                Touched::Commit(version) => match self.commit_dates(version).await {
                     Ok(d) => d,
                     Err(e) => {
-                        tracing::warn!(key, error = %e, "commit record named by an event could not be read; polling will find it");
+                        tracing::warn!(key = %event.key, error = %e, "commit named by an event could not be read; polling will find it");
                         Vec::new()
                     }
                 },
@@ -245,32 +248,25 @@ impl Orchestrator {
         intake
     }
 
-    async fn commit_dates(&self, key: &str) -> Result<Vec<String>, String> {
-        let lake = self.job.lake();
-        let bytes = lake
-            .store()
-            .get(&lake.key(key))
-            .await
-            .map_err(|e| e.to_string())?
-            .bytes()
-            .await
-            .map_err(|e| e.to_string())?;
-        let record: CommitRecord = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-        let mut dates: Vec<String> = record
-            .files
-            .iter()
-            .filter_map(|f| f.partition_value.clone())
-            .collect();
-        dates.sort();
-        dates.dedup();
-        Ok(dates)
+    /// The dates whose data commit `version` changed (none for a
+    /// compaction).
+    async fn commit_dates(&self, version: i64) -> Result<Vec<String>, LakeError> {
+        let lake = self.job.lake().await;
+        let dates = lake
+            .data()
+            .commit_dates(&self.pipeline.config.lake.partition_by, version)
+            .await?;
+        Ok(dates.into_iter().flatten().collect())
     }
 
-    /// Compare the commit log with the checkpoints and queue every date
-    /// whose position changed (new data) or whose last run failed.
+    /// Read the data table's log from the last version seen and queue
+    /// every date a newer commit changed (compactions change none), or
+    /// whose last run failed at an older version. The first poll compares
+    /// the whole snapshot with the checkpoints, reading only the commits
+    /// after the oldest checkpointed version.
     pub async fn poll(&self) -> Result<Vec<String>, OrchestrateError> {
-        let records = self.job.lake().commits().await.map_err(BatchError::Lake)?;
-        let current = positions(&records);
+        let partition_by = self.pipeline.config.lake.partition_by.clone();
+        let mut cursor = self.cursor.lock().await;
         let stored: BTreeMap<String, Checkpoint> = self
             .store
             .list(self.name())
@@ -278,13 +274,65 @@ impl Orchestrator {
             .into_iter()
             .map(|c| (c.partition.clone(), c))
             .collect();
+        // the version each date was last loaded (or failed) at
+        let loaded_at = |c: &Checkpoint| {
+            let at = match c.status {
+                Status::Succeeded => c.position.as_deref(),
+                Status::Failed => c.failed_position.as_deref(),
+                _ => c.position.as_deref(),
+            };
+            at.and_then(position_version)
+        };
+        let mut lake = self.job.lake().await;
+        let table = lake.table_mut(TableKind::Data);
+        table.refresh().await.map_err(BatchError::Lake)?;
+        let mut candidates: BTreeMap<String, i64> = BTreeMap::new();
+        match *cursor {
+            Some(seen) => {
+                let changes = table
+                    .changes_since(&partition_by, Some(seen))
+                    .await
+                    .map_err(BatchError::Lake)?;
+                candidates.extend(changes.dates);
+            }
+            None => {
+                let dates = table
+                    .partition_values(&partition_by)
+                    .await
+                    .map_err(BatchError::Lake)?;
+                let oldest = dates
+                    .iter()
+                    .filter_map(|d| stored.get(d).and_then(loaded_at))
+                    .min();
+                let changes = match oldest {
+                    Some(v) => table
+                        .changes_since(&partition_by, Some(v))
+                        .await
+                        .map_err(BatchError::Lake)?,
+                    None => Default::default(),
+                };
+                let current = table.version().unwrap_or(0);
+                for date in dates {
+                    let changed = match stored.get(&date).and_then(loaded_at) {
+                        None => Some(current),
+                        Some(_) if changes.incomplete => Some(current),
+                        Some(_) => changes.dates.get(&date).copied(),
+                    };
+                    if let Some(v) = changed {
+                        candidates.insert(date, v);
+                    }
+                }
+            }
+        }
+        *cursor = table.version();
+        drop(lake);
         let mut queued = Vec::new();
         let now = Instant::now();
-        for (date, position) in current {
-            let done = stored.get(&date).is_some_and(|c| {
-                (c.status == Status::Succeeded && c.position.as_ref() == Some(&position))
-                    || (c.status == Status::Failed && c.failed_position.as_ref() == Some(&position))
-            });
+        for (date, changed_at) in candidates {
+            let done = stored
+                .get(&date)
+                .and_then(loaded_at)
+                .is_some_and(|at| at >= changed_at);
             if !done {
                 self.debouncer
                     .lock()
@@ -338,13 +386,6 @@ impl Orchestrator {
             tracing::info!(partition = date, "another orchestrator holds the lease");
             return Ok(RunOutcome::Busy);
         };
-        let records = match self.job.lake().commits().await {
-            Ok(r) => r,
-            Err(e) => {
-                self.store.finish(&held, |c| c.status = previous).await?;
-                return Err(BatchError::Lake(e).into());
-            }
-        };
         let day = date
             .parse::<chrono::NaiveDate>()
             .map_err(|_| OrchestrateError::Config {
@@ -352,22 +393,42 @@ impl Orchestrator {
                 message: format!("partition `{date}` is not a date"),
             })?;
         let selection = Selection::Dates(vec![day]);
-        let planned = crate::aggregate::plan(&records, &selection).remove(date);
-        let Some(position) = planned
-            .filter(|p| !p.files.is_empty())
-            .map(|p| p.position())
-        else {
+        let plans = match self.job.plan(&selection).await {
+            Ok(p) => p,
+            Err(e) => {
+                self.store.finish(&held, |c| c.status = previous).await?;
+                return Err(e.into());
+            }
+        };
+        let Some(plan) = plans.into_iter().find(|p| !p.files.is_empty()) else {
             self.store.finish(&held, |c| c.status = previous).await?;
             return Ok(RunOutcome::NoData);
         };
-        if !force && previous == Status::Succeeded && held.position.as_ref() == Some(&position) {
-            self.store
-                .finish(&held, |c| c.status = Status::Succeeded)
-                .await?;
-            return Ok(RunOutcome::Unchanged);
+        let version = plan.version.unwrap_or(0);
+        let position = position(version);
+        if !force && previous == Status::Succeeded {
+            let at = held.position.as_deref().and_then(position_version);
+            let unchanged = match at {
+                Some(at) if at >= version => true,
+                Some(at) => {
+                    let lake = self.job.lake().await;
+                    let changes = lake
+                        .data()
+                        .changes_since(&self.pipeline.config.lake.partition_by, Some(at))
+                        .await;
+                    matches!(changes, Ok(c) if !c.incomplete && !c.dates.contains_key(date))
+                }
+                None => false,
+            };
+            if unchanged {
+                self.store
+                    .finish(&held, |c| c.status = Status::Succeeded)
+                    .await?;
+                return Ok(RunOutcome::Unchanged);
+            }
         }
-        // every attempt loads what this snapshot of the commit log names, so
-        // the checkpoint records exactly the position that was loaded
+        // every attempt loads what this snapshot names, so the checkpoint
+        // records exactly the version that was loaded
         let options = BatchOptions {
             selection,
             replace_empty: false,
@@ -378,7 +439,7 @@ impl Orchestrator {
                 .orchestrator_runs
                 .fetch_add(1, Ordering::Relaxed);
             let run = self.job.run_on(
-                &records,
+                vec![plan.clone()],
                 &options,
                 Arc::new(|_: &crate::aggregate::Progress| {}),
             );

@@ -116,13 +116,17 @@ fn default_watch_interval() -> u64 {
     2000
 }
 
-/// `[lake]`.
+/// `[lake]`: a Delta Lake table (and a second one for dead letters).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LakeConfig {
-    /// a local path (relative paths are relative to the pipeline file),
-    /// `file:///...` or `s3://bucket/prefix`.
+    /// the data table: a local path (relative paths are relative to the
+    /// pipeline file), `file:///...` or `s3://bucket/prefix`. Created on
+    /// first use with the plugin's output schema.
     pub url: String,
+    /// the dead-letter table (default `<url>/_dead_letters`).
+    #[serde(default)]
+    pub dead_letters_url: Option<String>,
     /// output column whose value partitions the data (`event_date=.../`).
     #[serde(default = "default_partition_by")]
     pub partition_by: String,
@@ -136,9 +140,23 @@ pub struct LakeConfig {
     /// AWS chain (environment, profile, instance role) unless set here.
     #[serde(default)]
     pub s3: S3Config,
-    /// seconds an uncommitted file must be old before `weir lake vacuum` removes it.
-    #[serde(default = "default_vacuum_grace")]
-    pub vacuum_grace_secs: u64,
+    /// a Delta checkpoint is written every this many commits (the table
+    /// property `delta.checkpointInterval`, set when the table is created):
+    /// readers load the checkpoint plus at most this many commits.
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval: u64,
+    /// attempts of one commit against concurrent writers of other
+    /// partitions before the flush is retried as a whole.
+    #[serde(default = "default_commit_retries")]
+    pub commit_retries: usize,
+    /// `weir lake optimize` compacts a date's files into files of about this size.
+    #[serde(default = "default_optimize_target")]
+    pub optimize_target_bytes: u64,
+    /// hours a file no table version references must be old before
+    /// `weir lake vacuum` removes it (Delta's default is 168, a week; time
+    /// travel to versions older than this stops working).
+    #[serde(default = "default_vacuum_retention")]
+    pub vacuum_retention_hours: u64,
 }
 
 fn default_partition_by() -> String {
@@ -150,8 +168,17 @@ fn default_compression() -> String {
 fn default_row_group_rows() -> usize {
     128 * 1024
 }
-fn default_vacuum_grace() -> u64 {
-    3600
+fn default_checkpoint_interval() -> u64 {
+    100
+}
+fn default_commit_retries() -> usize {
+    15
+}
+fn default_optimize_target() -> u64 {
+    128 * 1024 * 1024
+}
+fn default_vacuum_retention() -> u64 {
+    168
 }
 
 /// `[lake.s3]`.
@@ -408,6 +435,17 @@ impl Pipeline {
         };
         if !config.lake.url.contains("://") {
             config.lake.url = resolve(&config.lake.url);
+        }
+        if let Some(url) = config.lake.dead_letters_url.as_mut()
+            && !url.contains("://")
+        {
+            *url = resolve(url);
+        }
+        if config.lake.checkpoint_interval == 0 {
+            return Err(key_error(
+                "lake.checkpoint_interval",
+                "expected at least 1 (commits between Delta checkpoints)".into(),
+            ));
         }
         if let Some(w) = config.warehouse.as_mut()
             && let Some(path) = w.url.strip_prefix("sqlite://")

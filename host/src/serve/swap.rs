@@ -95,10 +95,14 @@ impl Swapper {
         let location = self.pipeline.plugin_location();
         if let Some(rest) = location.strip_prefix("s3://") {
             let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
-            let mut config = self.pipeline.config.lake.clone();
-            config.url = format!("s3://{bucket}");
-            let store = crate::lake::Lake::open(&config).ok()?;
-            let meta = store.store().head(&store.key(key)).await.ok()?;
+            let store = crate::objstore::Location::open(
+                &format!("s3://{bucket}"),
+                &self.pipeline.config.lake.s3,
+            )
+            .ok()?;
+            let meta = object_store::ObjectStoreExt::head(store.store().as_ref(), &store.key(key))
+                .await
+                .ok()?;
             return Some(format!("{}:{}", meta.e_tag.unwrap_or_default(), meta.size));
         }
         let meta = std::fs::metadata(location.strip_prefix("file://").unwrap_or(&location)).ok()?;

@@ -14,7 +14,8 @@ use super::generate::{Generator, GeneratorOptions};
 use crate::batch::{BatchError, BatchJob, BatchOptions};
 use crate::decode::JsonDecoder;
 use crate::lake::{
-    CommitRecord, CommittedFile, FileKind, FileMetadata, Lake, encode_parquet, split_by_partition,
+    FileMetadata, Lake, LakeFile, PartitionFlush, Provenance, Resume, StagedFile,
+    dead_letter_schema, encode_parquet, split_by_partition,
 };
 use crate::pipeline::Pipeline;
 use crate::plugin::{PluginEngine, PluginRunner};
@@ -84,22 +85,22 @@ pub async fn bench_aggregate(
     warehouse.url = warehouse_url
         .unwrap_or_else(|| format!("sqlite://{}", lake_dir.join("bench-warehouse.db").display()));
     p.config.warehouse = Some(warehouse);
-    let lake = Lake::open(&p.config.lake)?;
+    let mut lake = Lake::open(&p.config.lake, &p.config.name)?;
     let started = Instant::now();
-    if lake.commits().await?.is_empty() {
-        let (pc, lake2) = (p.clone(), Lake::open(&p.config.lake)?);
+    lake.refresh().await?;
+    if lake.data().version().is_none() {
+        let (pc, lake2) = (p.clone(), Lake::open(&p.config.lake, &p.config.name)?);
         let handle = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || build_lake(&pc, &lake2, events, days, &handle))
+        tokio::task::spawn_blocking(move || build_lake(&pc, lake2, events, days, &handle))
             .await
             .expect("lake builder")?;
+        lake.refresh().await?;
     }
     let build_seconds = started.elapsed().as_secs_f64();
-    let records = lake.commits().await?;
-    let files: Vec<&CommittedFile> = records
-        .iter()
-        .flat_map(|r| &r.files)
-        .filter(|f| f.kind == FileKind::Data)
-        .collect();
+    let files: Vec<LakeFile> = lake
+        .data()
+        .files(&p.config.lake.partition_by, None)
+        .await?;
     let lake_rows: u64 = files.iter().map(|f| f.rows).sum();
     let dates = files
         .iter()
@@ -162,11 +163,11 @@ pub async fn bench_aggregate(
 }
 
 /// Generate `events` over `days`, decode, run the plugin and write the lake
-/// as ingest would: files of at most 500 000 rows per date, one commit
-/// record per file.
+/// as ingest would: files of at most 500 000 rows per date, one Delta
+/// commit per file.
 fn build_lake(
     p: &Pipeline,
-    lake: &Lake,
+    mut lake: Lake,
     events: u64,
     days: u32,
     rt: &tokio::runtime::Handle,
@@ -177,6 +178,9 @@ fn build_lake(
         message: e.to_string(),
     })?;
     let mut runner = PluginRunner::new(engine, plugin.clone(), &p.schema, &p.plugin_config())?;
+    rt.block_on(
+        lake.ensure_tables(runner.output_schema().arrow(), &dead_letter_schema()),
+    )?;
     let column = runner
         .output_schema()
         .arrow()
@@ -198,7 +202,10 @@ fn build_lake(
         Default::default();
     let mut chains: std::collections::BTreeMap<String, (i32, i64)> = Default::default();
     let mut line = String::new();
-    let flush = |date: &str,
+    let stored: Vec<usize> = (0..runner.output_schema().fields().len())
+        .filter(|i| *i != column)
+        .collect();
+    let mut flush = |date: &str,
                  batches: Vec<arrow::record_batch::RecordBatch>,
                  chains: &mut std::collections::BTreeMap<String, (i32, i64)>|
      -> Result<(), BatchError> {
@@ -212,7 +219,13 @@ fn build_lake(
             partition,
             first_offset: chain,
             last_offset: last,
+            writer_token: FileMetadata::new_token(),
         };
+        // Delta keeps the partition value in the log, not in the file
+        let batches: Vec<_> = batches
+            .iter()
+            .map(|b| b.project(&stored).expect("columns in range"))
+            .collect();
         let bytes = encode_parquet(
             &batches,
             &p.config.lake.compression,
@@ -224,33 +237,30 @@ fn build_lake(
             message: e.to_string(),
         })?;
         let path = meta.data_path(&p.config.lake.partition_by, date);
-        let file = CommittedFile {
+        let file = StagedFile {
             path: path.clone(),
-            kind: FileKind::Data,
             partition_value: Some(date.into()),
             rows: rows as u64,
             bytes: bytes.len() as u64,
         };
-        rt.block_on(lake.put(&path, bytes))?;
-        let record = CommitRecord {
-            version: 1,
-            pipeline: p.config.name.clone(),
+        rt.block_on(lake.data().location().put(&path, bytes))
+            .map_err(crate::lake::LakeError::from)?;
+        let mut flush = [PartitionFlush {
             topic: "bench".into(),
             partition,
-            chain_offset: chain,
-            first_offset: chain,
+            expected: Resume {
+                data: (chain > 0).then_some(chain - 1),
+                dead: None,
+            },
             last_offset: last,
-            next_offset: last + 1,
-            files: vec![file],
+            data_files: vec![file],
+            dead_files: Vec::new(),
+        }];
+        let provenance = Provenance {
             plugin_digest: plugin.digest.clone(),
-            weir_version: crate::VERSION.to_string(),
-            committed_at: chrono::Utc::now().to_rfc3339(),
-            read: rows as u64,
-            kept: rows as u64,
-            dropped: 0,
-            dead_lettered: 0,
+            counts: [("read", rows as u64), ("kept", rows as u64)].into_iter().collect(),
         };
-        rt.block_on(lake.commit(&record))?;
+        rt.block_on(lake.commit(&mut flush, &provenance))?;
         chains.insert(date.to_string(), (partition, last + 1));
         Ok(())
     };
@@ -307,9 +317,11 @@ fn run_duckdb(
             });
         }
     }
-    let glob = lake_dir.join("data/*/*.parquet");
+    // the table's files (a fresh table: every file on disk is committed);
+    // the partition column comes from the `event_date=...` directories
+    let glob = lake_dir.join("*=*/*.parquet");
     let sql = format!(
-        "WITH d AS (SELECT DISTINCT ON ({part}, {key}) * FROM read_parquet('{glob}', hive_partitioning = false)) \
+        "WITH d AS (SELECT DISTINCT ON ({part}, {key}) * FROM read_parquet('{glob}', hive_partitioning = true)) \
          SELECT {select} FROM d GROUP BY {group}",
         part = p.config.lake.partition_by,
         key = a.distinct,

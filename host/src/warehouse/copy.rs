@@ -9,7 +9,8 @@ use arrow::record_batch::RecordBatch;
 use super::WarehouseError;
 use super::config::CopyConfig;
 use super::table::{literal, quote_name};
-use crate::lake::{FileMetadata, Lake, encode_parquet};
+use crate::lake::{FileMetadata, encode_parquet};
+use crate::objstore::Location;
 use crate::pipeline::LakeConfig;
 
 /// One staged load: where its Parquet file is and the statements around it.
@@ -72,9 +73,7 @@ pub async fn stage(
         url: config.staging_url.clone(),
         error,
     };
-    let mut store_config = lake.clone();
-    store_config.url = config.staging_url.clone();
-    let store = Lake::open(&store_config).map_err(|e| fail(e.to_string()))?;
+    let store = Location::open(&config.staging_url, &lake.s3).map_err(|e| fail(e.to_string()))?;
     let name = format!("{}/{load_id}.parquet", table.replace('.', "_"));
     if let Some(first) = rows.first() {
         let meta = FileMetadata {
@@ -83,6 +82,7 @@ pub async fn stage(
             partition: 0,
             first_offset: 0,
             last_offset: 0,
+            writer_token: String::new(),
         };
         let mut batches = rows.to_vec();
         batches.retain(|b| b.num_rows() > 0);

@@ -171,25 +171,22 @@ type Kept = Vec<(String, String, String, Option<f64>, Option<f64>)>;
 fn read_kept(pipeline: &std::path::Path) -> Kept {
     let p = weir::pipeline::Pipeline::load(pipeline, &[]).unwrap();
     let mut kept = Vec::new();
-    for (file, batch) in committed_batches(&p).1 {
-        if file.kind != weir::lake::FileKind::Data {
-            continue;
-        }
+    for (file, batch) in table_batches(&p, weir::lake::TableKind::Data).1 {
         let col = |n: &str| batch.column(batch.schema().index_of(n).unwrap()).clone();
-        let (ids, dates, urls, tti, ttar) = (
+        let (ids, urls, tti, ttar) = (
             col("event_id"),
-            col("event_date"),
             col("page_url"),
             col("tti_ms"),
             col("ttar_ms"),
         );
-        let dates = dates.as_primitive::<arrow::datatypes::Date32Type>();
+        // Delta keeps the date in the log (the file's partition value)
+        let date = file.partition_value.clone().unwrap();
         let tti = tti.as_primitive::<arrow::datatypes::Float64Type>();
         let ttar = ttar.as_primitive::<arrow::datatypes::Float64Type>();
         for r in 0..batch.num_rows() {
             kept.push((
                 ids.as_string::<i32>().value(r).to_string(),
-                dates.value_as_date(r).unwrap().to_string(),
+                date.clone(),
                 urls.as_string::<i32>().value(r).to_string(),
                 tti.is_valid(r).then(|| tti.value(r)),
                 ttar.is_valid(r).then(|| ttar.value(r)),
@@ -465,8 +462,12 @@ fn sqlite_holds_the_same_rows_and_bad_partitions_fail_alone() {
     // a committed file that is missing fails its partition, naming it; the others load
     let p = weir::pipeline::Pipeline::load(&rig.pipeline, &[]).unwrap();
     let lake = std::path::PathBuf::from(&p.config.lake.url);
-    let victim = walk(&lake.join("data"))
+    let victim = walk(&lake)
         .into_iter()
+        .filter(|f| {
+            let f = f.to_string_lossy();
+            !f.contains("_delta_log") && !f.contains("_dead_letters")
+        })
         .find(|f| f.to_string_lossy().contains(&dates[1]))
         .unwrap();
     std::fs::remove_file(&victim).unwrap();

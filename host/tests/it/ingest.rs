@@ -12,8 +12,9 @@ use serde_json::Value;
 use weir::tools::generate::Rng;
 
 use crate::support::{
-    assert_exactly_once, good_event_date, good_events, produce, python_tool, read_lake, rig,
-    signal, spawn_producer, wait_for_lake, weir_cmd, weir_ok,
+    assert_exactly_once, good_event_date, good_events, produce, python_tool, read_delta,
+    read_lake, rig, signal, spawn_mixed_producer, spawn_producer, wait_for_lake, weir_cmd,
+    weir_ok,
 };
 
 /// Every kind of bad input, with the reason and stage it must be dead-lettered with.
@@ -94,10 +95,29 @@ fn drain_writes_exactly_the_kept_events_and_dead_letters() {
     dead.sort();
     assert_eq!(dead, expected);
 
-    // a second drain finds nothing new: the commit log is the position
+    // delta-rs's own Python reader sees exactly the same rows
+    let lake = rig.dir.path().join("lake");
+    let found = read_delta(lake.to_str().unwrap(), "g", 900, &[]);
+    assert_eq!(found["rows"], 900, "{found}");
+    assert_eq!(found["distinct"], 900, "{found}");
+    assert_eq!(found["missing"], 0, "{found}");
+    assert_eq!(found["unexpected"], 0, "{found}");
+    assert_eq!(found["dead"], bad.len(), "{found}");
+    assert_eq!(found["dead_distinct"], bad.len(), "{found}");
+
+    // a second drain finds nothing new: the tables' txn versions are the position
     assert_eq!(rig.drain()["read"], 0);
 
-    // the CLI lists the committed files of one date, from the commit log
+    // provenance: the plugin digest and weir's version in every commit's commitInfo
+    let history = crate::support::lake_commits(&pipeline);
+    assert!(!history.is_empty());
+    for h in &history {
+        let digest = h.info["weir.plugin_digest"].as_str().unwrap();
+        assert_eq!(digest.len(), 64, "{h:?}");
+        assert_eq!(h.info["weir.version"], weir::VERSION, "{h:?}");
+    }
+
+    // the CLI lists the active files of one date, from the Delta log
     let listed = weir_cmd(&[
         "lake",
         "files",
@@ -127,7 +147,7 @@ fn drain_writes_exactly_the_kept_events_and_dead_letters() {
 }
 
 #[test]
-fn vacuum_removes_only_uncommitted_files() {
+fn vacuum_removes_only_files_no_version_references() {
     let rig = rig("vac", 1, None, "");
     let (k, pipeline, lake) = (
         &rig.kafka,
@@ -136,17 +156,31 @@ fn vacuum_removes_only_uncommitted_files() {
     );
     produce(&k.brokers, "vac", &good_events("v", 50));
     rig.drain();
-    let orphan = lake.join("data/event_date=2026-11-24/vac-p0-o00000000000000000050-00000000000000000099-deadbeef.parquet");
+    std::fs::create_dir_all(lake.join("event_date=2026-11-24")).unwrap();
+    let orphan = lake.join("event_date=2026-11-24/vac-p0-o00000000000000000050-00000000000000000099-deadbeef-0123456789ab.parquet");
     std::fs::write(&orphan, b"left by a crashed writer").unwrap();
+    // the independent reader never takes a file no version adds
+    let found = read_delta(lake.to_str().unwrap(), "v", 50, &[]);
+    assert_eq!(found["orphans"], 1, "{found}");
+    assert_eq!(found["orphans_listed"], 0, "{found}");
+    assert_eq!(found["rows"], 50, "{found}");
     weir_ok(&mut weir_cmd(&[
         "lake",
         "vacuum",
         pipeline.to_str().unwrap(),
-        "--grace-secs",
+        "--retention-hours",
         "0",
     ]));
     assert!(!orphan.exists());
     assert_exactly_once(&read_lake(&pipeline), "v", 50);
+    let history = weir_ok(&mut weir_cmd(&[
+        "lake",
+        "history",
+        pipeline.to_str().unwrap(),
+    ]));
+    let text = String::from_utf8_lossy(&history.stdout);
+    assert!(text.contains("VACUUM END"), "{text}");
+    assert!(text.contains("STREAMING UPDATE"), "{text}");
 }
 
 const FAST_ROLL: &str = "[ingest]\nflush_rows = 300\nflush_age_ms = 150\nbatch_rows = 256\n";
@@ -176,31 +210,33 @@ fn two_million_events_from_an_independent_producer_all_land_exactly_once() {
     assert_eq!(summary["read"], VOLUME_EVENTS, "{summary}");
     assert_eq!(summary["kept"], VOLUME_EVENTS, "{summary}");
     let lake = rig.dir.path().join("lake");
-    let found = python_tool(
-        "read_lake.py",
-        &[lake.to_str().unwrap(), "v", &VOLUME_EVENTS.to_string()],
-    );
+    let found = read_delta(lake.to_str().unwrap(), "v", VOLUME_EVENTS, &[]);
     assert_eq!(found["rows"], VOLUME_EVENTS, "{found}");
     assert_eq!(found["distinct"], VOLUME_EVENTS, "{found}");
     assert_eq!(found["missing"], 0, "{found}");
     assert_eq!(found["duplicated"], 0, "{found}");
     assert_eq!(found["unexpected"], 0, "{found}");
-    assert_eq!(found["uncommitted"], 0, "{found}");
+    assert_eq!(found["orphans"], 0, "{found}");
 }
+
+/// SIGKILLs of the crash test.
+const KILLS: usize = 20;
 
 #[test]
 fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let rig = rig("crash", 3, None, FAST_ROLL);
     let (k, pipeline) = (&rig.kafka, rig.pipeline.clone());
-    // events keep arriving for the whole test, until `stop`
+    // events (one in ten followed by a message that is not JSON) keep
+    // arriving for the whole test, until `stop`
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let producer = spawn_producer(
+    let producer = spawn_mixed_producer(
         &k.brokers,
         "crash",
         "c",
         100,
         Duration::from_millis(100),
         None,
+        Some(10),
         stop.clone(),
     );
     let mut rng = Rng::new(
@@ -209,29 +245,53 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
             .unwrap()
             .as_nanos() as u64,
     );
-    let mut commits_seen = vec![0];
-    for _ in 0..5 {
+    let version = || crate::support::lake_version(&pipeline);
+    let mut commits_seen = vec![-1];
+    for _ in 0..KILLS {
         let mut child = rig.spawn_ingest(Stdio::null());
         // once this run is committing (group joined), kill it at a random moment
         let before = *commits_seen.last().unwrap();
         let started = std::time::Instant::now();
-        while read_lake(&pipeline).commits == before && started.elapsed() < Duration::from_secs(40)
-        {
-            std::thread::sleep(Duration::from_millis(100));
+        while version() == before && started.elapsed() < Duration::from_secs(40) {
+            std::thread::sleep(Duration::from_millis(50));
         }
-        std::thread::sleep(Duration::from_millis(rng.below(1500)));
+        std::thread::sleep(Duration::from_millis(rng.below(1000)));
         signal(&child, "KILL");
         child.wait().unwrap();
-        commits_seen.push(read_lake(&pipeline).commits);
+        commits_seen.push(version());
     }
+    // and a rebalance: two members share the partitions, one leaves
+    let mut a = rig.spawn_ingest(Stdio::null());
+    let mut b = rig.spawn_ingest(Stdio::null());
+    std::thread::sleep(Duration::from_secs(4));
+    signal(&a, "TERM");
+    assert!(a.wait().unwrap().success());
+    std::thread::sleep(Duration::from_secs(2));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let sent = producer.join().unwrap();
+    signal(&b, "TERM");
+    assert!(b.wait().unwrap().success());
     rig.drain();
     assert!(
         commits_seen.windows(2).all(|w| w[1] > w[0]),
         "a killed run committed nothing: {commits_seen:?}"
     );
     assert_exactly_once(&read_lake(&pipeline), "c", sent);
+    // the independent reader: every kept event and every bad message once,
+    // and no file of a killed run in any version
+    let lake = rig.dir.path().join("lake");
+    let found = read_delta(lake.to_str().unwrap(), "c", sent, &[]);
+    let bad = sent.div_ceil(10);
+    assert_eq!(found["rows"], sent, "{found}");
+    assert_eq!(found["distinct"], sent, "{found}");
+    assert_eq!(found["missing"], 0, "{found}");
+    assert_eq!(found["dead"], bad, "{found}");
+    assert_eq!(found["dead_distinct"], bad, "{found}");
+    assert_eq!(found["orphans_listed"], 0, "{found}");
+    eprintln!(
+        "{KILLS} kills: {} files on disk in no table version (never read)",
+        found["orphans"]
+    );
 }
 
 #[test]

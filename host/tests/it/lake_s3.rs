@@ -1,95 +1,149 @@
-//! The lake on S3 served by moto: conditional commits, the end-to-end
+//! The lake on S3 served by moto: two writers racing for one partition
+//! (Delta commits by conditional put), the end-to-end
 //! ingest, and an object store that stops answering mid-run.
 
 use std::process::Stdio;
 use std::time::Duration;
 
-use weir::lake::{CommitOutcome, CommitRecord, Lake};
+use weir::lake::{Lake, PartitionFlush, PartitionOutcome, Provenance, Resume, StagedFile};
 use weir::pipeline::Pipeline;
 
 use crate::support::{
-    Moto, Outage, assert_exactly_once, good_events, produce, read_lake, rig, signal,
+    Moto, Outage, assert_exactly_once, good_events, produce, read_delta, read_lake, rig, signal,
     spawn_producer, wait_for_lake, write_pipeline,
 };
 
-fn record(chain_offset: i64) -> CommitRecord {
-    CommitRecord {
-        version: 1,
-        pipeline: "t".into(),
+/// One flush of partition 0 by one writer: a data file with `rows` events.
+fn flush_of(
+    lake: &Lake,
+    rt: &tokio::runtime::Runtime,
+    p: &Pipeline,
+    writer: &str,
+    expected: Resume,
+    first: usize,
+    rows: usize,
+) -> PartitionFlush {
+    let schema = p.schema.arrow().clone();
+    let decoder_input: Vec<String> = (first..first + rows)
+        .map(|i| crate::support::good_event("r", i))
+        .collect();
+    let mut decoder = weir::decode::JsonDecoder::new(&p.schema, rows);
+    for line in &decoder_input {
+        decoder.push(line.as_bytes()).unwrap();
+    }
+    let batch = decoder.flush();
+    assert_eq!(batch.schema(), schema);
+    let partition_by = &p.config.lake.partition_by;
+    let meta = weir::lake::FileMetadata {
+        plugin_digest: "0".repeat(64),
         topic: "t".into(),
         partition: 0,
-        chain_offset,
-        first_offset: chain_offset,
-        last_offset: chain_offset + 9,
-        next_offset: chain_offset + 10,
-        files: vec![],
-        plugin_digest: "0".repeat(64),
-        weir_version: weir::VERSION.into(),
-        committed_at: "2026-11-24T00:00:00Z".into(),
-        read: 10,
-        kept: 10,
-        dropped: 0,
-        dead_lettered: 0,
+        first_offset: first as i64,
+        last_offset: (first + rows - 1) as i64,
+        writer_token: weir::lake::FileMetadata::new_token(),
+    };
+    let bytes = weir::lake::encode_parquet(&[batch], "zstd", 1024, &meta).unwrap();
+    // every event of the fixture is on one of three days; the race puts
+    // them all under one date (the dates are not what it tests)
+    let path = meta.data_path(partition_by, "2026-11-24");
+    assert!(path.contains(&meta.writer_token), "{writer}: {path}");
+    rt.block_on(lake.data().location().put(&path, bytes.clone())).unwrap();
+    PartitionFlush {
+        topic: "t".into(),
+        partition: 0,
+        expected,
+        last_offset: (first + rows - 1) as i64,
+        data_files: vec![StagedFile {
+            path,
+            partition_value: Some("2026-11-24".into()),
+            rows: rows as u64,
+            bytes: bytes.len() as u64,
+        }],
+        dead_files: Vec::new(),
     }
 }
 
-fn assert_create_only(pipeline: &std::path::Path) {
+/// Two writers that both believe they own partition 0 of `pipeline`'s lake:
+/// exactly one commit wins, the loser is fenced and told where to resume.
+fn two_writers_race(pipeline: &std::path::Path) {
     let p = Pipeline::load(pipeline, &[]).unwrap();
-    let lake = Lake::open(&p.config.lake).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
+    // the table: the events' columns plus the partition column
+    let mut fields: Vec<arrow::datatypes::FieldRef> = p.schema.arrow().fields().iter().cloned().collect();
+    fields.push(std::sync::Arc::new(arrow::datatypes::Field::new(
+        &p.config.lake.partition_by,
+        arrow::datatypes::DataType::Date32,
+        true,
+    )));
+    let table_schema = arrow::datatypes::Schema::new(fields);
+    let open = || {
+        let mut lake = Lake::open(&p.config.lake, &p.config.name).unwrap();
+        rt.block_on(lake.ensure_tables(&table_schema, &weir::lake::dead_letter_schema()))
+            .unwrap();
+        rt.block_on(lake.refresh()).unwrap();
+        lake
+    };
+    let (mut a, mut b) = (open(), open());
+    let none = Resume::default();
+    assert_eq!(rt.block_on(a.resume("t", 0)).unwrap(), none);
+    assert_eq!(rt.block_on(b.resume("t", 0)).unwrap(), none);
+    // both flush offsets from 0; A commits first, B's commit must lose
+    let mut fa = [flush_of(&a, &rt, &p, "a", none, 0, 10)];
+    let mut fb = [flush_of(&b, &rt, &p, "b", none, 0, 5)];
+    let provenance = Provenance::default();
+    let ra = rt.block_on(a.commit(&mut fa, &provenance)).unwrap();
+    assert_eq!(ra.outcomes, [PartitionOutcome::Committed]);
+    let rb = rt.block_on(b.commit(&mut fb, &provenance)).unwrap();
     assert_eq!(
-        rt.block_on(lake.commit(&record(0))).unwrap(),
-        CommitOutcome::Committed
+        rb.outcomes,
+        [PartitionOutcome::Fenced(Resume {
+            data: Some(9),
+            dead: None
+        })],
+        "the loser resumes after the winner"
     );
-    let mut rival = record(0);
-    rival.last_offset = 4;
+    assert_eq!(rb.data_version, None);
+    // both at once, from the winner's position: one wins, one is fenced
+    let from = Resume {
+        data: Some(9),
+        dead: None,
+    };
+    let mut fa = [flush_of(&a, &rt, &p, "a", from, 10, 10)];
+    let mut fb = [flush_of(&b, &rt, &p, "b", from, 10, 7)];
+    let (ra, rb) = rt.block_on(async {
+        tokio::join!(a.commit(&mut fa, &provenance), b.commit(&mut fb, &provenance))
+    });
+    let outcomes = [ra.unwrap().outcomes[0], rb.unwrap().outcomes[0]];
     assert_eq!(
-        rt.block_on(lake.commit(&rival)).unwrap(),
-        CommitOutcome::Conflict
+        outcomes
+            .iter()
+            .filter(|o| **o == PartitionOutcome::Committed)
+            .count(),
+        1,
+        "{outcomes:?}"
     );
-    assert_eq!(
-        rt.block_on(lake.commit(&record(10))).unwrap(),
-        CommitOutcome::Committed
-    );
-    let last = rt.block_on(lake.last_commit("t", 0)).unwrap().unwrap();
-    assert_eq!(last.next_offset, 20);
-    // a stale "latest" hint only shortens the listing; it never hides a newer record
-    rt.block_on(lake.set_latest_hint(&record(0))).unwrap();
-    assert_eq!(
-        rt.block_on(lake.last_commit("t", 0))
-            .unwrap()
-            .unwrap()
-            .next_offset,
-        20
-    );
-    rt.block_on(lake.set_latest_hint(&record(10))).unwrap();
-    assert_eq!(
-        rt.block_on(lake.last_commit("t", 0))
-            .unwrap()
-            .unwrap()
-            .next_offset,
-        20
-    );
-    // a hint naming a record that does not exist falls back to a full listing
-    rt.block_on(lake.set_latest_hint(&record(500))).unwrap();
-    assert_eq!(
-        rt.block_on(lake.last_commit("t", 0))
-            .unwrap()
-            .unwrap()
-            .next_offset,
-        20
-    );
-    assert_eq!(
-        rt.block_on(lake.commits()).unwrap(),
-        vec![record(0), record(10)]
-    );
+    // the table holds the winners' rows once: 10 + 10 or 10 + 7, never both
+    let mut reader = open();
+    rt.block_on(reader.refresh()).unwrap();
+    let resume = rt.block_on(reader.resume("t", 0)).unwrap();
+    let files = rt
+        .block_on(reader.data().files(&p.config.lake.partition_by, None))
+        .unwrap();
+    let rows: u64 = files.iter().map(|f| f.rows).sum();
+    assert_eq!(files.len(), 2, "{files:?}");
+    match resume.data {
+        Some(19) => assert_eq!(rows, 20),
+        Some(16) => assert_eq!(rows, 17),
+        other => panic!("unexpected txn version {other:?}"),
+    }
 }
 
 #[test]
-fn commit_records_are_create_only_on_local_disk_and_on_s3() {
+fn two_writers_of_one_partition_one_wins_on_local_disk_and_on_s3() {
     let dir = tempfile::tempdir().unwrap();
     let local = write_pipeline(
         dir.path(),
@@ -98,17 +152,35 @@ fn commit_records_are_create_only_on_local_disk_and_on_s3() {
         dir.path().join("lake").to_str().unwrap(),
         "",
     );
-    assert_create_only(&local);
+    two_writers_race(&local);
+    let found = read_delta(dir.path().join("lake").to_str().unwrap(), "r", 0, &[]);
+    assert_eq!(found["duplicated"], 0, "{found}");
+    assert_eq!(found["orphans_listed"], 0, "{found}");
+    assert!(found["orphans"].as_u64().unwrap() >= 1, "{found}");
     let moto = Moto::start();
-    moto.bucket("commits");
+    moto.bucket("race");
     let s3 = write_pipeline(
         dir.path(),
         "unused:9092",
         "s3",
-        "s3://commits/lake",
+        "s3://race/lake",
         &moto.lake_settings(),
     );
-    assert_create_only(&s3);
+    two_writers_race(&s3);
+    let found = read_delta(
+        "s3://race/lake",
+        "r",
+        0,
+        &[
+            ("AWS_ENDPOINT_URL", &moto.endpoint),
+            ("AWS_ALLOW_HTTP", "true"),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+        ],
+    );
+    assert_eq!(found["duplicated"], 0, "{found}");
+    assert!(found["rows"].as_u64().unwrap() >= 17, "{found}");
 }
 
 #[test]

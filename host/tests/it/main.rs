@@ -8,6 +8,7 @@ mod support;
 mod batch;
 mod conformance;
 mod decode_cli;
+mod delta;
 mod hostile;
 mod ingest;
 mod lake_s3;

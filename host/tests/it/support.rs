@@ -137,14 +137,14 @@ pub fn produce(brokers: &str, topic: &str, lines: &[String]) {
     producer.flush(std::time::Duration::from_secs(30)).unwrap();
 }
 
-/// What the lake holds, read through its commit log with the parquet crate.
+/// What the lake holds, read through the Delta log of its two tables.
 #[derive(Debug, Default)]
 pub struct LakeContents {
-    /// (event_id, partition directory value, page_url) of every kept row.
+    /// (event_id, partition value, page_url) of every kept row.
     pub kept: Vec<(String, String, String)>,
     /// (payload, stage, reason) of every dead letter.
     pub dead: Vec<(String, String, String)>,
-    /// commit records read.
+    /// the data table's version (-1 before it exists).
     pub commits: usize,
 }
 
@@ -153,26 +153,29 @@ pub fn read_lake(pipeline: &std::path::Path) -> LakeContents {
     read_lake_of(&weir::pipeline::Pipeline::load(pipeline, &[]).unwrap())
 }
 
-/// How many commit records a lake has, and every committed file's record
-/// batches, read through the commit log with the parquet crate.
-pub fn committed_batches(
+/// The active files of one of the lake's tables (read with weir's Delta
+/// reader) and their record batches (read with the parquet crate).
+pub fn table_batches(
     p: &weir::pipeline::Pipeline,
+    kind: weir::lake::TableKind,
 ) -> (
-    usize,
-    Vec<(weir::lake::CommittedFile, arrow::record_batch::RecordBatch)>,
+    Option<i64>,
+    Vec<(weir::lake::LakeFile, arrow::record_batch::RecordBatch)>,
 ) {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    let lake = weir::lake::Lake::open(&p.config.lake).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let commits = rt.block_on(lake.commits()).unwrap();
+    let mut lake = weir::lake::Lake::open(&p.config.lake, &p.config.name).unwrap();
+    let table = lake.table_mut(kind);
+    rt.block_on(table.refresh()).unwrap();
+    let files = rt
+        .block_on(table.files(&p.config.lake.partition_by, None))
+        .unwrap();
     let mut out = Vec::new();
-    for file in commits.iter().flat_map(|c| &c.files) {
-        let key = lake.key(&file.path);
-        let bytes =
-            rt.block_on(async { lake.store().get(&key).await.unwrap().bytes().await.unwrap() });
+    for file in files {
+        let bytes = rt.block_on(table.location().get(&file.path)).unwrap();
         for batch in ParquetRecordBatchReaderBuilder::try_new(bytes)
             .unwrap()
             .build()
@@ -181,51 +184,43 @@ pub fn committed_batches(
             out.push((file.clone(), batch.unwrap()));
         }
     }
-    (commits.len(), out)
+    (table.version(), out)
 }
 
-/// Read every committed file of a loaded pipeline's lake.
+/// Read every committed row of a loaded pipeline's lake.
 pub fn read_lake_of(p: &weir::pipeline::Pipeline) -> LakeContents {
     use arrow::array::AsArray;
-    let (commits, batches) = committed_batches(p);
+    use weir::lake::TableKind;
+    let (version, batches) = table_batches(p, TableKind::Data);
     let mut contents = LakeContents {
-        commits,
+        commits: version.map_or(0, |v| v as usize + 1),
         ..LakeContents::default()
     };
     for (file, batch) in batches {
         let col = |name: &str| batch.column(batch.schema().index_of(name).unwrap()).clone();
-        match file.kind {
-            weir::lake::FileKind::Data => {
-                let (ids, urls) = (col("event_id"), col("page_url"));
-                let (ids, urls) = (ids.as_string::<i32>(), urls.as_string::<i32>());
-                for r in 0..batch.num_rows() {
-                    let dir = file
-                        .path
-                        .split('/')
-                        .nth(1)
-                        .unwrap()
-                        .trim_start_matches("event_date=")
-                        .to_string();
-                    contents
-                        .kept
-                        .push((ids.value(r).to_string(), dir, urls.value(r).to_string()));
-                }
-            }
-            weir::lake::FileKind::DeadLetters => {
-                let (payload, stage, reason) = (col("payload"), col("stage"), col("reason"));
-                let (payload, stage, reason) = (
-                    payload.as_binary::<i32>(),
-                    stage.as_string::<i32>(),
-                    reason.as_string::<i32>(),
-                );
-                for r in 0..batch.num_rows() {
-                    contents.dead.push((
-                        String::from_utf8_lossy(payload.value(r)).into_owned(),
-                        stage.value(r).to_string(),
-                        reason.value(r).to_string(),
-                    ));
-                }
-            }
+        let (ids, urls) = (col("event_id"), col("page_url"));
+        let (ids, urls) = (ids.as_string::<i32>(), urls.as_string::<i32>());
+        let date = file.partition_value.clone().unwrap_or_default();
+        for r in 0..batch.num_rows() {
+            contents
+                .kept
+                .push((ids.value(r).to_string(), date.clone(), urls.value(r).to_string()));
+        }
+    }
+    for (_, batch) in table_batches(p, TableKind::DeadLetters).1 {
+        let col = |name: &str| batch.column(batch.schema().index_of(name).unwrap()).clone();
+        let (payload, stage, reason) = (col("payload"), col("stage"), col("reason"));
+        let (payload, stage, reason) = (
+            payload.as_binary::<i32>(),
+            stage.as_string::<i32>(),
+            reason.as_string::<i32>(),
+        );
+        for r in 0..batch.num_rows() {
+            contents.dead.push((
+                String::from_utf8_lossy(payload.value(r)).into_owned(),
+                stage.value(r).to_string(),
+                reason.value(r).to_string(),
+            ));
         }
     }
     contents
@@ -301,7 +296,10 @@ pub fn wait_for_lake(
 }
 
 fn read_lake_commits(pipeline: &std::path::Path) -> u64 {
-    lake_commits(pipeline).iter().map(|c| c.read).sum()
+    lake_commits(pipeline)
+        .iter()
+        .filter_map(|c| c.info.get("weir.read").and_then(|v| v.as_u64()))
+        .sum()
 }
 
 /// Send a signal to a child.
@@ -552,12 +550,35 @@ pub fn spawn_producer(
     limit: Option<usize>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> std::thread::JoinHandle<usize> {
+    spawn_mixed_producer(brokers, topic, prefix, chunk, pause, limit, None, stop)
+}
+
+/// [`spawn_producer`], plus after every `bad_every`-th good event (from the
+/// first) one message that is not JSON (`{"event_id":"bad-<prefix><i>"`):
+/// good events `0..sent` and bad ones for every multiple of `bad_every` below `sent`.
+#[allow(clippy::too_many_arguments)]
+pub fn spawn_mixed_producer(
+    brokers: &str,
+    topic: &str,
+    prefix: &'static str,
+    chunk: usize,
+    pause: std::time::Duration,
+    limit: Option<usize>,
+    bad_every: Option<usize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
     let (brokers, topic) = (brokers.to_string(), topic.to_string());
     std::thread::spawn(move || {
         let mut sent = 0;
         while !stop.load(std::sync::atomic::Ordering::Relaxed) && limit.is_none_or(|l| sent < l) {
             let end = limit.map_or(sent + chunk, |l| (sent + chunk).min(l));
-            let lines: Vec<String> = (sent..end).map(|i| good_event(prefix, i)).collect();
+            let mut lines = Vec::with_capacity(end - sent + 1);
+            for i in sent..end {
+                lines.push(good_event(prefix, i));
+                if bad_every.is_some_and(|b| i % b == 0) {
+                    lines.push(format!(r#"{{"event_id":"bad-{prefix}{i}""#));
+                }
+            }
             produce(&brokers, &topic, &lines);
             sent = end;
             std::thread::sleep(pause);
@@ -675,15 +696,50 @@ pub fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
     }
 }
 
-/// Every commit record of a pipeline's lake.
-pub fn lake_commits(pipeline: &std::path::Path) -> Vec<weir::lake::CommitRecord> {
+/// The data table's latest version (`-1` before it exists).
+pub fn lake_version(pipeline: &std::path::Path) -> i64 {
     let p = weir::pipeline::Pipeline::load(pipeline, &[]).unwrap();
-    let lake = weir::lake::Lake::open(&p.config.lake).unwrap();
+    let mut lake = weir::lake::Lake::open(&p.config.lake, &p.config.name).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(lake.commits()).unwrap_or_default()
+    let table = lake.table_mut(weir::lake::TableKind::Data);
+    rt.block_on(table.refresh()).unwrap();
+    table.version().unwrap_or(-1)
+}
+
+/// weir's commits to a pipeline's data table (streaming updates, not the
+/// table's creation or maintenance), oldest first.
+pub fn lake_commits(pipeline: &std::path::Path) -> Vec<weir::lake::HistoryEntry> {
+    let p = weir::pipeline::Pipeline::load(pipeline, &[]).unwrap();
+    let mut lake = weir::lake::Lake::open(&p.config.lake, &p.config.name).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let table = lake.table_mut(weir::lake::TableKind::Data);
+    if !rt.block_on(table.refresh()).unwrap_or(false) {
+        return Vec::new();
+    }
+    let mut history = rt.block_on(table.history(None)).unwrap_or_default();
+    history.retain(|h| h.operation.as_deref() == Some("STREAMING UPDATE"));
+    history.reverse();
+    history
+}
+
+/// The independent check: the lake read with the `deltalake` Python
+/// package (delta-rs's Python reader, not weir's code), as JSON:
+/// `{"rows", "distinct", "missing", "duplicated", "unexpected", "files",
+/// "orphans", "orphans_listed", "dead", "dead_distinct", "version"}` for
+/// ids `{prefix}0..n`. `storage` names S3 options for a lake on S3.
+pub fn read_delta(lake_url: &str, prefix: &str, n: usize, storage: &[(&str, &str)]) -> serde_json::Value {
+    let mut args = vec![lake_url.to_string(), prefix.to_string(), n.to_string()];
+    for (k, v) in storage {
+        args.push(format!("{k}={v}"));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    python_tool("read_delta.py", &args)
 }
 
 /// Read stderr lines of `child` until one contains `marker`; the rest of

@@ -1,0 +1,344 @@
+//! The Delta table's own guarantees: compaction changes no aggregate and
+//! triggers no re-run, and reading the log stays bounded (a checkpoint plus
+//! a short tail) however many commits the table has, counted request by
+//! request through an instrumented object store.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+use weir::lake::{Lake, PartitionFlush, Provenance, Resume, StagedFile, TableKind};
+use weir::orchestrate::{Orchestrator, RunOutcome};
+
+use crate::batch::batch_events;
+use crate::support::*;
+
+/// An object store that counts what it is asked.
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<dyn ObjectStore>,
+    gets: AtomicUsize,
+    lists: AtomicUsize,
+}
+
+impl Counting {
+    fn reset(&self) -> (usize, usize) {
+        (
+            self.gets.swap(0, Ordering::SeqCst),
+            self.lists.swap(0, Ordering::SeqCst),
+        )
+    }
+}
+
+impl fmt::Display for Counting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Counting({})", self.inner)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for Counting {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
+        self.inner.get_opts(location, options).await
+    }
+
+    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> object_store::Result<Vec<Bytes>> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.lists.fetch_add(1, Ordering::SeqCst);
+        self.inner.list(prefix)
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.lists.fetch_add(1, Ordering::SeqCst);
+        self.inner.list_with_offset(prefix, offset)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.lists.fetch_add(1, Ordering::SeqCst);
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// A lake of `pipeline` opened through a counting store.
+fn counted_lake(p: &weir::pipeline::Pipeline) -> (Lake, Arc<Counting>) {
+    let location = weir::objstore::Location::open(&p.config.lake.url, &p.config.lake.s3).unwrap();
+    let counting = Arc::new(Counting {
+        inner: location.store().clone(),
+        gets: AtomicUsize::new(0),
+        lists: AtomicUsize::new(0),
+    });
+    let location = location.with_store(counting.clone());
+    (
+        Lake::open_at(&p.config.lake, &p.config.name, location).unwrap(),
+        counting,
+    )
+}
+
+/// Commits of the bounded-reads test.
+const COMMITS: usize = 1000;
+
+#[test]
+fn after_a_thousand_commits_planning_and_polling_read_a_checkpoint_and_a_short_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = write_pipeline(
+        dir.path(),
+        "unused:9092",
+        "bounded",
+        dir.path().join("lake").to_str().unwrap(),
+        "[lake]\ncheckpoint_interval = 50\n",
+    );
+    let p = weir::pipeline::Pipeline::load(&pipeline, &[]).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // a table with the events' columns and the date; one tiny file per commit
+    let mut fields: Vec<arrow::datatypes::FieldRef> =
+        p.schema.arrow().fields().iter().cloned().collect();
+    fields.push(Arc::new(arrow::datatypes::Field::new(
+        "event_date",
+        arrow::datatypes::DataType::Date32,
+        true,
+    )));
+    let schema = arrow::datatypes::Schema::new(fields);
+    let mut writer = Lake::open(&p.config.lake, &p.config.name).unwrap();
+    rt.block_on(writer.ensure_tables(&schema, &weir::lake::dead_letter_schema()))
+        .unwrap();
+    let mut decoder = weir::decode::JsonDecoder::new(&p.schema, 4);
+    for line in good_events("b", 3) {
+        decoder.push(line.as_bytes()).unwrap();
+    }
+    let meta = weir::lake::FileMetadata {
+        plugin_digest: "0".repeat(64),
+        topic: "t".into(),
+        partition: 0,
+        first_offset: 0,
+        last_offset: 2,
+        writer_token: String::new(),
+    };
+    let bytes = weir::lake::encode_parquet(&[decoder.flush()], "zstd", 1024, &meta).unwrap();
+    let dates = ["2026-11-20", "2026-11-21", "2026-11-22", "2026-11-23"];
+    let provenance = Provenance::default();
+    for i in 0..COMMITS {
+        let date = dates[i % dates.len()];
+        let path = format!("event_date={date}/f{i:05}.parquet");
+        rt.block_on(writer.data().location().put(&path, bytes.clone()))
+            .unwrap();
+        let mut flush = [PartitionFlush {
+            topic: "t".into(),
+            partition: 0,
+            expected: Resume {
+                data: (i > 0).then(|| i as i64 * 3 - 1),
+                dead: None,
+            },
+            last_offset: i as i64 * 3 + 2,
+            data_files: vec![StagedFile {
+                path,
+                partition_value: Some(date.into()),
+                rows: 3,
+                bytes: bytes.len() as u64,
+            }],
+            dead_files: Vec::new(),
+        }];
+        rt.block_on(writer.commit(&mut flush, &provenance)).unwrap();
+    }
+    let checkpoints = std::fs::read_dir(dir.path().join("lake/_delta_log"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".checkpoint.parquet")
+        })
+        .count();
+    assert!(checkpoints >= COMMITS / 50 - 1, "{checkpoints} checkpoints");
+
+    // a reader that never saw the table: a checkpoint plus the tail, not 1000 commits
+    let (mut lake, counting) = counted_lake(&p);
+    let table = lake.table_mut(TableKind::Data);
+    rt.block_on(table.refresh()).unwrap();
+    assert_eq!(table.version(), Some(COMMITS as i64));
+    let plans = rt
+        .block_on(weir::aggregate::plan(
+            table,
+            "event_date",
+            &weir::aggregate::Selection::Dates(vec!["2026-11-21".parse().unwrap()]),
+        ))
+        .unwrap();
+    assert_eq!(plans["2026-11-21"].files.len(), COMMITS / 4);
+    let (gets, lists) = counting.reset();
+    eprintln!("planning one date after {COMMITS} commits: {gets} GETs, {lists} LISTs");
+    assert!(gets <= 60, "{gets} GET requests to plan one date");
+    assert!(lists <= 5, "{lists} LIST requests to plan one date");
+
+    // one more commit, then one poll: the new commit, not the history
+    let mut flush = [PartitionFlush {
+        topic: "t".into(),
+        partition: 0,
+        expected: Resume {
+            data: Some(COMMITS as i64 * 3 - 1),
+            dead: None,
+        },
+        last_offset: COMMITS as i64 * 3 + 2,
+        data_files: Vec::new(),
+        dead_files: Vec::new(),
+    }];
+    rt.block_on(writer.commit(&mut flush, &provenance)).unwrap();
+    let seen = table.version();
+    rt.block_on(table.refresh()).unwrap();
+    let changes = rt.block_on(table.changes_since("event_date", seen)).unwrap();
+    assert_eq!(changes.version, Some(COMMITS as i64 + 1));
+    let (gets, lists) = counting.reset();
+    eprintln!("one poll after {COMMITS} commits: {gets} GETs, {lists} LISTs");
+    assert!(gets <= 4, "{gets} GET requests for one poll");
+    assert!(lists <= 2, "{lists} LIST requests for one poll");
+}
+
+#[test]
+fn optimize_compacts_a_date_without_changing_aggregates_or_triggering_a_run() {
+    let rig = rig(
+        "compact",
+        1,
+        None,
+        "[ingest]\nflush_rows = 20\nbatch_rows = 20\n[warehouse]\nurl = \"sqlite://wh.db\"\n[checkpoints]\nurl = \"checkpoints\"\n",
+    );
+    // one date, in 60 small files (one per flush of 20 events)
+    produce(&rig.kafka.brokers, "compact", &batch_events("o", 1200, Some(0)));
+    rig.drain();
+    let p = weir::pipeline::Pipeline::load(&rig.pipeline, &[]).unwrap();
+    let files = |p: &weir::pipeline::Pipeline| {
+        let mut lake = Lake::open(&p.config.lake, &p.config.name).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let table = lake.table_mut(TableKind::Data);
+        rt.block_on(table.refresh()).unwrap();
+        rt.block_on(table.files("event_date", None)).unwrap()
+    };
+    let before = files(&p);
+    let date = before[0].partition_value.clone().unwrap();
+    assert!(before.len() >= 50, "{} files", before.len());
+    assert!(before.iter().all(|f| f.partition_value.as_deref() == Some(&date)));
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let metrics = Arc::new(weir::telemetry::Metrics::default());
+    let orchestrator = rt
+        .block_on(Orchestrator::open(&p, metrics.clone()))
+        .unwrap();
+    assert_eq!(rt.block_on(orchestrator.poll()).unwrap(), [date.clone()]);
+    assert_eq!(
+        rt.block_on(orchestrator.run_partition(&date, false)).unwrap(),
+        RunOutcome::Loaded { attempts: 1 }
+    );
+    let warehouse = rig.dir.path().join("wh.db");
+    let table = || {
+        let conn = rusqlite::Connection::open(&warehouse).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT * FROM page_metrics_daily ORDER BY event_date, page_url")
+            .unwrap();
+        let n = stmt.column_count();
+        stmt.query_map([], |r| {
+            (0..n)
+                .map(|i| r.get::<_, rusqlite::types::Value>(i).map(|v| format!("{v:?}")))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap()
+    };
+    let aggregated = table();
+    assert!(!aggregated.is_empty());
+
+    weir_ok(&mut weir_cmd(&[
+        "lake",
+        "optimize",
+        rig.pipeline.to_str().unwrap(),
+        "--date",
+        &date,
+    ]));
+    let after = files(&p);
+    assert!(after.len() <= 2, "{} files after optimize", after.len());
+    assert_eq!(
+        after.iter().map(|f| f.rows).sum::<u64>(),
+        before.iter().map(|f| f.rows).sum::<u64>()
+    );
+    // the compaction changed no data: nothing to re-run, by poll or by event
+    assert!(rt.block_on(orchestrator.poll()).unwrap().is_empty());
+    // (an S3 notification of the OPTIMIZE commit names no date either)
+    let optimize_version = crate::support::lake_version(&rig.pipeline);
+    let mut lake = Lake::open(&p.config.lake, &p.config.name).unwrap();
+    rt.block_on(lake.refresh()).unwrap();
+    let touched = rt
+        .block_on(lake.data().commit_dates("event_date", optimize_version))
+        .unwrap();
+    assert_eq!(touched, Some(Default::default()));
+    assert_eq!(
+        rt.block_on(orchestrator.run_partition(&date, false)).unwrap(),
+        RunOutcome::Unchanged
+    );
+    // aggregating the compacted files gives the same rows
+    weir_ok(&mut weir_cmd(&[
+        "aggregate",
+        rig.pipeline.to_str().unwrap(),
+        "--date",
+        &date,
+    ]));
+    assert_eq!(table(), aggregated);
+    // and an independent reader agrees on every row
+    let found = read_delta(rig.dir.path().join("lake").to_str().unwrap(), "o", 0, &[]);
+    assert_eq!(found["orphans_listed"], 0, "{found}");
+    assert_eq!(found["duplicated"], 0, "{found}");
+}
