@@ -47,7 +47,7 @@ fi
 pg_isready -h 127.0.0.1 -p 5432
 export WEIR_TEST_POSTGRES="${WEIR_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432/postgres}"
 
-step "tools: tansu (embedded broker), Python venv (moto, confluent-kafka, pyarrow)"
+step "tools: tansu (embedded broker), Python venv (moto, confluent-kafka, pyarrow, deltalake)"
 bash scripts/tools.sh tansu python
 export WEIR_TANSU="$TOOLS/tansu/bin/tansu"
 export WEIR_TEST_PYTHON="$TOOLS/venv/bin/python"

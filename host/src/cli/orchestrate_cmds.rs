@@ -159,7 +159,7 @@ fn report(outcomes: &[(String, RunOutcome)], json: bool) -> anyhow::Result<ExitC
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else if outcomes.is_empty() {
-        println!("nothing to run (no lake data or commit records in the event)");
+        println!("nothing to run (the event names no commit of the data table that changed a date)");
     } else {
         for (date, outcome) in outcomes {
             println!("{date}: {}", serde_json::to_string(outcome)?);

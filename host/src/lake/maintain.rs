@@ -67,7 +67,7 @@ impl Lake {
             .with_target_size(target)
             .await
             .map_err(fail)?;
-        let version = optimized.version();
+        let version = optimized.version().map(|v| v as i64);
         table.refresh().await?;
         Ok(OptimizeReport {
             table: url.clone(),

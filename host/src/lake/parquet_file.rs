@@ -79,7 +79,7 @@ pub fn encode_parquet(
     let kv = |k: &str, v: String| KeyValue::new(k.to_string(), v);
     let props = WriterProperties::builder()
         .set_compression(compression)
-        .set_max_row_group_size(row_group_rows)
+        .set_max_row_group_row_count(Some(row_group_rows.max(1)))
         .set_key_value_metadata(Some(vec![
             kv("weir.version", crate::VERSION.to_string()),
             kv("weir.plugin_digest", meta.plugin_digest.clone()),

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use arrow::datatypes::Schema;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::{
-    CommitBuilder, CommitProperties, TransactionError, conflict_checker::CommitConflictError,
+    CommitBuilder, CommitConflictError, CommitProperties, TransactionError,
 };
 use deltalake::kernel::{Action, Add, StructType, Transaction};
 use deltalake::logstore::LogStoreRef;
@@ -216,7 +216,7 @@ impl Table {
 
     /// The loaded version (`None` before the table exists).
     pub fn version(&self) -> Option<i64> {
-        self.table.version()
+        self.table.version().map(|v| v as i64)
     }
 
     /// The `txn` version of `app_id` in the loaded snapshot.
@@ -236,7 +236,7 @@ impl Table {
         &mut self,
         schema: &Schema,
         partition_by: Option<&str>,
-        properties: &[(TableProperty, String)],
+        properties: &[(String, String)],
         name: &str,
     ) -> Result<(), LakeError> {
         if self.refresh().await? {
@@ -260,9 +260,11 @@ impl Table {
         if let Some(column) = partition_by {
             create = create.with_partition_columns([column]);
         }
-        for (key, value) in properties {
-            create = create.with_configuration_property(key.clone(), Some(value.clone()));
-        }
+        create = create.with_configuration(
+            properties
+                .iter()
+                .map(|(k, v)| (k.clone(), Some(v.clone()))),
+        );
         match create.await {
             Ok(table) => self.table = table,
             Err(e) => {
@@ -402,7 +404,7 @@ impl Table {
             .await;
         match result {
             Ok(done) => {
-                let version = done.version();
+                let version = done.version() as i64;
                 self.table.state = Some(done.snapshot());
                 Ok(Some(version))
             }
@@ -502,10 +504,13 @@ impl Lake {
     ) -> Result<(), LakeError> {
         let properties = vec![
             (
-                TableProperty::CheckpointInterval,
+                TableProperty::CheckpointInterval.as_ref().to_string(),
                 self.config.checkpoint_interval.to_string(),
             ),
-            (TableProperty::AppendOnly, "false".to_string()),
+            (
+                TableProperty::AppendOnly.as_ref().to_string(),
+                "false".to_string(),
+            ),
         ];
         let name = self.pipeline.clone();
         let partition_by = self.config.partition_by.clone();

@@ -2,7 +2,6 @@
 //! `/healthz`, SIGTERM and restart, the quickstart demo, the production
 //! pipeline file.
 
-use std::collections::BTreeMap;
 use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

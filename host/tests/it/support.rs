@@ -144,8 +144,6 @@ pub struct LakeContents {
     pub kept: Vec<(String, String, String)>,
     /// (payload, stage, reason) of every dead letter.
     pub dead: Vec<(String, String, String)>,
-    /// the data table's version (-1 before it exists).
-    pub commits: usize,
 }
 
 /// Read every committed file of the pipeline's lake.
@@ -191,11 +189,8 @@ pub fn table_batches(
 pub fn read_lake_of(p: &weir::pipeline::Pipeline) -> LakeContents {
     use arrow::array::AsArray;
     use weir::lake::TableKind;
-    let (version, batches) = table_batches(p, TableKind::Data);
-    let mut contents = LakeContents {
-        commits: version.map_or(0, |v| v as usize + 1),
-        ..LakeContents::default()
-    };
+    let (_, batches) = table_batches(p, TableKind::Data);
+    let mut contents = LakeContents::default();
     for (file, batch) in batches {
         let col = |name: &str| batch.column(batch.schema().index_of(name).unwrap()).clone();
         let (ids, urls) = (col("event_id"), col("page_url"));

@@ -13,7 +13,7 @@ latest table version and prints one JSON line:
  "orphans", "orphans_listed", "dead", "dead_distinct", "version"}
 
 "orphans" counts Parquet files on disk (local lakes) that no table version
-adds; "orphans_listed" counts those among DeltaTable.files() (must be 0).
+adds; "orphans_listed" counts those among DeltaTable.file_uris() (must be 0).
 """
 
 import glob
@@ -37,7 +37,10 @@ def main() -> None:
     times = counts.field("counts").to_pylist()
     expected = {f"{prefix}{i}" for i in range(n)}
     seen = set(values)
-    files = set(table.files())
+    files = set()
+    for uri in table.file_uris():
+        path = uri[len("file://"):] if uri.startswith("file://") else uri
+        files.add(os.path.relpath(path, url) if "://" not in url else path)
     orphans = set()
     if "://" not in url:
         on_disk = {
