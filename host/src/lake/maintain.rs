@@ -57,7 +57,7 @@ impl Lake {
         let url = table.url();
         let fail = |source| LakeError::Delta {
             url: url.clone(),
-            source,
+            source: Box::new(source),
         };
         let (optimized, metrics) = table
             .delta()
@@ -105,7 +105,7 @@ impl Lake {
                 .await
                 .map_err(|source| LakeError::Delta {
                     url: url.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
             table.refresh().await?;
             reports.push(VacuumReport {

@@ -73,7 +73,7 @@ impl Table {
             .await
             .map_err(|source| LakeError::Delta {
                 url: self.url(),
-                source,
+                source: Box::new(source),
             })?;
         let mut files: Vec<LakeFile> = views
             .into_iter()
@@ -120,7 +120,7 @@ impl Table {
     ) -> Result<Option<BTreeSet<String>>, LakeError> {
         let fail = |source| LakeError::Delta {
             url: self.url(),
-            source,
+            source: Box::new(source),
         };
         let Some(bytes) = self
             .log_store()
@@ -144,7 +144,7 @@ impl Table {
                 Action::Remove(remove) if remove.data_change => remove
                     .partition_values
                     .as_ref()
-                    .and_then(|values| value(values)),
+                    .and_then(&value),
                 _ => None,
             };
             dates.extend(changed);
@@ -192,7 +192,7 @@ impl Table {
             .await
             .map_err(|source| LakeError::Delta {
                 url: self.url(),
-                source,
+                source: Box::new(source),
             })?;
         // newest first, one per commit file from the loaded version down
         let current = self.version().unwrap_or(0);

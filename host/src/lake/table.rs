@@ -46,7 +46,7 @@ pub enum LakeError {
         url: String,
         /// delta-rs's error.
         #[source]
-        source: DeltaTableError,
+        source: Box<DeltaTableError>,
     },
     /// The table exists with a schema or layout weir cannot write.
     #[error("delta table `{url}`: {message}")]
@@ -157,6 +157,11 @@ pub struct Provenance {
 pub struct Table {
     location: Location,
     table: DeltaTable,
+    /// `txn` versions known as of version `txns_at` of the log: kept up to
+    /// date by reading only the commits after it, so checking a partition's
+    /// version costs no replay of the log.
+    txns: HashMap<String, Option<i64>>,
+    txns_at: Option<i64>,
 }
 
 impl Table {
@@ -169,9 +174,14 @@ impl Table {
             })
             .map_err(|source| LakeError::Delta {
                 url: url.to_string(),
-                source,
+                source: Box::new(source),
             })?;
-        Ok(Table { location, table })
+        Ok(Table {
+            location,
+            table,
+            txns: HashMap::new(),
+            txns_at: None,
+        })
     }
 
     /// The table's URL.
@@ -197,7 +207,7 @@ impl Table {
     fn fail(&self, source: DeltaTableError) -> LakeError {
         LakeError::Delta {
             url: self.url(),
-            source,
+            source: Box::new(source),
         }
     }
 
@@ -219,15 +229,49 @@ impl Table {
         self.table.version().map(|v| v as i64)
     }
 
-    /// The `txn` version of `app_id` in the loaded snapshot.
-    async fn txn_version(&self, app_id: &str) -> Result<Option<i64>, LakeError> {
-        let Ok(state) = self.table.snapshot() else {
+    /// The `txn` version of `app_id` in the loaded snapshot. The first
+    /// question about an app id replays the log (checkpoint and tail); after
+    /// that, only the commits added since are read.
+    async fn txn_version(&mut self, app_id: &str) -> Result<Option<i64>, LakeError> {
+        let Some(current) = self.version() else {
             return Ok(None);
         };
-        state
+        match self.txns_at {
+            Some(at) if at < current => {
+                for version in at + 1..=current {
+                    let entry = self
+                        .log_store()
+                        .read_commit_entry(version as u64)
+                        .await
+                        .map_err(|e| self.fail(e))?;
+                    let Some(bytes) = entry else {
+                        // cleaned up: start over from the snapshot
+                        self.txns.clear();
+                        break;
+                    };
+                    let actions = deltalake::logstore::get_actions(version as u64, &bytes)
+                        .map_err(|e| self.fail(e))?;
+                    for action in actions {
+                        if let Action::Txn(txn) = action {
+                            self.txns.insert(txn.app_id, Some(txn.version));
+                        }
+                    }
+                }
+            }
+            Some(at) if at == current => {}
+            _ => self.txns.clear(),
+        }
+        self.txns_at = Some(current);
+        if let Some(known) = self.txns.get(app_id) {
+            return Ok(*known);
+        }
+        let state = self.table.snapshot().map_err(|e| self.fail(e))?;
+        let found = state
             .transaction_version(self.table.log_store().as_ref(), app_id)
             .await
-            .map_err(|e| self.fail(e))
+            .map_err(|e| self.fail(e))?;
+        self.txns.insert(app_id.to_string(), found);
+        Ok(found)
     }
 
     /// Create the table with `schema` unless it exists (another writer may
@@ -540,7 +584,7 @@ impl Lake {
     }
 
     /// Where a partition stands in the snapshots loaded (see [`Lake::refresh`]).
-    pub async fn resume(&self, topic: &str, partition: i32) -> Result<Resume, LakeError> {
+    pub async fn resume(&mut self, topic: &str, partition: i32) -> Result<Resume, LakeError> {
         let app_id = self.app_id(topic, partition);
         Ok(Resume {
             data: self.data.txn_version(&app_id).await?,
@@ -574,10 +618,6 @@ impl Lake {
             for attempt in 1.. {
                 // the partitions still in, and whether the table agrees with
                 // what each writer resumed from
-                let table = match kind {
-                    TableKind::Data => &self.data,
-                    TableKind::DeadLetters => &self.dead,
-                };
                 for (i, p) in flush.iter().enumerate() {
                     if outcomes[i] != PartitionOutcome::Committed {
                         continue;
@@ -586,11 +626,14 @@ impl Lake {
                         TableKind::Data => p.expected.data,
                         TableKind::DeadLetters => p.expected.dead,
                     };
-                    let found = table.txn_version(&self.app_id(&p.topic, p.partition)).await?;
+                    let app_id = self.app_id(&p.topic, p.partition);
+                    let table = self.table_mut(kind);
+                    let found = table.txn_version(&app_id).await?;
                     if found != expected {
+                        let url = table.url();
                         let now = self.resume(&p.topic, p.partition).await?;
                         tracing::warn!(
-                            partition = %format!("{}/{}", p.topic, p.partition), table = %table.url(),
+                            partition = %format!("{}/{}", p.topic, p.partition), table = %url,
                             expected = ?expected, found = ?found,
                             "another writer committed this partition first; its flush is dropped"
                         );

@@ -87,3 +87,8 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    # deltalake 1.6 sometimes aborts while its native threads are torn down
+    # at interpreter exit ("terminate called without an active exception"),
+    # after the answer is printed: leave without the teardown
+    sys.stdout.flush()
+    os._exit(0)
