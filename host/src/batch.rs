@@ -10,10 +10,10 @@ use std::time::Instant;
 use chrono::NaiveDate;
 use serde::Serialize;
 
+use crate::aggregate::PartitionPlan;
 use crate::aggregate::{
     self, AggregateConfig, BatchPlugin, Outcome, PartitionReport, Progress, Resolved, Selection,
 };
-use crate::aggregate::PartitionPlan;
 use crate::lake::{Lake, LakeError};
 use crate::pipeline::Pipeline;
 use crate::plugin::{PluginEngine, PluginError, PluginRunner};
@@ -217,7 +217,8 @@ impl BatchJob {
         let mut lake = self.lake.lock().await;
         let table = lake.table_mut(crate::lake::TableKind::Data);
         table.refresh().await?;
-        let plans = aggregate::plan(table, &self.pipeline.config.lake.partition_by, selection).await?;
+        let plans =
+            aggregate::plan(table, &self.pipeline.config.lake.partition_by, selection).await?;
         Ok(plans.into_values().collect())
     }
 

@@ -95,10 +95,12 @@ impl Location {
         if !url.path().ends_with('/') {
             url.set_path(&format!("{}/", url.path()));
         }
-        let url = url.join(&format!("{relative}/")).map_err(|e| StoreError::Url {
-            url: format!("{}/{relative}", self.url),
-            message: e.to_string(),
-        })?;
+        let url = url
+            .join(&format!("{relative}/"))
+            .map_err(|e| StoreError::Url {
+                url: format!("{}/{relative}", self.url),
+                message: e.to_string(),
+            })?;
         if url.scheme() == "file"
             && let Ok(path) = url.to_file_path()
         {
@@ -218,7 +220,11 @@ mod tests {
         let dead = lake.child("_dead_letters").unwrap();
         assert!(dead.url().as_str().ends_with("/_dead_letters/"));
         assert!(dir.path().join("_dead_letters").is_dir());
-        assert!(dead.key("a.parquet").as_ref().ends_with("_dead_letters/a.parquet"));
+        assert!(
+            dead.key("a.parquet")
+                .as_ref()
+                .ends_with("_dead_letters/a.parquet")
+        );
         let s3 = S3Config {
             region: Some("us-east-1".into()),
             ..S3Config::default()

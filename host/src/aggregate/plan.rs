@@ -160,7 +160,11 @@ mod tests {
     #[test]
     fn files_grouped_by_date_with_empty_dates_kept() {
         let files = vec![
-            file("event_date=2026-11-20/t-p0-o1-2-abcdef12-0123456789ab.parquet", "2026-11-20", 5),
+            file(
+                "event_date=2026-11-20/t-p0-o1-2-abcdef12-0123456789ab.parquet",
+                "2026-11-20",
+                5,
+            ),
             file("event_date=2026-11-21/b.parquet", "2026-11-21", 3),
             file("event_date=2026-11-20/part-0001.parquet", "2026-11-20", 2),
         ];

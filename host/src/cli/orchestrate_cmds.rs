@@ -159,7 +159,9 @@ fn report(outcomes: &[(String, RunOutcome)], json: bool) -> anyhow::Result<ExitC
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else if outcomes.is_empty() {
-        println!("nothing to run (the event names no commit of the data table that changed a date)");
+        println!(
+            "nothing to run (the event names no commit of the data table that changed a date)"
+        );
     } else {
         for (date, outcome) in outcomes {
             println!("{date}: {}", serde_json::to_string(outcome)?);

@@ -276,7 +276,13 @@ pub fn run_lake(command: LakeCommand) -> anyhow::Result<ExitCode> {
         let lake = Lake::open(&p.config.lake, &p.config.name)?;
         Ok((p, lake))
     };
-    let kind = |dead: bool| if dead { TableKind::DeadLetters } else { TableKind::Data };
+    let kind = |dead: bool| {
+        if dead {
+            TableKind::DeadLetters
+        } else {
+            TableKind::Data
+        }
+    };
     match command {
         LakeCommand::Files {
             pipeline,
@@ -320,7 +326,11 @@ pub fn run_lake(command: LakeCommand) -> anyhow::Result<ExitCode> {
                         .and_then(|v| v.as_str())
                         .map(|d| d.get(..12).unwrap_or(d).to_string())
                         .unwrap_or_default();
-                    let kept = entry.info.get("weir.kept").map(|v| v.to_string()).unwrap_or_default();
+                    let kept = entry
+                        .info
+                        .get("weir.kept")
+                        .map(|v| v.to_string())
+                        .unwrap_or_default();
                     println!(
                         "v{}\t{when}\t{}\t{digest}\t{kept}",
                         entry.version.unwrap_or(-1),
@@ -351,9 +361,17 @@ pub fn run_lake(command: LakeCommand) -> anyhow::Result<ExitCode> {
             let reports = rt.block_on(lake.vacuum(Duration::from_secs(hours * 3600), dry_run))?;
             for report in reports {
                 for path in &report.removed {
-                    println!("{} {path}", if dry_run { "would remove" } else { "removed" });
+                    println!(
+                        "{} {path}",
+                        if dry_run { "would remove" } else { "removed" }
+                    );
                 }
-                println!("{}: {} files {}", report.table, report.removed.len(), if dry_run { "to remove" } else { "removed" });
+                println!(
+                    "{}: {} files {}",
+                    report.table,
+                    report.removed.len(),
+                    if dry_run { "to remove" } else { "removed" }
+                );
             }
         }
     }

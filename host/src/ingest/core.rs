@@ -372,7 +372,9 @@ impl Core {
                         "another host committed this partition first; dropping uncommitted work"
                     );
                     buffer.reset(resume, next);
-                    if let Err(e) = consumer.seek(&key.0, key.1, Offset::Offset(next), Duration::from_secs(5)) {
+                    if let Err(e) =
+                        consumer.seek(&key.0, key.1, Offset::Offset(next), Duration::from_secs(5))
+                    {
                         tracing::debug!(partition = %label, error = %e, "seek after conflict failed");
                     }
                 }
@@ -395,7 +397,10 @@ impl Core {
     /// Encode one partition's buffered output as files (not yet written),
     /// and its share of the cycle's commit.
     #[allow(clippy::type_complexity)]
-    fn encode(&self, key: &PartitionKey) -> (PartitionFlush, Vec<(TableKind, String, bytes::Bytes)>) {
+    fn encode(
+        &self,
+        key: &PartitionKey,
+    ) -> (PartitionFlush, Vec<(TableKind, String, bytes::Bytes)>) {
         let buffer = &self.partitions[key];
         let lake = &self.pipeline.config.lake;
         let first = buffer.first_offset.expect("not empty");

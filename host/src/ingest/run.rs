@@ -226,9 +226,7 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
             flush_or_pause(&mut c, &cycle, &consumer, &mut stall);
         }
         if stall.is_none() && c.buffered_bytes() > cfg.max_buffer_bytes {
-            tracing::debug!(
-                "buffer cap reached; flushing every partition in one cycle"
-            );
+            tracing::debug!("buffer cap reached; flushing every partition in one cycle");
             let all = c.non_empty();
             flush_or_pause(&mut c, &all, &consumer, &mut stall);
         }

@@ -41,8 +41,8 @@ impl Lake {
     /// about `lake.optimize_target_bytes`.
     pub async fn optimize(&mut self, date: Option<&str>) -> Result<OptimizeReport, LakeError> {
         let partition_by = self.config().partition_by.clone();
-        let target = NonZeroU64::new(self.config().optimize_target_bytes.max(1))
-            .unwrap_or(NonZeroU64::MIN);
+        let target =
+            NonZeroU64::new(self.config().optimize_target_bytes.max(1)).unwrap_or(NonZeroU64::MIN);
         let table = self.table_mut(TableKind::Data);
         if !table.refresh().await? {
             return Ok(OptimizeReport {

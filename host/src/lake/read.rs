@@ -78,13 +78,10 @@ impl Table {
         let mut files: Vec<LakeFile> = views
             .into_iter()
             .map(|view| {
-                let partition_value = view
-                    .partition_values_map()
-                    .get(partition_by)
-                    .map(|v| {
-                        v.clone()
-                            .unwrap_or_else(|| super::partition::NULL_PARTITION.to_string())
-                    });
+                let partition_value = view.partition_values_map().get(partition_by).map(|v| {
+                    v.clone()
+                        .unwrap_or_else(|| super::partition::NULL_PARTITION.to_string())
+                });
                 LakeFile {
                     path: view.path().to_string(),
                     partition_value,
@@ -141,10 +138,9 @@ impl Table {
         for action in &actions {
             let changed = match action {
                 Action::Add(add) if add.data_change => value(&add.partition_values),
-                Action::Remove(remove) if remove.data_change => remove
-                    .partition_values
-                    .as_ref()
-                    .and_then(&value),
+                Action::Remove(remove) if remove.data_change => {
+                    remove.partition_values.as_ref().and_then(&value)
+                }
                 _ => None,
             };
             dates.extend(changed);
@@ -235,8 +231,9 @@ pub fn conform(
             None if field.name() == partition_by => {
                 let value = partition_value.filter(|v| *v != super::partition::NULL_PARTITION);
                 let strings: ArrayRef = Arc::new(StringArray::from(vec![value; rows]));
-                cast(&strings, field.data_type())
-                    .map_err(|e| format!("partition value `{value:?}` as {}: {e}", field.data_type()))?
+                cast(&strings, field.data_type()).map_err(|e| {
+                    format!("partition value `{value:?}` as {}: {e}", field.data_type())
+                })?
             }
             None if field.is_nullable() => new_null_array(field.data_type(), rows),
             None => return Err(format!("the file has no column `{}`", field.name())),

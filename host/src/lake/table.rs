@@ -57,7 +57,9 @@ pub enum LakeError {
         message: String,
     },
     /// A commit kept losing to concurrent writers.
-    #[error("delta table `{url}`: gave up after {attempts} commit attempts lost to concurrent writers")]
+    #[error(
+        "delta table `{url}`: gave up after {attempts} commit attempts lost to concurrent writers"
+    )]
     Contended {
         /// the table's URL.
         url: String,
@@ -297,18 +299,15 @@ impl Table {
             .with_table_name(name)
             .with_columns(delta.fields().cloned())
             .with_save_mode(SaveMode::Ignore)
-            .with_commit_properties(CommitProperties::default().with_metadata([(
-                "weir.version".to_string(),
-                json!(crate::VERSION),
-            )]));
+            .with_commit_properties(
+                CommitProperties::default()
+                    .with_metadata([("weir.version".to_string(), json!(crate::VERSION))]),
+            );
         if let Some(column) = partition_by {
             create = create.with_partition_columns([column]);
         }
-        create = create.with_configuration(
-            properties
-                .iter()
-                .map(|(k, v)| (k.clone(), Some(v.clone()))),
-        );
+        create =
+            create.with_configuration(properties.iter().map(|(k, v)| (k.clone(), Some(v.clone()))));
         match create.await {
             Ok(table) => self.table = table,
             Err(e) => {

@@ -97,10 +97,7 @@ pub async fn bench_aggregate(
         lake.refresh().await?;
     }
     let build_seconds = started.elapsed().as_secs_f64();
-    let files: Vec<LakeFile> = lake
-        .data()
-        .files(&p.config.lake.partition_by, None)
-        .await?;
+    let files: Vec<LakeFile> = lake.data().files(&p.config.lake.partition_by, None).await?;
     let lake_rows: u64 = files.iter().map(|f| f.rows).sum();
     let dates = files
         .iter()
@@ -178,9 +175,7 @@ fn build_lake(
         message: e.to_string(),
     })?;
     let mut runner = PluginRunner::new(engine, plugin.clone(), &p.schema, &p.plugin_config())?;
-    rt.block_on(
-        lake.ensure_tables(runner.output_schema().arrow(), &dead_letter_schema()),
-    )?;
+    rt.block_on(lake.ensure_tables(runner.output_schema().arrow(), &dead_letter_schema()))?;
     let column = runner
         .output_schema()
         .arrow()
@@ -206,8 +201,8 @@ fn build_lake(
         .filter(|i| *i != column)
         .collect();
     let mut flush = |date: &str,
-                 batches: Vec<arrow::record_batch::RecordBatch>,
-                 chains: &mut std::collections::BTreeMap<String, (i32, i64)>|
+                     batches: Vec<arrow::record_batch::RecordBatch>,
+                     chains: &mut std::collections::BTreeMap<String, (i32, i64)>|
      -> Result<(), BatchError> {
         let n = chains.len() as i32;
         let (partition, chain) = *chains.entry(date.to_string()).or_insert((n, 0));
@@ -258,7 +253,9 @@ fn build_lake(
         }];
         let provenance = Provenance {
             plugin_digest: plugin.digest.clone(),
-            counts: [("read", rows as u64), ("kept", rows as u64)].into_iter().collect(),
+            counts: [("read", rows as u64), ("kept", rows as u64)]
+                .into_iter()
+                .collect(),
         };
         rt.block_on(lake.commit(&mut flush, &provenance))?;
         chains.insert(date.to_string(), (partition, last + 1));

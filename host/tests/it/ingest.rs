@@ -12,9 +12,8 @@ use serde_json::Value;
 use weir::tools::generate::Rng;
 
 use crate::support::{
-    assert_exactly_once, good_event_date, good_events, produce, python_tool, read_delta,
-    read_lake, rig, signal, spawn_mixed_producer, spawn_producer, wait_for_lake, weir_cmd,
-    weir_ok,
+    assert_exactly_once, good_event_date, good_events, produce, python_tool, read_delta, read_lake,
+    rig, signal, spawn_mixed_producer, spawn_producer, wait_for_lake, weir_cmd, weir_ok,
 };
 
 /// Every kind of bad input, with the reason and stage it must be dead-lettered with.

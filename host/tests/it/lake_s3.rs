@@ -47,7 +47,8 @@ fn flush_of(
     // them all under one date (the dates are not what it tests)
     let path = meta.data_path(partition_by, "2026-11-24");
     assert!(path.contains(&meta.writer_token), "{writer}: {path}");
-    rt.block_on(lake.data().location().put(&path, bytes.clone())).unwrap();
+    rt.block_on(lake.data().location().put(&path, bytes.clone()))
+        .unwrap();
     PartitionFlush {
         topic: "t".into(),
         partition: 0,
@@ -73,7 +74,8 @@ fn two_writers_race(pipeline: &std::path::Path) {
         .build()
         .unwrap();
     // the table: the events' columns plus the partition column
-    let mut fields: Vec<arrow::datatypes::FieldRef> = p.schema.arrow().fields().iter().cloned().collect();
+    let mut fields: Vec<arrow::datatypes::FieldRef> =
+        p.schema.arrow().fields().iter().cloned().collect();
     fields.push(std::sync::Arc::new(arrow::datatypes::Field::new(
         &p.config.lake.partition_by,
         arrow::datatypes::DataType::Date32,
@@ -115,7 +117,10 @@ fn two_writers_race(pipeline: &std::path::Path) {
     let mut fa = [flush_of(&a, &rt, &p, "a", from, 10, 10)];
     let mut fb = [flush_of(&b, &rt, &p, "b", from, 10, 7)];
     let (ra, rb) = rt.block_on(async {
-        tokio::join!(a.commit(&mut fa, &provenance), b.commit(&mut fb, &provenance))
+        tokio::join!(
+            a.commit(&mut fa, &provenance),
+            b.commit(&mut fb, &provenance)
+        )
     });
     let outcomes = [ra.unwrap().outcomes[0], rb.unwrap().outcomes[0]];
     assert_eq!(

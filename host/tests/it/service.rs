@@ -195,7 +195,11 @@ fn hot_swap_under_load_switches_at_a_batch_boundary_and_refuses_broken_versions(
     for (file, _) in table_batches(&p, weir::lake::TableKind::Data).1 {
         let digest = file_digest(&rig.pipeline, &file.path);
         assert!(digest == old || digest == new, "{}", file.path);
-        assert!(file.path.contains(&digest[..8]), "{} mixes versions", file.path);
+        assert!(
+            file.path.contains(&digest[..8]),
+            "{} mixes versions",
+            file.path
+        );
     }
 }
 

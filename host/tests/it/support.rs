@@ -197,9 +197,11 @@ pub fn read_lake_of(p: &weir::pipeline::Pipeline) -> LakeContents {
         let (ids, urls) = (ids.as_string::<i32>(), urls.as_string::<i32>());
         let date = file.partition_value.clone().unwrap_or_default();
         for r in 0..batch.num_rows() {
-            contents
-                .kept
-                .push((ids.value(r).to_string(), date.clone(), urls.value(r).to_string()));
+            contents.kept.push((
+                ids.value(r).to_string(),
+                date.clone(),
+                urls.value(r).to_string(),
+            ));
         }
     }
     for (_, batch) in table_batches(p, TableKind::DeadLetters).1 {
@@ -728,7 +730,12 @@ pub fn lake_commits(pipeline: &std::path::Path) -> Vec<weir::lake::HistoryEntry>
 /// `{"rows", "distinct", "missing", "duplicated", "unexpected", "files",
 /// "orphans", "orphans_listed", "dead", "dead_distinct", "version"}` for
 /// ids `{prefix}0..n`. `storage` names S3 options for a lake on S3.
-pub fn read_delta(lake_url: &str, prefix: &str, n: usize, storage: &[(&str, &str)]) -> serde_json::Value {
+pub fn read_delta(
+    lake_url: &str,
+    prefix: &str,
+    n: usize,
+    storage: &[(&str, &str)],
+) -> serde_json::Value {
     let mut args = vec![lake_url.to_string(), prefix.to_string(), n.to_string()];
     for (k, v) in storage {
         args.push(format!("{k}={v}"));
