@@ -216,6 +216,18 @@ impl Table {
     /// Read what is new in the log (checkpoint plus tail the first time,
     /// the tail after that). `false` when no table exists yet.
     pub async fn refresh(&mut self) -> Result<bool, LakeError> {
+        if self.table.version().is_none() {
+            // before the first load, ask whether there is a log at all (a
+            // missing table is no error, and delta-rs would log it as one)
+            let exists = self
+                .table
+                .verify_deltatable_existence()
+                .await
+                .map_err(|e| self.fail(e))?;
+            if !exists {
+                return Ok(false);
+            }
+        }
         match self.table.update_incremental(None).await {
             Ok(()) => Ok(true),
             Err(DeltaTableError::NotATable(_)) | Err(DeltaTableError::InvalidTableLocation(_)) => {

@@ -270,7 +270,16 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let sent = producer.join().unwrap();
     signal(&b, "TERM");
     assert!(b.wait().unwrap().success());
-    rig.drain();
+    // tansu 0.6 reports high watermarks low after many small produce
+    // batches, and one drain stops a few seconds past them: drain until
+    // nothing more arrives
+    let mut kept = read_lake(&pipeline).kept.len();
+    for _ in 0..10 {
+        if kept >= sent || rig.drain()["read"] == 0 {
+            break;
+        }
+        kept = read_lake(&pipeline).kept.len();
+    }
     assert!(
         commits_seen.windows(2).all(|w| w[1] > w[0]),
         "a killed run committed nothing: {commits_seen:?}"
