@@ -55,10 +55,6 @@ impl Lake {
             None => Vec::new(),
         };
         let url = table.url();
-        let fail = |source| LakeError::Delta {
-            url: url.clone(),
-            source: Box::new(source),
-        };
         let (optimized, metrics) = table
             .delta()
             .clone()
@@ -66,7 +62,7 @@ impl Lake {
             .with_filters(&filters)
             .with_target_size(target)
             .await
-            .map_err(fail)?;
+            .map_err(|e| table.fail(e))?;
         let version = optimized.version().map(|v| v as i64);
         table.refresh().await?;
         Ok(OptimizeReport {
@@ -103,10 +99,7 @@ impl Lake {
                 .with_enforce_retention_duration(false)
                 .with_dry_run(dry_run)
                 .await
-                .map_err(|source| LakeError::Delta {
-                    url: url.clone(),
-                    source: Box::new(source),
-                })?;
+                .map_err(|e| table.fail(e))?;
             table.refresh().await?;
             reports.push(VacuumReport {
                 table: url,

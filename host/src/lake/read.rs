@@ -71,10 +71,7 @@ impl Table {
             .get_active_add_actions_by_partitions(&filters)
             .try_collect()
             .await
-            .map_err(|source| LakeError::Delta {
-                url: self.url(),
-                source: Box::new(source),
-            })?;
+            .map_err(|e| self.fail(e))?;
         let mut files: Vec<LakeFile> = views
             .into_iter()
             .map(|view| {
@@ -115,10 +112,7 @@ impl Table {
         partition_by: &str,
         version: i64,
     ) -> Result<Option<BTreeSet<String>>, LakeError> {
-        let fail = |source| LakeError::Delta {
-            url: self.url(),
-            source: Box::new(source),
-        };
+        let fail = |e| self.fail(e);
         let Some(bytes) = self
             .log_store()
             .read_commit_entry(version as u64)
@@ -186,10 +180,7 @@ impl Table {
             .history(limit)
             .try_collect()
             .await
-            .map_err(|source| LakeError::Delta {
-                url: self.url(),
-                source: Box::new(source),
-            })?;
+            .map_err(|e| self.fail(e))?;
         // newest first, one per commit file from the loaded version down
         let current = self.version().unwrap_or(0);
         Ok(infos

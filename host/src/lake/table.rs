@@ -206,7 +206,8 @@ impl Table {
         self.table.log_store()
     }
 
-    fn fail(&self, source: DeltaTableError) -> LakeError {
+    /// A delta-rs error of this table, naming it.
+    pub(super) fn fail(&self, source: DeltaTableError) -> LakeError {
         LakeError::Delta {
             url: self.url(),
             source: Box::new(source),

@@ -153,14 +153,7 @@ fn after_a_thousand_commits_planning_and_polling_read_a_checkpoint_and_a_short_t
         .build()
         .unwrap();
     // a table with the events' columns and the date; one tiny file per commit
-    let mut fields: Vec<arrow::datatypes::FieldRef> =
-        p.schema.arrow().fields().iter().cloned().collect();
-    fields.push(Arc::new(arrow::datatypes::Field::new(
-        "event_date",
-        arrow::datatypes::DataType::Date32,
-        true,
-    )));
-    let schema = arrow::datatypes::Schema::new(fields);
+    let schema = crate::support::events_table_schema(&p);
     let mut writer = Lake::open(&p.config.lake, &p.config.name).unwrap();
     rt.block_on(writer.ensure_tables(&schema, &weir::lake::dead_letter_schema()))
         .unwrap();

@@ -74,14 +74,7 @@ fn two_writers_race(pipeline: &std::path::Path) {
         .build()
         .unwrap();
     // the table: the events' columns plus the partition column
-    let mut fields: Vec<arrow::datatypes::FieldRef> =
-        p.schema.arrow().fields().iter().cloned().collect();
-    fields.push(std::sync::Arc::new(arrow::datatypes::Field::new(
-        &p.config.lake.partition_by,
-        arrow::datatypes::DataType::Date32,
-        true,
-    )));
-    let table_schema = arrow::datatypes::Schema::new(fields);
+    let table_schema = crate::support::events_table_schema(&p);
     let open = || {
         let mut lake = Lake::open(&p.config.lake, &p.config.name).unwrap();
         rt.block_on(lake.ensure_tables(&table_schema, &weir::lake::dead_letter_schema()))

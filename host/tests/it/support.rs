@@ -693,36 +693,50 @@ pub fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
     }
 }
 
-/// The data table's latest version (`-1` before it exists).
-pub fn lake_version(pipeline: &std::path::Path) -> i64 {
+/// A pipeline's lake with its data table's log read, and a runtime to
+/// ask it more (`false`: no table yet).
+fn data_table(pipeline: &std::path::Path) -> (weir::lake::Lake, tokio::runtime::Runtime, bool) {
     let p = weir::pipeline::Pipeline::load(pipeline, &[]).unwrap();
     let mut lake = weir::lake::Lake::open(&p.config.lake, &p.config.name).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let table = lake.table_mut(weir::lake::TableKind::Data);
-    rt.block_on(table.refresh()).unwrap();
-    table.version().unwrap_or(-1)
+    let exists = rt
+        .block_on(lake.table_mut(weir::lake::TableKind::Data).refresh())
+        .unwrap();
+    (lake, rt, exists)
+}
+
+/// The data table's latest version (`-1` before it exists).
+pub fn lake_version(pipeline: &std::path::Path) -> i64 {
+    data_table(pipeline).0.data().version().unwrap_or(-1)
 }
 
 /// weir's commits to a pipeline's data table (streaming updates, not the
 /// table's creation or maintenance), oldest first.
 pub fn lake_commits(pipeline: &std::path::Path) -> Vec<weir::lake::HistoryEntry> {
-    let p = weir::pipeline::Pipeline::load(pipeline, &[]).unwrap();
-    let mut lake = weir::lake::Lake::open(&p.config.lake, &p.config.name).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let table = lake.table_mut(weir::lake::TableKind::Data);
-    if !rt.block_on(table.refresh()).unwrap_or(false) {
+    let (lake, rt, exists) = data_table(pipeline);
+    if !exists {
         return Vec::new();
     }
-    let mut history = rt.block_on(table.history(None)).unwrap_or_default();
+    let mut history = rt.block_on(lake.data().history(None)).unwrap_or_default();
     history.retain(|h| h.operation.as_deref() == Some("STREAMING UPDATE"));
     history.reverse();
     history
+}
+
+/// A data table's schema for tests that write files themselves: the
+/// pipeline's event columns plus the partition column (a date).
+pub fn events_table_schema(p: &weir::pipeline::Pipeline) -> arrow::datatypes::Schema {
+    let mut fields: Vec<arrow::datatypes::FieldRef> =
+        p.schema.arrow().fields().iter().cloned().collect();
+    fields.push(std::sync::Arc::new(arrow::datatypes::Field::new(
+        &p.config.lake.partition_by,
+        arrow::datatypes::DataType::Date32,
+        true,
+    )));
+    arrow::datatypes::Schema::new(fields)
 }
 
 /// The independent check: the lake read with the `deltalake` Python
