@@ -7,7 +7,8 @@
 #                                  `source.brokers = "embedded"` starts it
 #   bash scripts/tools.sh python   a venv with the tests' independent tools: moto server
 #                                  (S3, DynamoDB, Lambda), confluent-kafka, pyarrow,
-#                                  deltalake (an independent Delta reader)
+#                                  deltalake (an independent Delta reader), duckdb
+#                                  (a reference SQL engine)
 #   bash scripts/tools.sh          both
 set -euo pipefail
 TOOLS="${WEIR_TOOLS_DIR:-$HOME/.cache/weir-tools}"
@@ -64,9 +65,9 @@ TOML
 install_python() {
     local venv="$TOOLS/venv"
     [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-    if ! "$venv/bin/python" -c 'import moto, confluent_kafka, pyarrow, deltalake' 2>/dev/null \
+    if ! "$venv/bin/python" -c 'import moto, confluent_kafka, pyarrow, deltalake, duckdb' 2>/dev/null \
         || [ ! -x "$venv/bin/moto_server" ]; then
-        "$venv/bin/pip" install --quiet 'moto[server]' confluent-kafka pyarrow deltalake
+        "$venv/bin/pip" install --quiet 'moto[server]' confluent-kafka pyarrow deltalake duckdb
     fi
 }
 

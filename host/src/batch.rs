@@ -12,7 +12,8 @@ use serde::Serialize;
 
 use crate::aggregate::PartitionPlan;
 use crate::aggregate::{
-    self, AggregateConfig, BatchPlugin, Outcome, PartitionReport, Progress, Resolved, Selection,
+    self, AggregateConfig, BatchPlugin, Engine, EngineOptions, Outcome, PartitionReport, Progress,
+    Selection,
 };
 use crate::lake::{Lake, LakeError};
 use crate::pipeline::Pipeline;
@@ -39,6 +40,14 @@ pub enum BatchError {
     /// The warehouse refused or failed the load.
     #[error(transparent)]
     Warehouse(#[from] WarehouseError),
+    /// The plugin's file or object cannot be read from here.
+    #[error("plugin {location}: cannot be read: {message}")]
+    PluginUnreadable {
+        /// where the pipeline says the plugin is.
+        location: String,
+        /// why it cannot be read.
+        message: String,
+    },
     /// An aggregation worker panicked (a bug); the run failed and nothing was loaded.
     #[error("aggregation worker failed: {0}")]
     Worker(String),
@@ -128,6 +137,10 @@ pub struct BatchJob {
     plugin: std::sync::Mutex<BatchPlugin>,
     table: TableSpec,
     source: aggregate::Source,
+    /// the embedded engine the queries run on.
+    engine: Engine,
+    /// the query over `events`.
+    sql: String,
 }
 
 impl std::fmt::Debug for BatchJob {
@@ -159,27 +172,13 @@ impl BatchJob {
             .ok_or_else(|| config_error("no [warehouse] section: nowhere to load".into()))?;
         let lake = Lake::open(&pipeline.config.lake, &pipeline.config.name)?;
         let warehouse = Warehouse::open(&warehouse_config, &pipeline.config.lake)?;
-        let engine = PluginEngine::new(pipeline.config.plugin.limits.clone())?;
-        let loaded = load_plugin(pipeline, &engine).await?;
-        let config = pipeline.plugin_config();
-        // the plugin's output for the pipeline's input is the lake's schema
-        let probe = {
-            let engine = engine.clone();
-            let loaded = loaded.clone();
-            let schema = pipeline.schema.clone();
-            let config = config.clone();
-            tokio::task::spawn_blocking(move || {
-                PluginRunner::new(engine, loaded, &schema, &config)
-                    .map(|r| r.output_schema().clone())
-            })
+        let (plugin, schema) = probe_plugin(pipeline).await?;
+        let query = Query::plan(pipeline, &aggregate, &schema)
             .await
-            .expect("plugin probe")?
-        };
-        let resolved = Resolved::new(&aggregate, probe.arrow())
-            .map_err(|m| config_error(format!("[aggregate]: {m}")))?;
+            .map_err(&config_error)?;
         let table = TableSpec::new(
             &warehouse_config.table,
-            resolved.output_schema(),
+            &query.output,
             &pipeline.config.lake.partition_by,
         )
         .map_err(|m| config_error(format!("[warehouse]: {m}")))?;
@@ -188,16 +187,14 @@ impl BatchJob {
             aggregate,
             lake: tokio::sync::Mutex::new(lake),
             warehouse,
-            plugin: std::sync::Mutex::new(BatchPlugin {
-                engine,
-                plugin: loaded,
-                config,
-            }),
+            plugin: std::sync::Mutex::new(plugin),
             table,
             source: aggregate::Source {
-                schema: probe.arrow().clone(),
+                schema,
                 partition_by: pipeline.config.lake.partition_by.clone(),
             },
+            engine: query.engine,
+            sql: query.sql,
         })
     }
 
@@ -267,24 +264,17 @@ impl BatchJob {
     ) -> Result<BatchSummary, BatchError> {
         let started = Instant::now();
         let location = self.lake.lock().await.data().location().clone();
-        let job = self.clone();
-        let rt = tokio::runtime::Handle::current();
         let batch_plugin = self.current_plugin();
         let digest = batch_plugin.plugin.digest.clone();
-        let outcomes = tokio::task::spawn_blocking(move || {
-            let plugin = job.aggregate.reapply_plugin.then_some(&batch_plugin);
-            aggregate::aggregate_partitions(
-                &location,
-                &job.source,
-                &job.aggregate,
-                plugin,
-                plans,
-                &rt,
-                &*progress,
-            )
-        })
-        .await
-        .map_err(|e| BatchError::Worker(e.to_string()))?;
+        let job = aggregate::Job {
+            engine: &self.engine,
+            lake: &location,
+            source: &self.source,
+            sql: &self.sql,
+            events_column: self.aggregate.events_output(),
+            plugin: self.aggregate.reapply_plugin.then_some(&batch_plugin),
+        };
+        let outcomes = aggregate::aggregate_partitions(&job, plans, &*progress).await;
         let load_id = format!(
             "{}-{}",
             chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
@@ -389,11 +379,7 @@ impl BatchJob {
                 }
                 Outcome::Failed(e) => {
                     tracing::error!(error = %e, "partition failed; its warehouse rows are left as they are");
-                    let date = match &e {
-                        aggregate::PartitionError::File { date, .. }
-                        | aggregate::PartitionError::TooLarge { date, .. }
-                        | aggregate::PartitionError::Schema { date, .. } => date.clone(),
-                    };
+                    let date = e.date().to_string();
                     summary.partitions.push(PartitionSummary {
                         date,
                         status: PartitionStatus::Failed,
@@ -415,11 +401,180 @@ impl BatchJob {
     }
 }
 
+/// The aggregation of a pipeline, planned: its SQL, the engine it runs
+/// on, and the rows it produces (the warehouse table's columns).
+pub struct Query {
+    /// the query over `events`.
+    pub sql: String,
+    /// the embedded engine.
+    pub engine: Engine,
+    /// the schema of its rows.
+    pub output: arrow::datatypes::SchemaRef,
+}
+
+impl Query {
+    /// Plan the pipeline's aggregation over `schema` (the lake's): a wrong
+    /// column or type is reported with where it is in the query.
+    pub async fn plan(
+        pipeline: &Pipeline,
+        aggregate: &AggregateConfig,
+        schema: &arrow::datatypes::SchemaRef,
+    ) -> Result<Query, String> {
+        let partition_by = &pipeline.config.lake.partition_by;
+        let int_columns: Vec<&str> = schema
+            .fields()
+            .iter()
+            .filter(|f| f.data_type() == &arrow::datatypes::DataType::Int64)
+            .map(|f| f.name().as_str())
+            .collect();
+        let sql = aggregate.query(partition_by, &int_columns);
+        let engine = Engine::new(EngineOptions {
+            partitions: match aggregate.workers {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n,
+            },
+            batch_rows: aggregate.batch_rows,
+            memory_limit: aggregate.memory_limit_bytes().map(|b| b as usize),
+            spill_dir: aggregate.spill_dir.clone(),
+        })
+        .map_err(|e| format!("[aggregate]: {e}"))?;
+        let output = engine.plan(&sql, schema.clone()).await.map_err(|e| {
+            format!(
+                "aggregate.sql: {}\n--- the query ---\n{sql}",
+                aggregate::describe_sql_error(&e)
+            )
+        })?;
+        if output.index_of(partition_by).is_err() {
+            return Err(format!(
+                "aggregate.sql: the query's rows have no column `{partition_by}` (lake.partition_by): a load replaces whole dates"
+            ));
+        }
+        Ok(Query {
+            sql,
+            engine,
+            output,
+        })
+    }
+
+    /// `weir validate`: load the plugin and plan the pipeline's aggregation
+    /// (nothing is read or written).
+    pub async fn check(pipeline: &Pipeline) -> Result<Query, BatchError> {
+        let config_error = |message: String| BatchError::Config {
+            file: pipeline.file.display().to_string(),
+            message,
+        };
+        let aggregate = pipeline
+            .config
+            .aggregate
+            .clone()
+            .ok_or_else(|| config_error("no [aggregate] section: nothing to compute".into()))?;
+        let (_, schema) = probe_plugin(pipeline).await?;
+        Query::plan(pipeline, &aggregate, &schema)
+            .await
+            .map_err(config_error)
+    }
+}
+
+/// `weir query`: run `sql` over the lake's rows of the selected dates, as
+/// two relations: `lake` (the rows as stored) and `events` (the plugin
+/// applied to them, as the aggregation sees them).
+pub async fn query_lake(
+    pipeline: &Pipeline,
+    sql: &str,
+    selection: &Selection,
+) -> Result<aggregate::QueryResult, BatchError> {
+    let config_error = |message: String| BatchError::Config {
+        file: pipeline.file.display().to_string(),
+        message,
+    };
+    let mut lake = Lake::open(&pipeline.config.lake, &pipeline.config.name)?;
+    let partition_by = pipeline.config.lake.partition_by.clone();
+    let table = lake.table_mut(crate::lake::TableKind::Data);
+    if !table.refresh().await? {
+        return Err(config_error(format!(
+            "the lake {} has no table yet (nothing ingested)",
+            table.url()
+        )));
+    }
+    let files: Vec<crate::lake::LakeFile> = aggregate::plan(table, &partition_by, selection)
+        .await?
+        .into_values()
+        .flat_map(|p| p.files)
+        .collect();
+    let (plugin, schema) = probe_plugin(pipeline).await?;
+    let workers = pipeline.config.aggregate.as_ref().map_or(0, |a| a.workers);
+    let engine = Engine::new(EngineOptions {
+        partitions: match workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        },
+        batch_rows: pipeline
+            .config
+            .aggregate
+            .as_ref()
+            .map_or(8192, |a| a.batch_rows),
+        memory_limit: pipeline
+            .config
+            .aggregate
+            .as_ref()
+            .and_then(|a| a.memory_limit_bytes())
+            .map(|b| b as usize),
+        spill_dir: pipeline
+            .config
+            .aggregate
+            .as_ref()
+            .and_then(|a| a.spill_dir.clone()),
+    })
+    .map_err(|e| config_error(e.to_string()))?;
+    let location = table.location().clone();
+    let relation = |plugin: Option<BatchPlugin>| aggregate::EventsTable {
+        lake: Some(location.clone()),
+        schema: schema.clone(),
+        partition_by: partition_by.clone(),
+        files: files.clone(),
+        plugin,
+        tally: Arc::default(),
+    };
+    engine
+        .run_over(
+            sql,
+            Some(&location),
+            vec![("lake", relation(None)), ("events", relation(Some(plugin)))],
+        )
+        .await
+        .map_err(|e| config_error(aggregate::describe_sql_error(&e)))
+}
+
+/// Load the pipeline's plugin and instantiate it once: the plugin and its
+/// output for the pipeline's input (the lake's schema).
+async fn probe_plugin(
+    pipeline: &Pipeline,
+) -> Result<(BatchPlugin, arrow::datatypes::SchemaRef), BatchError> {
+    let engine = PluginEngine::new(pipeline.config.plugin.limits.clone())?;
+    let loaded = load_plugin(pipeline, &engine).await?;
+    let config = pipeline.plugin_config();
+    let plugin = BatchPlugin {
+        engine,
+        plugin: loaded,
+        config,
+    };
+    let probe = plugin.clone();
+    let schema = pipeline.schema.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        PluginRunner::new(probe.engine, probe.plugin, &schema, &probe.config)
+            .map(|r| r.output_schema().clone())
+    })
+    .await
+    .expect("plugin probe")?;
+    Ok((plugin, output.arrow().clone()))
+}
+
 /// Load the plugin a pipeline names, off the async threads.
 async fn load_plugin(
     pipeline: &Pipeline,
     engine: &Arc<PluginEngine>,
 ) -> Result<Arc<crate::plugin::LoadedPlugin>, BatchError> {
+    let location = pipeline.plugin_location();
     let pipeline = pipeline.clone();
     let engine = engine.clone();
     let handle = tokio::runtime::Handle::current();
@@ -427,7 +582,17 @@ async fn load_plugin(
         .await
         .expect("plugin loader")
         .map_err(|e| match e {
+            crate::ingest::IngestError::Plugin(PluginError::Read { path, error }) => {
+                BatchError::PluginUnreadable {
+                    location: path.display().to_string(),
+                    message: error.to_string(),
+                }
+            }
             crate::ingest::IngestError::Plugin(p) => BatchError::Plugin(p),
+            crate::ingest::IngestError::Store(e) => BatchError::PluginUnreadable {
+                location: location.clone(),
+                message: e.to_string(),
+            },
             crate::ingest::IngestError::Lake(l) => BatchError::Lake(l),
             other => BatchError::Config {
                 file: String::new(),

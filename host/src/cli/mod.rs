@@ -59,6 +59,8 @@ enum Command {
     Lake(pipeline_cmds::LakeCommand),
     /// Aggregate date partitions of the lake (re-applying the plugin) and load them into the warehouse.
     Aggregate(batch_cmds::AggregateArgs),
+    /// Ad-hoc SQL over the lake on the embedded engine: `lake` (rows as stored), `events` (the plugin applied).
+    Query(batch_cmds::QueryArgs),
     /// The service: ingest, orchestrator and HTTP (/healthz /metrics /events /plugins/reload), plugin hot swap.
     Run(service_cmds::RunArgs),
     /// The whole pipeline on embedded defaults in one command (Kafka, plugin, lake, SQLite).
@@ -100,8 +102,8 @@ pub fn init_logging(format: LogFormat, verbose: u8) {
 /// Run one command.
 /// The async runtime of commands that need one.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // one worker per core (the batch engine's queries use every one)
     Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
         .enable_all()
         .build()?)
 }
@@ -121,6 +123,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => service_cmds::run_demo(args),
         Command::Orchestrate(args) => orchestrate_cmds::run(args),
         Command::Aggregate(args) => batch_cmds::run_aggregate(args),
+        Command::Query(args) => batch_cmds::run_query(args),
         Command::Warehouse(command) => batch_cmds::run_warehouse(command),
     }
 }

@@ -131,6 +131,32 @@ pub enum LakeCommand {
 
 pub fn validate(args: PipelineArgs) -> anyhow::Result<ExitCode> {
     let p = args.load()?;
+    // the aggregation, planned over the plugin's output (when the plugin
+    // can be loaded from here: an S3 plugin may not be)
+    if p.config.aggregate.is_some() {
+        match super::runtime()?.block_on(weir::batch::Query::check(&p)) {
+            Ok(query) => {
+                let columns: Vec<String> = query
+                    .output
+                    .fields()
+                    .iter()
+                    .map(|f| format!("{} {}", f.name(), f.data_type()))
+                    .collect();
+                println!("aggregate: ok ({})", columns.join(", "));
+            }
+            Err(e @ weir::batch::BatchError::PluginUnreadable { .. }) => {
+                println!("aggregate: not planned here ({e})")
+            }
+            Err(weir::batch::BatchError::Config { message, .. }) => {
+                eprintln!("{}: {message}", p.file.display());
+                return Ok(ExitCode::FAILURE);
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", p.file.display());
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
     println!(
         "{}: ok (pipeline `{}`, {} fields, topic {}, lake {})",
         p.file.display(),

@@ -58,6 +58,14 @@ pub(crate) struct PartitionBuffer {
     pub resume: Resume,
     /// next offset expected; anything lower is already in the lake.
     pub next_offset: i64,
+    /// whether `next_offset` is a position the consumer was sent to (a
+    /// table's `txn` version or a message seen), so that a later offset
+    /// means offsets were skipped; not so after a seek to the beginning.
+    pub anchored: bool,
+    /// the `next_offset` a gap already sent the consumer back to: a gap
+    /// that comes back after that is the log's own (compaction,
+    /// transaction markers) and is accepted.
+    pub gap_reread: Option<i64>,
     /// first and last offsets buffered since the last commit.
     pub first_offset: Option<i64>,
     pub last_offset: i64,
@@ -86,6 +94,8 @@ impl PartitionBuffer {
             partition,
             resume,
             next_offset,
+            anchored: resume.data.is_some(),
+            gap_reread: None,
             first_offset: None,
             last_offset: -1,
             decoder: JsonDecoder::new(schema, batch_rows),
@@ -110,6 +120,8 @@ impl PartitionBuffer {
     pub fn reset(&mut self, resume: Resume, next_offset: i64) {
         self.resume = resume;
         self.next_offset = next_offset;
+        self.anchored = true;
+        self.gap_reread = None;
         self.first_offset = None;
         self.last_offset = -1;
         self.decoder.flush();
@@ -131,6 +143,7 @@ impl PartitionBuffer {
         }
         self.last_offset = offset;
         self.next_offset = offset + 1;
+        self.anchored = true;
         self.read += 1;
         self.bytes += size;
     }

@@ -19,7 +19,7 @@ use tokio::runtime::Handle;
 use super::buffer::PartitionBuffer;
 use crate::lake::{
     DeadLetter, FileMetadata, Lake, LakeError, PartitionFlush, PartitionOutcome, Provenance,
-    StagedFile, TableKind, dead_letter_schema, dead_letters_batch, encode_parquet,
+    SchemaChange, StagedFile, TableKind, dead_letter_schema, dead_letters_batch, encode_parquet,
     split_by_partition,
 };
 use crate::pipeline::Pipeline;
@@ -49,6 +49,20 @@ pub struct IngestSummary {
 }
 
 pub(crate) type PartitionKey = (Arc<str>, i32);
+
+/// How long a seek may wait for the fetcher to take the new position.
+const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What became of one message (see [`Core::on_message`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Taken {
+    /// buffered for its partition, or skipped as already committed.
+    Buffered(PartitionKey),
+    /// not taken: offsets before it were skipped; re-read from this one.
+    Reread(PartitionKey, i64),
+    /// not a partition assigned here.
+    NotAssigned,
+}
 
 pub(crate) struct Core {
     pub pipeline: Pipeline,
@@ -113,12 +127,11 @@ impl Core {
         // the table must take the new version's output: the same columns,
         // or (plugin.allow_schema_change) new nullable ones added to it
         let schema = runner.output_schema().arrow().clone();
-        let allow = self.pipeline.config.plugin.allow_schema_change;
+        let change = SchemaChange::allowed(self.pipeline.config.plugin.allow_schema_change);
         let table = self.lake.table_mut(TableKind::Data);
-        let accepted = if allow {
-            self.rt.block_on(table.evolve(&schema)).map(|_| ())
-        } else {
-            table.check_schema(&schema)
+        let accepted = match change {
+            SchemaChange::AddNullableColumns => self.rt.block_on(table.evolve(&schema)).map(|_| ()),
+            SchemaChange::Refuse => table.check_schema(&schema),
         };
         accepted.map_err(|e| format!("the lake refuses the new version's output: {e}"))?;
         let old = self.runner.plugin().digest.clone();
@@ -134,7 +147,9 @@ impl Core {
         self.partitions.values().map(|p| p.bytes).sum()
     }
 
-    /// One message from Kafka; returns the partition it belongs to (if assigned here).
+    /// One message from Kafka: buffered for its partition, skipped as
+    /// already in the lake, or refused because offsets were skipped before
+    /// it (the consumer must re-read from the expected one).
     pub fn on_message(
         &mut self,
         topic: &str,
@@ -142,7 +157,7 @@ impl Core {
         offset: i64,
         timestamp: Option<i64>,
         payload: &[u8],
-    ) -> Option<PartitionKey> {
+    ) -> Taken {
         let batch_rows = self.pipeline.config.ingest.batch_rows;
         let Some(key) = self
             .partitions
@@ -156,11 +171,28 @@ impl Core {
                 offset,
                 "message of a partition not assigned here; ignored"
             );
-            return None;
+            return Taken::NotAssigned;
         };
         let buffer = self.partitions.get_mut(&key).expect("found above");
         if offset < buffer.next_offset {
-            return Some(key); // already in the lake or in this buffer (a replay after seek)
+            return Taken::Buffered(key); // already in the lake or in this buffer (a replay after seek)
+        }
+        if offset > buffer.next_offset
+            && buffer.anchored
+            && buffer.gap_reread != Some(buffer.next_offset)
+        {
+            // offsets skipped: the consumer ran ahead of this buffer (a seek
+            // after a conflict that did not take, or messages fetched before
+            // it) or the log has none there. Taking this message would
+            // commit the gap as done, so re-read from the expected offset
+            // once; a gap that comes back is the log's own.
+            let expected = buffer.next_offset;
+            buffer.gap_reread = Some(expected);
+            tracing::warn!(
+                partition = %buffer.label(), expected, received = offset,
+                "offsets skipped; re-reading from the expected one"
+            );
+            return Taken::Reread(key, expected);
         }
         buffer.note_message(offset, payload.len());
         // dead letters up to the dead-letter table's txn version are in it
@@ -182,7 +214,24 @@ impl Core {
         if buffer.decoder.len() >= batch_rows {
             self.run_plugin(&key);
         }
-        Some(key)
+        Taken::Buffered(key)
+    }
+
+    /// Send the consumer of `key` back to `offset`. When the seek does not
+    /// take, the next gap asks again (nothing past `offset` is taken until
+    /// the consumer delivers it or the log shows it has none).
+    pub fn reread<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        key: &PartitionKey,
+        offset: i64,
+    ) {
+        if let Err(e) = consumer.seek(&key.0, key.1, Offset::Offset(offset), SEEK_TIMEOUT) {
+            tracing::warn!(partition = %format!("{}/{}", key.0, key.1), offset, error = %e, "seek failed; retried at the next message");
+            if let Some(buffer) = self.partitions.get_mut(key) {
+                buffer.gap_reread = None;
+            }
+        }
     }
 
     /// Run the decoded rows of one partition through the plugin.
@@ -333,6 +382,7 @@ impl Core {
             m.flush_seconds.observe(flushed);
             m.commit_seconds.observe(started.elapsed() - flushed);
         }
+        let mut rereads = Vec::new();
         for ((key, part), (outcome, c)) in keys
             .iter()
             .zip(&parts)
@@ -372,13 +422,14 @@ impl Core {
                         "another host committed this partition first; dropping uncommitted work"
                     );
                     buffer.reset(resume, next);
-                    if let Err(e) =
-                        consumer.seek(&key.0, key.1, Offset::Offset(next), Duration::from_secs(5))
-                    {
-                        tracing::debug!(partition = %label, error = %e, "seek after conflict failed");
-                    }
+                    rereads.push((key.clone(), next));
                 }
             }
+        }
+        // messages fetched past a fenced partition's resume point before its
+        // seek took are refused as a gap (see `on_message`)
+        for (key, next) in rereads {
+            self.reread(consumer, &key, next);
         }
         if report.data_version.is_some() {
             self.summary.commits += 1;
@@ -493,12 +544,13 @@ impl Core {
     /// plugin's output schema).
     pub fn ensure_tables(&mut self) -> Result<(), LakeError> {
         let schema = self.runner.output_schema().arrow().clone();
+        let change = SchemaChange::allowed(self.pipeline.config.plugin.allow_schema_change);
         let mut backoff = self.backoff();
         loop {
-            match self
-                .rt
-                .block_on(self.lake.ensure_tables(&schema, &dead_letter_schema()))
-            {
+            match self.rt.block_on(
+                self.lake
+                    .ensure_tables(&schema, &dead_letter_schema(), change),
+            ) {
                 Ok(()) => return Ok(()),
                 Err(e @ LakeError::Schema { .. }) => return Err(e),
                 Err(e) => backoff.wait("tables", e)?,

@@ -14,7 +14,7 @@ use rdkafka::message::Message;
 
 use super::broker::{BrokerError, EmbeddedBroker};
 pub use super::core::IngestSummary;
-use super::core::{Core, PartitionKey};
+use super::core::{Core, PartitionKey, Taken};
 use super::source::{METADATA_TIMEOUT, WeirContext, consumer_config};
 use crate::lake::{Lake, LakeError};
 use crate::objstore::{Location, StoreError};
@@ -182,18 +182,20 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
                 last_message = Instant::now();
                 let mut c = core.lock().unwrap_or_else(|p| p.into_inner());
                 let partition = message.partition();
-                let key = c.on_message(
+                let taken = c.on_message(
                     message.topic(),
                     partition,
                     message.offset(),
                     message.timestamp().to_millis(),
                     message.payload().unwrap_or_default(),
                 );
-                if let Some(key) = key
-                    && c.due(&key, false)
-                {
-                    let cycle = c.cycle();
-                    flush_or_pause(&mut c, &cycle, &consumer, &mut stall);
+                match taken {
+                    Taken::Buffered(key) if c.due(&key, false) => {
+                        let cycle = c.cycle();
+                        flush_or_pause(&mut c, &cycle, &consumer, &mut stall);
+                    }
+                    Taken::Reread(key, offset) => c.reread(&consumer, &key, offset),
+                    Taken::Buffered(_) | Taken::NotAssigned => {}
                 }
             }
             Some(Err(e)) => tracing::warn!(error = %e, "kafka consumer error"),

@@ -29,5 +29,5 @@ pub use partition::{NULL_PARTITION, partition_value, split_by_partition};
 pub use read::{Changes, HistoryEntry, LakeFile, conform};
 pub use table::{
     CommitReport, Lake, LakeError, PartitionFlush, PartitionOutcome, Provenance, Resume,
-    StagedFile, Table, TableKind,
+    SchemaChange, StagedFile, Table, TableKind,
 };

@@ -90,6 +90,27 @@ pub struct StagedFile {
     pub bytes: u64,
 }
 
+/// What an existing table does with a schema that has columns it lacks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SchemaChange {
+    /// refuse it, naming the column (`plugin.allow_schema_change = false`).
+    Refuse,
+    /// add the new columns when they are nullable (old files read them
+    /// as null); a changed type or a new non-nullable column is refused.
+    AddNullableColumns,
+}
+
+impl SchemaChange {
+    /// The policy `plugin.allow_schema_change` asks for.
+    pub fn allowed(allow: bool) -> Self {
+        if allow {
+            SchemaChange::AddNullableColumns
+        } else {
+            SchemaChange::Refuse
+        }
+    }
+}
+
 /// The `txn` versions of one Kafka partition in the two tables: the last
 /// offset each holds (`None`: nothing yet).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -297,9 +318,13 @@ impl Table {
         partition_by: Option<&str>,
         properties: &[(String, String)],
         name: &str,
+        change: SchemaChange,
     ) -> Result<(), LakeError> {
         if self.refresh().await? {
-            return self.check_schema(schema);
+            return match change {
+                SchemaChange::Refuse => self.check_schema(schema),
+                SchemaChange::AddNullableColumns => self.evolve(schema).await.map(|_| ()),
+            };
         }
         let delta: StructType = schema.try_into_kernel().map_err(|e| LakeError::Schema {
             url: self.url(),
@@ -552,11 +577,14 @@ impl Lake {
     }
 
     /// Create both tables unless they exist: the data table with the
-    /// plugin's output schema, partitioned by `lake.partition_by`.
+    /// plugin's output schema, partitioned by `lake.partition_by`. An
+    /// existing data table must take `data_schema` as it is, or with
+    /// `change` evolve to it.
     pub async fn ensure_tables(
         &mut self,
         data_schema: &Schema,
         dead_schema: &Schema,
+        change: SchemaChange,
     ) -> Result<(), LakeError> {
         let properties = vec![
             (
@@ -571,7 +599,7 @@ impl Lake {
         let name = self.pipeline.clone();
         let partition_by = self.config.partition_by.clone();
         self.data
-            .ensure(data_schema, Some(&partition_by), &properties, &name)
+            .ensure(data_schema, Some(&partition_by), &properties, &name, change)
             .await?;
         self.dead
             .ensure(
@@ -579,6 +607,7 @@ impl Lake {
                 None,
                 &properties,
                 &format!("{name}_dead_letters"),
+                SchemaChange::Refuse,
             )
             .await
     }

@@ -1,10 +1,15 @@
-//! `[aggregate]`: what the batch path computes per date partition.
+//! `[aggregate]`: what the batch path computes per date partition, and how.
+//!
+//! The aggregation is SQL over the relation `events` (the plugin-cleaned
+//! rows of the dates being aggregated); its rows are the warehouse table's.
+//! Without `sql`, the shorthand below generates the query (see
+//! [`AggregateConfig::query`]):
 //!
 //! ```toml
 //! [aggregate]
 //! group_by = ["event_date", "page_url"]
 //! distinct = "event_id"          # de-duplicates rows; `events` counts its distinct values
-//! max_partition_rows = 10000000  # memory bound, see `max_partition_rows`
+//! memory_limit = "1GiB"          # past it the engine spills to spill_dir
 //!
 //! [[aggregate.metrics]]
 //! column = "tti_ms"
@@ -12,35 +17,42 @@
 //! stats = ["samples", "avg", "p50", "p75", "p95"]
 //! ```
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 /// The aggregation of one pipeline.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AggregateConfig {
-    /// group-by columns of the lake's rows; must include the lake's
-    /// partition column (`event_date`), which is what a load replaces.
+    /// the query over `events` producing the warehouse table's rows. It
+    /// must output the lake's partition column (a load replaces whole date
+    /// partitions). Write SQL that DataFusion, PostgreSQL and Redshift all
+    /// accept (`ROW_NUMBER() OVER (...) = 1` rather than `DISTINCT ON`) and
+    /// the same text runs in every engine. Without it, the query is
+    /// generated from `group_by`, `distinct` and `metrics`.
+    pub sql: Option<String>,
+    /// shorthand: group-by columns of the lake's rows; must include the
+    /// lake's partition column (`event_date`).
+    #[serde(default)]
     pub group_by: Vec<String>,
-    /// a column identifying an event: rows repeating a value already seen
-    /// in the same date partition are duplicates (a message delivered
-    /// twice) and are skipped, so the event and its metrics count once.
-    /// Rows where it is null are skipped and counted as such.
-    pub distinct: String,
-    /// name of the output column counting distinct events per group.
+    /// shorthand: a column identifying an event: rows repeating a value
+    /// already seen in the same date partition are duplicates (a message
+    /// delivered twice) and count once. Rows where it is null are left out.
+    pub distinct: Option<String>,
+    /// shorthand: name of the output column counting distinct events per group.
     #[serde(default = "default_events_column")]
     pub events_column: String,
-    /// the metric columns and their statistics.
+    /// shorthand: the metric columns and their statistics.
+    #[serde(default)]
     pub metrics: Vec<MetricSpec>,
-    /// largest date partition (rows, as recorded in the commit log) that
-    /// is aggregated. Percentiles are exact, so every metric value of a
-    /// partition is held in memory: about 40 bytes per row plus the
-    /// distinct key and 8 bytes per metric value, i.e. roughly 1 GiB at
-    /// the default of 10 million rows for the web-vitals schema. A larger
-    /// partition fails with "too large" instead of switching algorithms.
-    #[serde(default = "default_max_partition_rows")]
-    pub max_partition_rows: u64,
-    /// date partitions aggregated at once (each holds its own plugin
-    /// instance and memory); 0 means one per CPU core.
+    /// memory the engine's queries may hold (`"512MiB"`, `"2GB"`, bytes);
+    /// past it, sorts and aggregations spill to `spill_dir`. No limit when
+    /// absent. A big date is never refused: it spills.
+    pub memory_limit: Option<String>,
+    /// directory of spill files (the system's temporary directory when absent).
+    pub spill_dir: Option<PathBuf>,
+    /// partitions (threads) per query; 0 means one per CPU core.
     #[serde(default)]
     pub workers: usize,
     /// rows per record batch read from Parquet and handed to the plugin.
@@ -54,9 +66,6 @@ pub struct AggregateConfig {
 
 fn default_events_column() -> String {
     "events".into()
-}
-fn default_max_partition_rows() -> u64 {
-    10_000_000
 }
 fn default_batch_rows() -> usize {
     8192
@@ -78,6 +87,10 @@ pub struct MetricSpec {
     /// percentile computed like PostgreSQL's `percentile_cont`). The
     /// output column is `{name}_samples` for samples, else `{stat}_{column}`.
     pub stats: Vec<String>,
+    /// percentiles by t-digest (`approx_percentile_cont`, DataFusion only)
+    /// instead of exact ones: bounded memory per group, a small error.
+    #[serde(default)]
+    pub approximate: bool,
 }
 
 /// One statistic of a metric.
@@ -132,10 +145,25 @@ impl AggregateConfig {
     /// Check what can be checked without the lake's schema; the dotted key
     /// and the message of the first problem.
     pub fn validate(&self, partition_by: &str) -> Result<(), (String, String)> {
+        if let Some(limit) = &self.memory_limit {
+            parse_bytes(limit).map_err(|m| ("aggregate.memory_limit".to_string(), m))?;
+        }
+        if self.batch_rows == 0 {
+            return Err((
+                "aggregate.batch_rows".into(),
+                "expected a positive number".into(),
+            ));
+        }
+        if let Some(sql) = &self.sql {
+            if sql.trim().is_empty() {
+                return Err(("aggregate.sql".into(), "expected a query".into()));
+            }
+            return Ok(());
+        }
         if self.group_by.is_empty() {
             return Err((
                 "aggregate.group_by".into(),
-                "expected at least one column".into(),
+                "expected at least one column (or aggregate.sql)".into(),
             ));
         }
         if !self.group_by.iter().any(|c| c == partition_by) {
@@ -146,10 +174,16 @@ impl AggregateConfig {
                 ),
             ));
         }
+        if self.distinct.is_none() {
+            return Err((
+                "aggregate.distinct".into(),
+                "expected the column identifying an event (or aggregate.sql)".into(),
+            ));
+        }
         if self.metrics.is_empty() {
             return Err((
                 "aggregate.metrics".into(),
-                "expected at least one metric".into(),
+                "expected at least one metric (or aggregate.sql)".into(),
             ));
         }
         for (i, m) in self.metrics.iter().enumerate() {
@@ -163,25 +197,97 @@ impl AggregateConfig {
                 Stat::parse(s).map_err(|e| (format!("aggregate.metrics[{i}].stats"), e))?;
             }
         }
-        if self.batch_rows == 0 {
-            return Err((
-                "aggregate.batch_rows".into(),
-                "expected a positive number".into(),
-            ));
-        }
         Ok(())
     }
 
-    /// Every output column name in order: group-by columns, the events
-    /// column, then each metric's statistics.
-    pub fn output_columns(&self) -> Vec<String> {
-        let mut out = self.group_by.clone();
-        out.push(self.events_column.clone());
-        for m in &self.metrics {
-            out.extend(m.stats.iter().map(|s| m.output_column(s)));
-        }
-        out
+    /// `memory_limit` in bytes.
+    pub fn memory_limit_bytes(&self) -> Option<u64> {
+        self.memory_limit
+            .as_deref()
+            .and_then(|l| parse_bytes(l).ok())
     }
+
+    /// The column of the output counting events, when the shorthand is used.
+    pub fn events_output(&self) -> Option<&str> {
+        self.sql.is_none().then_some(self.events_column.as_str())
+    }
+
+    /// The query: `sql` as written, or the one the shorthand stands for.
+    /// The shorthand's query keeps one row per (partition, `distinct`)
+    /// value with `ROW_NUMBER() ... = 1` and computes each statistic with
+    /// `COUNT`, `AVG`, `MIN`, `MAX` and `percentile_cont(p) WITHIN GROUP
+    /// (ORDER BY c)` (`approx_percentile_cont` for approximate metrics),
+    /// values as DOUBLE PRECISION. `int_columns` names the integer metric
+    /// columns (their values are cast).
+    pub fn query(&self, partition_by: &str, int_columns: &[&str]) -> String {
+        if let Some(sql) = &self.sql {
+            return sql.clone();
+        }
+        let distinct = self.distinct.as_deref().unwrap_or("event_id");
+        let keys = self.group_by.join(", ");
+        let mut select = vec![keys.clone(), format!("COUNT(*) AS {}", self.events_column)];
+        for m in &self.metrics {
+            let c = &m.column;
+            let value = if int_columns.contains(&c.as_str()) {
+                format!("CAST({c} AS DOUBLE PRECISION)")
+            } else {
+                c.clone()
+            };
+            for s in &m.stats {
+                let out = m.output_column(s);
+                let expr = match Stat::parse(s) {
+                    Ok(Stat::Samples) => format!("COUNT({c})"),
+                    Ok(Stat::Avg) => format!("AVG({value})"),
+                    Ok(Stat::Min) => format!("MIN({value})"),
+                    Ok(Stat::Max) => format!("MAX({value})"),
+                    Ok(Stat::Percentile(p)) => {
+                        let function = if m.approximate {
+                            "approx_percentile_cont"
+                        } else {
+                            "percentile_cont"
+                        };
+                        format!("{function}({p}) WITHIN GROUP (ORDER BY {value})")
+                    }
+                    Err(_) => continue,
+                };
+                select.push(format!("{expr} AS {out}"));
+            }
+        }
+        format!(
+            "SELECT {select}\nFROM (\n  SELECT *, ROW_NUMBER() OVER (PARTITION BY {partition_by}, {distinct} ORDER BY {distinct}) AS weir_row\n  FROM events\n  WHERE {distinct} IS NOT NULL\n) deduplicated\nWHERE weir_row = 1\nGROUP BY {keys}",
+            select = select.join(",\n  "),
+        )
+    }
+}
+
+/// Bytes in `"512MiB"`, `"2GB"`, `"1g"` or `"1073741824"` (binary and
+/// decimal units, case-insensitive).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}`: expected a size such as 512MiB or 2GB"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        other => {
+            return Err(format!(
+                "`{text}`: unknown unit `{other}` (expected B, KiB, MiB, GiB, TiB, KB, MB, GB or TB)"
+            ));
+        }
+    };
+    Ok((number * scale as f64) as u64)
 }
 
 #[cfg(test)]
@@ -198,8 +304,20 @@ mod tests {
             column: "tti_ms".into(),
             name: Some("tti".into()),
             stats: vec!["samples".into(), "avg".into(), "p50".into()],
+            approximate: false,
         };
         let names: Vec<String> = m.stats.iter().map(|s| m.output_column(s)).collect();
         assert_eq!(names, ["tti_samples", "avg_tti_ms", "p50_tti_ms"]);
+    }
+
+    #[test]
+    fn sizes_parse_in_binary_and_decimal_units() {
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_bytes("2GB"), Ok(2_000_000_000));
+        assert_eq!(parse_bytes("1g"), Ok(1 << 30));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("3 parsecs").is_err());
     }
 }

@@ -14,7 +14,7 @@ use super::generate::{Generator, GeneratorOptions};
 use crate::batch::{BatchError, BatchJob, BatchOptions};
 use crate::decode::JsonDecoder;
 use crate::lake::{
-    FileMetadata, Lake, LakeFile, PartitionFlush, Provenance, Resume, StagedFile,
+    FileMetadata, Lake, LakeFile, PartitionFlush, Provenance, Resume, SchemaChange, StagedFile,
     dead_letter_schema, encode_parquet, split_by_partition,
 };
 use crate::pipeline::Pipeline;
@@ -35,6 +35,8 @@ pub struct Phase {
     pub peak_rss_mib: Option<f64>,
     /// of `seconds`, the load into the warehouse (weir only; DuckDB loads nothing).
     pub load_seconds: Option<f64>,
+    /// bytes the engine spilled to disk (weir only).
+    pub spilled_bytes: Option<u64>,
 }
 
 /// What `weir bench aggregate` reports.
@@ -60,6 +62,12 @@ pub struct AggregateBenchReport {
     pub duckdb: Option<Phase>,
     /// weir's time over DuckDB's.
     pub ratio_to_duckdb: Option<f64>,
+    /// threads each engine was given.
+    pub threads: usize,
+    /// aggregate rows where weir's figures differ from DuckDB's (counts
+    /// exactly, floats beyond 1e-9 relative; a missing or extra group
+    /// counts too), when DuckDB ran and the warehouse is SQLite.
+    pub mismatches: Option<usize>,
 }
 
 /// Build the lake in `lake_dir` (unless it already holds one), then time
@@ -124,27 +132,49 @@ pub async fn bench_aggregate(
                 )
                 .await?;
             let seconds = started.elapsed().as_secs_f64();
+            let spilled = summary
+                .partitions
+                .iter()
+                .filter_map(|p| p.report.as_ref())
+                .map(|r| r.spilled_bytes)
+                .sum();
             Ok::<_, BatchError>(Phase {
                 seconds,
                 rows_per_sec: summary.rows_read as f64 / seconds,
                 groups: summary.rows_loaded,
                 peak_rss_mib: Some(rss_mib("VmHWM")),
                 load_seconds: Some(summary.load_ms as f64 / 1e3),
+                spilled_bytes: Some(spilled),
             })
         }
     };
     let weir_without_plugin = timed(false).await?;
     let weir = timed(true).await?;
-    let duckdb = match duckdb_python {
-        Some(python) => Some(
-            run_duckdb(&python, lake_dir, lake_rows, &p).map_err(|message| BatchError::Config {
-                file: "duckdb".into(),
-                message,
-            })?,
-        ),
-        None => None,
+    let threads = match p.config.aggregate.as_ref().map_or(0, |a| a.workers) {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let (duckdb, duckdb_rows) = match duckdb_python {
+        Some(python) => {
+            let (phase, rows) =
+                run_duckdb(&python, lake_dir, lake_rows, &p, threads).map_err(|message| {
+                    BatchError::Config {
+                        file: "duckdb".into(),
+                        message,
+                    }
+                })?;
+            (Some(phase), Some(rows))
+        }
+        None => (None, None),
     };
     let ratio_to_duckdb = duckdb.as_ref().map(|d| weir.seconds / d.seconds);
+    let mismatches = match (&duckdb_rows, p.config.warehouse.as_ref()) {
+        (Some(theirs), Some(w)) => match w.url.strip_prefix("sqlite://") {
+            Some(path) => Some(compare_with_sqlite(Path::new(path), &w.table, &p, theirs)?),
+            None => None,
+        },
+        _ => None,
+    };
     Ok(AggregateBenchReport {
         events,
         lake_rows,
@@ -156,7 +186,58 @@ pub async fn bench_aggregate(
         weir_without_plugin,
         duckdb,
         ratio_to_duckdb,
+        threads,
+        mismatches,
     })
+}
+
+/// Rows of weir's SQLite warehouse table that differ from DuckDB's `theirs`
+/// (both in group-by order; the same columns in the same order).
+fn compare_with_sqlite(
+    path: &Path,
+    table: &str,
+    p: &Pipeline,
+    theirs: &[Vec<serde_json::Value>],
+) -> Result<usize, BatchError> {
+    let fail = |e: rusqlite::Error| BatchError::Config {
+        file: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let order = p
+        .config
+        .aggregate
+        .as_ref()
+        .map(|a| a.group_by.join(", "))
+        .unwrap_or_default();
+    let conn = rusqlite::Connection::open(path).map_err(fail)?;
+    let mut stmt = conn
+        .prepare(&format!("SELECT * FROM {table} ORDER BY {order}"))
+        .map_err(fail)?;
+    let n = stmt.column_count();
+    let ours: Vec<Vec<rusqlite::types::Value>> = stmt
+        .query_map([], |r| (0..n).map(|i| r.get(i)).collect())
+        .map_err(fail)?
+        .collect::<Result<_, _>>()
+        .map_err(fail)?;
+    let same = |a: &rusqlite::types::Value, b: &serde_json::Value| {
+        use rusqlite::types::Value as V;
+        match (a, b) {
+            (V::Null, serde_json::Value::Null) => true,
+            (V::Integer(x), b) => b.as_f64() == Some(*x as f64),
+            (V::Real(x), b) => b
+                .as_f64()
+                .is_some_and(|y| (x - y).abs() <= 1e-9 * y.abs().max(1.0)),
+            (V::Text(x), serde_json::Value::String(y)) => x == y,
+            _ => false,
+        }
+    };
+    let mut mismatches = ours.len().abs_diff(theirs.len());
+    for (a, b) in ours.iter().zip(theirs) {
+        if a.len() != b.len() || !a.iter().zip(b).all(|(x, y)| same(x, y)) {
+            mismatches += 1;
+        }
+    }
+    Ok(mismatches)
 }
 
 /// Generate `events` over `days`, decode, run the plugin and write the lake
@@ -175,7 +256,11 @@ fn build_lake(
         message: e.to_string(),
     })?;
     let mut runner = PluginRunner::new(engine, plugin.clone(), &p.schema, &p.plugin_config())?;
-    rt.block_on(lake.ensure_tables(runner.output_schema().arrow(), &dead_letter_schema()))?;
+    rt.block_on(lake.ensure_tables(
+        runner.output_schema().arrow(),
+        &dead_letter_schema(),
+        SchemaChange::Refuse,
+    ))?;
     let column = runner
         .output_schema()
         .arrow()
@@ -289,15 +374,17 @@ fn run_duckdb(
     lake_dir: &Path,
     lake_rows: u64,
     p: &Pipeline,
-) -> Result<Phase, String> {
+    threads: usize,
+) -> Result<(Phase, Vec<Vec<serde_json::Value>>), String> {
     let a = p
         .config
         .aggregate
         .as_ref()
         .ok_or("no [aggregate] section")?;
+    let distinct = a.distinct.as_deref().unwrap_or("event_id");
     let mut select = vec![
         a.group_by.join(", "),
-        format!("count(DISTINCT {}) AS {}", a.distinct, a.events_column),
+        format!("count(DISTINCT {distinct}) AS {}", a.events_column),
     ];
     for m in &a.metrics {
         for s in &m.stats {
@@ -319,15 +406,15 @@ fn run_duckdb(
     let glob = lake_dir.join("*=*/*.parquet");
     let sql = format!(
         "WITH d AS (SELECT DISTINCT ON ({part}, {key}) * FROM read_parquet('{glob}', hive_partitioning = true)) \
-         SELECT {select} FROM d GROUP BY {group}",
+         SELECT {select} FROM d GROUP BY {group} ORDER BY {group}",
         part = p.config.lake.partition_by,
-        key = a.distinct,
+        key = distinct,
         glob = glob.display(),
         select = select.join(", "),
         group = a.group_by.join(", "),
     );
     let script = format!(
-        "import duckdb, json, time\ncon = duckdb.connect()\ncon.execute('SET enable_progress_bar = false')\nt = time.perf_counter()\nrows = con.execute({sql:?}).fetchall()\nprint(json.dumps({{'seconds': time.perf_counter() - t, 'groups': len(rows)}}))\n"
+        "import duckdb, json, time\ncon = duckdb.connect()\ncon.execute('SET enable_progress_bar = false')\ncon.execute('SET threads = {threads}')\nt = time.perf_counter()\nrows = con.execute({sql:?}).fetchall()\nseconds = time.perf_counter() - t\nprint(json.dumps({{'seconds': seconds, 'groups': len(rows), 'rows': [[str(v) if hasattr(v, 'isoformat') else v for v in r] for r in rows]}}))\n"
     );
     let out = std::process::Command::new(python)
         .arg("-c")
@@ -340,11 +427,23 @@ fn run_duckdb(
     let v: serde_json::Value =
         serde_json::from_slice(&out.stdout).map_err(|e| format!("duckdb output: {e}"))?;
     let seconds = v["seconds"].as_f64().unwrap_or(f64::NAN);
-    Ok(Phase {
-        seconds,
-        rows_per_sec: lake_rows as f64 / seconds,
-        groups: v["groups"].as_u64().unwrap_or(0) as usize,
-        peak_rss_mib: None,
-        load_seconds: None,
-    })
+    let rows = v["rows"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .map(|r| r.as_array().cloned().unwrap_or_default())
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((
+        Phase {
+            seconds,
+            rows_per_sec: lake_rows as f64 / seconds,
+            groups: v["groups"].as_u64().unwrap_or(0) as usize,
+            peak_rss_mib: None,
+            load_seconds: None,
+            spilled_bytes: None,
+        },
+        rows,
+    ))
 }

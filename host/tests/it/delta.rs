@@ -155,8 +155,12 @@ fn after_a_thousand_commits_planning_and_polling_read_a_checkpoint_and_a_short_t
     // a table with the events' columns and the date; one tiny file per commit
     let schema = crate::support::events_table_schema(&p);
     let mut writer = Lake::open(&p.config.lake, &p.config.name).unwrap();
-    rt.block_on(writer.ensure_tables(&schema, &weir::lake::dead_letter_schema()))
-        .unwrap();
+    rt.block_on(writer.ensure_tables(
+        &schema,
+        &weir::lake::dead_letter_schema(),
+        weir::lake::SchemaChange::Refuse,
+    ))
+    .unwrap();
     let mut decoder = weir::decode::JsonDecoder::new(&p.schema, 4);
     for line in good_events("b", 3) {
         decoder.push(line.as_bytes()).unwrap();
@@ -370,4 +374,118 @@ fn optimize_compacts_a_date_without_changing_aggregates_or_triggering_a_run() {
     );
     assert_eq!(found["files"], after.len(), "{found}");
     assert_eq!(found["orphans_listed"], 0, "{found}");
+}
+
+/// A pipeline whose plugin keeps its input (the hostile fixture outside its
+/// poison events: output schema = declared schema), so `fields`, the
+/// declared schema, is what the table must take.
+fn identity_pipeline(rig: &Rig, fields: &str, allow: bool) {
+    let extra = format!(
+        "[plugin]\npath = \"{}\"\nallow_schema_change = {allow}\n[schema]\nfields = [{fields}]\n",
+        wasm("weir_fixture_hostile").display()
+    );
+    let template = std::fs::read_to_string(&rig.pipeline).unwrap();
+    let mut doc: toml::Table = toml::from_str(&template).unwrap();
+    let extra: toml::Table = toml::from_str(&extra).unwrap();
+    for (section, values) in extra {
+        for (k, v) in values.as_table().unwrap() {
+            doc[&section]
+                .as_table_mut()
+                .unwrap()
+                .insert(k.clone(), v.clone());
+        }
+    }
+    std::fs::write(&rig.pipeline, toml::to_string(&doc).unwrap()).unwrap();
+}
+
+const BASE_FIELDS: &str = r#"{ name = "event_id", type = "string", nullable = false },
+    { name = "event_date", type = "date", nullable = false },
+    { name = "page_url", type = "string" }"#;
+
+#[test]
+fn a_new_plugin_version_adds_a_nullable_column_and_old_rows_read_it_as_null() {
+    let rig = rig("evolve", 1, None, "");
+    let k = &rig.kafka;
+    identity_pipeline(&rig, BASE_FIELDS, false);
+    let event = |i: usize, country: Option<&str>| {
+        let country = country.map_or(String::new(), |c| format!(r#","country":"{c}""#));
+        format!(
+            r#"{{"event_id":"e{i}","event_date":"2026-11-2{}","page_url":"/p/{i}"{country}}}"#,
+            i % 3
+        )
+    };
+    produce(
+        &k.brokers,
+        "evolve",
+        &(0..100).map(|i| event(i, None)).collect::<Vec<_>>(),
+    );
+    assert_eq!(rig.drain()["kept"], 100);
+    let lake = rig.dir.path().join("lake");
+    let lake = lake.to_str().unwrap();
+
+    // the next version declares `country`: refused unless the pipeline allows it
+    let with_country = format!("{BASE_FIELDS},\n    {{ name = \"country\", type = \"string\" }}");
+    identity_pipeline(&rig, &with_country, false);
+    produce(
+        &k.brokers,
+        "evolve",
+        &(100..200).map(|i| event(i, Some("de"))).collect::<Vec<_>>(),
+    );
+    let out = weir_cmd(&["ingest", rig.pipeline.to_str().unwrap(), "--drain"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("no column `country`") && stderr.contains("plugin.allow_schema_change"),
+        "{stderr}"
+    );
+    let before = python_tool("delta_columns.py", &[lake]);
+    assert_eq!(before["rows"], 100, "{before}");
+
+    // allowed: the table gains the column; old rows read it as null
+    identity_pipeline(&rig, &with_country, true);
+    assert_eq!(rig.drain()["kept"], 100);
+    let after = python_tool("delta_columns.py", &[lake]);
+    assert_eq!(after["rows"], 200, "{after}");
+    assert_eq!(after["non_null"]["country"], 100, "{after}");
+    assert_eq!(after["non_null"]["page_url"], 200, "{after}");
+    let country = after["schema"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f[0] == "country");
+    assert_eq!(
+        country.map(|f| f[2].clone()),
+        Some(serde_json::Value::Bool(true)),
+        "{after}"
+    );
+    assert_eq!(
+        after["partition_columns"],
+        serde_json::json!(["event_date"])
+    );
+
+    // a changed type is refused, even when allowed, and the table stays as it is
+    let retyped = BASE_FIELDS.replace(
+        r#"{ name = "page_url", type = "string" }"#,
+        r#"{ name = "page_url", type = "int64" }"#,
+    );
+    identity_pipeline(
+        &rig,
+        &format!("{retyped},\n    {{ name = \"country\", type = \"string\" }}"),
+        true,
+    );
+    let out = weir_cmd(&["ingest", rig.pipeline.to_str().unwrap(), "--drain"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("column `page_url`") && stderr.contains("cannot change a column's type"),
+        "{stderr}"
+    );
+    assert_eq!(
+        python_tool("delta_columns.py", &[lake])["version"],
+        after["version"]
+    );
 }

@@ -218,9 +218,7 @@ fn two_million_events_from_an_independent_producer_all_land_exactly_once() {
     assert_eq!(found["orphans"], 0, "{found}");
 }
 
-/// SIGKILLs of the crash test. (A phase where two live members share the
-/// partitions and one leaves lost events under load; it is left out until
-/// that is understood; the group test covers a member dying.)
+/// SIGKILLs of the crash test.
 const KILLS: usize = 20;
 
 #[test]
@@ -263,36 +261,117 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let sent = producer.join().unwrap();
-    // a last member catches up (not `--drain`: tansu 0.6 reports high
-    // watermarks low after many small produce batches, and a drain stops
-    // a few seconds past them)
-    let mut c = rig.spawn_ingest(Stdio::null());
-    let started = std::time::Instant::now();
-    while read_lake(&pipeline).kept.len() < sent && started.elapsed() < Duration::from_secs(120) {
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    signal(&c, "TERM");
-    assert!(c.wait().unwrap().success());
     assert!(
         commits_seen.windows(2).all(|w| w[1] > w[0]),
         "a killed run committed nothing: {commits_seen:?}"
     );
-    assert_exactly_once(&read_lake(&pipeline), "c", sent);
-    // the independent reader: every kept event and every bad message once,
-    // and no file of a killed run in any version
-    let lake = rig.dir.path().join("lake");
-    let found = read_delta(lake.to_str().unwrap(), "c", sent, &[]);
-    let bad = sent.div_ceil(10);
-    assert_eq!(found["rows"], sent, "{found}");
-    assert_eq!(found["distinct"], sent, "{found}");
-    assert_eq!(found["missing"], 0, "{found}");
-    assert_eq!(found["dead"], bad, "{found}");
-    assert_eq!(found["dead_distinct"], bad, "{found}");
-    assert_eq!(found["orphans_listed"], 0, "{found}");
+    let found = catch_up_and_check(&rig, "c", sent, &[]);
     eprintln!(
         "{KILLS} kills: {} files on disk in no table version (never read)",
         found["orphans"]
     );
+}
+
+/// A last member catches up (not `--drain`: tansu 0.6 reports high
+/// watermarks low after many small produce batches, and a drain stops a
+/// few seconds past them); then every one of `sent` events (prefix
+/// `prefix`, one in ten followed by a message that is not JSON) must be in
+/// the lake once, read by weir and by the independent reader, and no file
+/// outside a table version may be listed. `logs`: members' stderr files,
+/// shown when a check fails.
+fn catch_up_and_check(
+    rig: &crate::support::Rig,
+    prefix: &str,
+    sent: usize,
+    logs: &[std::path::PathBuf],
+) -> Value {
+    let pipeline = &rig.pipeline;
+    let mut c = rig.spawn_ingest(Stdio::null());
+    let started = std::time::Instant::now();
+    while read_lake(pipeline).kept.len() < sent && started.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    signal(&c, "TERM");
+    assert!(c.wait().unwrap().success());
+    let warnings = || {
+        logs.iter()
+            .flat_map(|p| {
+                std::fs::read_to_string(p)
+                    .unwrap_or_default()
+                    .lines()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let lake = rig.dir.path().join("lake");
+    let found = read_delta(lake.to_str().unwrap(), prefix, sent, &[]);
+    let bad = sent.div_ceil(10);
+    for (key, want) in [
+        ("rows", sent),
+        ("distinct", sent),
+        ("missing", 0),
+        ("dead", bad),
+        ("dead_distinct", bad),
+        ("orphans_listed", 0),
+    ] {
+        assert_eq!(
+            found[key],
+            want,
+            "{key}: {found}\nmembers' warnings:\n{}",
+            warnings()
+        );
+    }
+    assert_exactly_once(&read_lake(pipeline), prefix, sent);
+    found
+}
+
+/// Two live members share the partitions, one leaves and comes back, the
+/// other leaves, while events keep arriving: every rebalance flushes and
+/// commits what the revoked partitions hold, and the members resume from
+/// the table's `txn` versions.
+#[test]
+fn members_joining_and_leaving_under_load_lose_and_duplicate_nothing() {
+    let rig = rig("share", 3, None, FAST_ROLL);
+    let (k, pipeline) = (&rig.kafka, rig.pipeline.clone());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = spawn_mixed_producer(
+        &k.brokers,
+        "share",
+        "s",
+        100,
+        Duration::from_millis(50),
+        None,
+        Some(10),
+        stop.clone(),
+    );
+    let log = |name: &str| rig.dir.path().join(name);
+    let member = |name: &str| rig.spawn_ingest(std::fs::File::create(log(name)).unwrap().into());
+    let version = || crate::support::lake_version(&pipeline);
+    let mut a = member("a.log");
+    let started = std::time::Instant::now();
+    while version() < 1 && started.elapsed() < Duration::from_secs(40) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut b = member("b.log");
+    std::thread::sleep(Duration::from_secs(4));
+    signal(&a, "TERM");
+    assert!(a.wait().unwrap().success());
+    std::thread::sleep(Duration::from_secs(2));
+    let mut a2 = member("a2.log");
+    std::thread::sleep(Duration::from_secs(4));
+    signal(&b, "TERM");
+    assert!(b.wait().unwrap().success());
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = producer.join().unwrap();
+    signal(&a2, "TERM");
+    assert!(a2.wait().unwrap().success());
+    let logs = ["a.log", "b.log", "a2.log"].map(log);
+    let found = catch_up_and_check(&rig, "s", sent, &logs);
+    eprintln!("{sent} events through three membership changes: {found}");
 }
 
 #[test]

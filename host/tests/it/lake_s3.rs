@@ -77,8 +77,12 @@ fn two_writers_race(pipeline: &std::path::Path) {
     let table_schema = crate::support::events_table_schema(&p);
     let open = || {
         let mut lake = Lake::open(&p.config.lake, &p.config.name).unwrap();
-        rt.block_on(lake.ensure_tables(&table_schema, &weir::lake::dead_letter_schema()))
-            .unwrap();
+        rt.block_on(lake.ensure_tables(
+            &table_schema,
+            &weir::lake::dead_letter_schema(),
+            weir::lake::SchemaChange::Refuse,
+        ))
+        .unwrap();
         rt.block_on(lake.refresh()).unwrap();
         lake
     };

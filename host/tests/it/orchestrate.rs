@@ -428,8 +428,20 @@ fn a_killed_lease_holder_is_taken_over_after_the_lease_expires() {
     pg_exec(&db.url, "SELECT 1");
 }
 
+/// How the contract's eight lease takers run.
+#[derive(Clone, Copy, PartialEq)]
+enum Race {
+    /// all at once.
+    Concurrent,
+    /// one after the other: moto's DynamoDB checks a write's condition and
+    /// applies it without a lock, so two concurrent conditional puts can
+    /// both pass there (DynamoDB itself serialises them); the stale-write
+    /// check below still tests the condition on moto.
+    Sequential,
+}
+
 /// The checkpoint contract, run against a store.
-fn checkpoint_contract(rt: &tokio::runtime::Runtime, store: CheckpointStore) {
+fn checkpoint_contract(rt: &tokio::runtime::Runtime, store: CheckpointStore, race: Race) {
     let store = std::sync::Arc::new(store);
     rt.block_on(async {
         let fresh = store.get("p", "2026-11-20").await.unwrap();
@@ -438,11 +450,17 @@ fn checkpoint_contract(rt: &tokio::runtime::Runtime, store: CheckpointStore) {
         let mut racers = Vec::new();
         for i in 0..8 {
             let s = store.clone();
-            racers.push(tokio::spawn(async move {
+            let racer = tokio::spawn(async move {
                 s.acquire("p", "2026-11-20", &format!("w{i}"), 60_000)
                     .await
                     .unwrap()
-            }));
+            });
+            if race == Race::Sequential {
+                while !racer.is_finished() {
+                    tokio::task::yield_now().await;
+                }
+            }
+            racers.push(racer);
         }
         let mut winners = Vec::new();
         for r in racers {
@@ -527,6 +545,7 @@ fn checkpoint_contract_local_file_store() {
         CheckpointStore::File(weir::orchestrate::file_store::FileStore::new(
             dir.path().join("ckpt"),
         )),
+        Race::Concurrent,
     );
 }
 
@@ -549,5 +568,5 @@ fn checkpoint_contract_dynamodb_store() {
             &settings,
         ))
         .unwrap();
-    checkpoint_contract(&rt, CheckpointStore::Dynamo(store));
+    checkpoint_contract(&rt, CheckpointStore::Dynamo(store), Race::Sequential);
 }

@@ -120,12 +120,13 @@ pub fn write_pipeline(
 /// Send `lines` to `topic`.
 pub fn produce(brokers: &str, topic: &str, lines: &[String]) {
     use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-    let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
-        rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("linger.ms", "2")
-            .create()
-            .unwrap();
+    let context = Deliveries::default();
+    let failed = context.failed.clone();
+    let producer: ThreadedProducer<Deliveries> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "2")
+        .create_with_context(context)
+        .unwrap();
     for line in lines {
         loop {
             match producer.send(BaseRecord::<(), str>::to(topic).payload(line.as_str())) {
@@ -135,6 +136,32 @@ pub fn produce(brokers: &str, topic: &str, lines: &[String]) {
         }
     }
     producer.flush(std::time::Duration::from_secs(30)).unwrap();
+    let failed = failed.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} messages not delivered to {topic}",
+        lines.len()
+    );
+}
+
+/// A producer context counting the messages the broker did not take.
+#[derive(Default)]
+struct Deliveries {
+    failed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl rdkafka::ClientContext for Deliveries {}
+
+impl rdkafka::producer::ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            eprintln!("delivery failed: {e}");
+            self.failed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 /// What the lake holds, read through the Delta log of its two tables.
