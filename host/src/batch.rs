@@ -12,8 +12,8 @@ use serde::Serialize;
 
 use crate::aggregate::PartitionPlan;
 use crate::aggregate::{
-    self, AggregateConfig, BatchPlugin, Engine, EngineOptions, Outcome, PartitionReport, Progress,
-    Selection,
+    self, AggregateConfig, AggregateEngine, BatchPlugin, Engine, EngineOptions, Outcome,
+    PartitionReport, Progress, Selection,
 };
 use crate::lake::{Lake, LakeError};
 use crate::pipeline::Pipeline;
@@ -160,11 +160,7 @@ impl BatchJob {
             file: file.clone(),
             message,
         };
-        let aggregate = pipeline
-            .config
-            .aggregate
-            .clone()
-            .ok_or_else(|| config_error("no [aggregate] section: nothing to compute".into()))?;
+        let aggregate = aggregate_config(pipeline)?;
         let warehouse_config = pipeline
             .config
             .warehouse
@@ -262,6 +258,9 @@ impl BatchJob {
         options: &BatchOptions,
         progress: Arc<dyn Fn(&Progress) + Send + Sync>,
     ) -> Result<BatchSummary, BatchError> {
+        if self.aggregate.engine == AggregateEngine::Warehouse {
+            return self.run_in_warehouse(plans, options, progress).await;
+        }
         let started = Instant::now();
         let location = self.lake.lock().await.data().location().clone();
         let batch_plugin = self.current_plugin();
@@ -275,24 +274,8 @@ impl BatchJob {
             plugin: self.aggregate.reapply_plugin.then_some(&batch_plugin),
         };
         let outcomes = aggregate::aggregate_partitions(&job, plans, &*progress).await;
-        let load_id = format!(
-            "{}-{}",
-            chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
-            std::process::id()
-        );
-        let mut summary = BatchSummary {
-            load_id: load_id.clone(),
-            pipeline: self.pipeline.config.name.clone(),
-            warehouse: self.warehouse.target(),
-            table: self.table.name.clone(),
-            plugin_digest: digest.clone(),
-            partitions: Vec::new(),
-            rows_loaded: 0,
-            rows_read: 0,
-            files: 0,
-            elapsed_ms: 0,
-            load_ms: 0,
-        };
+        let load_id = new_load_id();
+        let mut summary = self.empty_summary(&load_id, &digest);
         let mut request = LoadRequest {
             table: self.table.clone(),
             audit_table: self.warehouse.config().audit_table.clone(),
@@ -308,34 +291,10 @@ impl BatchJob {
                         message: format!("partition value `{}` is not a date", a.plan.date),
                     })?;
                     let report = a.report.clone();
-                    let excluded: u64 = report
-                        .dropped
-                        .values()
-                        .chain(report.rejected.values())
-                        .sum();
                     request.dates.push(day);
-                    request.audit.push(AuditRow {
-                        partition_date: day,
-                        pipeline: self.pipeline.config.name.clone(),
-                        plugin_digest: if self.aggregate.reapply_plugin {
-                            digest.clone()
-                        } else {
-                            String::new()
-                        },
-                        lake_plugin_digests: a
-                            .plan
-                            .lake_digests
-                            .iter()
-                            .cloned()
-                            .collect::<Vec<_>>()
-                            .join(","),
-                        commits: a.plan.position(),
-                        files: report.files as i64,
-                        rows_read: report.rows_read as i64,
-                        rows_excluded: excluded as i64,
-                        duplicates: report.duplicates as i64,
-                        rows_loaded: report.groups as i64,
-                    });
+                    request
+                        .audit
+                        .push(self.audit_row(day, &a.plan, &report, &digest));
                     summary.rows_loaded += a.rows.num_rows();
                     summary.rows_read += report.rows_read;
                     summary.files += report.files;
@@ -353,18 +312,7 @@ impl BatchJob {
                     let status = match (options.replace_empty, day) {
                         (true, Some(day)) => {
                             request.dates.push(day);
-                            request.audit.push(AuditRow {
-                                partition_date: day,
-                                pipeline: self.pipeline.config.name.clone(),
-                                plugin_digest: String::new(),
-                                lake_plugin_digests: String::new(),
-                                commits: String::new(),
-                                files: 0,
-                                rows_read: 0,
-                                rows_excluded: 0,
-                                duplicates: 0,
-                                rows_loaded: 0,
-                            });
+                            request.audit.push(self.empty_audit_row(day));
                             PartitionStatus::ReplacedEmpty
                         }
                         _ => PartitionStatus::NoData,
@@ -401,6 +349,241 @@ impl BatchJob {
     }
 }
 
+impl BatchJob {
+    /// The audit row of one aggregated date.
+    fn audit_row(
+        &self,
+        day: NaiveDate,
+        plan: &PartitionPlan,
+        report: &PartitionReport,
+        digest: &str,
+    ) -> AuditRow {
+        let excluded: u64 = report
+            .dropped
+            .values()
+            .chain(report.rejected.values())
+            .sum();
+        AuditRow {
+            partition_date: day,
+            pipeline: self.pipeline.config.name.clone(),
+            plugin_digest: if self.aggregate.reapply_plugin {
+                digest.to_string()
+            } else {
+                String::new()
+            },
+            lake_plugin_digests: plan
+                .lake_digests
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(","),
+            commits: plan.position(),
+            files: report.files as i64,
+            rows_read: report.rows_read as i64,
+            rows_excluded: excluded as i64,
+            duplicates: report.duplicates as i64,
+            rows_loaded: report.groups as i64,
+        }
+    }
+
+    /// The audit row of a date replaced by nothing (`--replace-empty`).
+    fn empty_audit_row(&self, day: NaiveDate) -> AuditRow {
+        AuditRow {
+            partition_date: day,
+            pipeline: self.pipeline.config.name.clone(),
+            plugin_digest: String::new(),
+            lake_plugin_digests: String::new(),
+            commits: String::new(),
+            files: 0,
+            rows_read: 0,
+            rows_excluded: 0,
+            duplicates: 0,
+            rows_loaded: 0,
+        }
+    }
+
+    /// `aggregate.engine = "warehouse"`: each date's cleaned rows (files →
+    /// plugin, streamed) are copied into the warehouse's temporary table
+    /// `events`, and the aggregation's SQL runs there, in the transaction
+    /// that replaces the dates and writes the audit rows. The rows never
+    /// sit in this host's memory. One failing date fails the whole load
+    /// (it is one transaction); nothing changes then.
+    async fn run_in_warehouse(
+        self: &Arc<Self>,
+        plans: Vec<PartitionPlan>,
+        options: &BatchOptions,
+        progress: Arc<dyn Fn(&Progress) + Send + Sync>,
+    ) -> Result<BatchSummary, BatchError> {
+        let started = Instant::now();
+        let file = self.pipeline.file.display().to_string();
+        let config_error = |message: String| BatchError::Config {
+            file: file.clone(),
+            message,
+        };
+        if !self.warehouse.runs_queries() {
+            return Err(config_error(format!(
+                "aggregate.engine = \"warehouse\" runs the query inside PostgreSQL; {} cannot (use the embedded engine)",
+                self.warehouse.target()
+            )));
+        }
+        let location = self.lake.lock().await.data().location().clone();
+        let batch_plugin = self.current_plugin();
+        let digest = batch_plugin.plugin.digest.clone();
+        let load_id = new_load_id();
+        let partition_by = &self.source.partition_by;
+        let staging = TableSpec::new("events", &self.source.schema, partition_by)
+            .map_err(|m| config_error(format!("the lake's rows cannot be staged: {m}")))?;
+        let mut summary = self.empty_summary(&load_id, &digest);
+        let mut request = LoadRequest {
+            table: self.table.clone(),
+            audit_table: self.warehouse.config().audit_table.clone(),
+            dates: Vec::new(),
+            rows: Vec::new(),
+            audit: Vec::new(),
+        };
+        let mut streams = Vec::new();
+        let mut staged = Vec::new();
+        let mut empty = Vec::new();
+        for plan in plans {
+            let Some(day) = plan.day() else {
+                return Err(config_error(format!(
+                    "partition value `{}` is not a date",
+                    plan.date
+                )));
+            };
+            if plan.files.is_empty() {
+                if options.replace_empty {
+                    request.dates.push(day);
+                    empty.push(day);
+                }
+                summary.partitions.push(PartitionSummary {
+                    date: plan.date.clone(),
+                    status: if options.replace_empty {
+                        PartitionStatus::ReplacedEmpty
+                    } else {
+                        PartitionStatus::NoData
+                    },
+                    report: None,
+                    version: None,
+                    error: None,
+                });
+                continue;
+            }
+            let tally = Arc::new(std::sync::Mutex::new(aggregate::Tally::default()));
+            let events = aggregate::EventsTable {
+                lake: Some(location.clone()),
+                schema: self.source.schema.clone(),
+                partition_by: partition_by.clone(),
+                files: plan.files.clone(),
+                plugin: self.aggregate.reapply_plugin.then(|| batch_plugin.clone()),
+                tally: tally.clone(),
+            };
+            let stream = self
+                .engine
+                .stream("SELECT * FROM events", events)
+                .await
+                .map_err(|e| config_error(aggregate::describe_sql_error(&e)))?;
+            streams.push(futures::StreamExt::map(stream, error_text));
+            request.dates.push(day);
+            staged.push((day, plan, tally));
+        }
+        if request.dates.is_empty() {
+            summary.elapsed_ms = started.elapsed().as_millis() as u64;
+            return Ok(summary);
+        }
+        let report =
+            |plan: &PartitionPlan, tally: &aggregate::Tally, loaded: i64| PartitionReport {
+                date: plan.date.clone(),
+                files: plan.files.len(),
+                rows_read: tally.rows_read,
+                dropped: tally.dropped.clone(),
+                rejected: tally.rejected.clone(),
+                rows_kept: tally.rows_kept,
+                duplicates: 0,
+                spilled_bytes: 0,
+                groups: loaded.max(0) as usize,
+                elapsed_ms: 0,
+            };
+        let mut loaded_rows = std::collections::BTreeMap::new();
+        let loading = Instant::now();
+        self.warehouse
+            .load_pushdown(&request, &load_id, &staging, streams, &self.sql, |loaded| {
+                loaded_rows = loaded.clone();
+                let mut audit: Vec<AuditRow> = staged
+                    .iter()
+                    .map(|(day, plan, tally)| {
+                        let tally = tally.lock().expect("tally");
+                        let n = loaded.get(day).copied().unwrap_or(0);
+                        self.audit_row(*day, plan, &report(plan, &tally, n), &digest)
+                    })
+                    .collect();
+                audit.extend(empty.iter().map(|d| self.empty_audit_row(*d)));
+                audit
+            })
+            .await?;
+        summary.load_ms = loading.elapsed().as_millis() as u64;
+        let total = staged.len();
+        for (i, (day, plan, tally)) in staged.into_iter().enumerate() {
+            let tally = tally.lock().expect("tally").clone();
+            let n = loaded_rows.get(&day).copied().unwrap_or(0);
+            let r = report(&plan, &tally, n);
+            summary.rows_loaded += r.groups;
+            summary.rows_read += r.rows_read;
+            summary.files += r.files;
+            progress(&Progress {
+                done: i + 1,
+                total,
+                files: summary.files,
+                rows: summary.rows_read,
+                date: plan.date.clone(),
+            });
+            summary.partitions.push(PartitionSummary {
+                date: plan.date.clone(),
+                status: PartitionStatus::Loaded,
+                report: Some(r),
+                version: plan.version,
+                error: None,
+            });
+        }
+        tracing::info!(load_id, dates = request.dates.len(), rows = summary.rows_loaded, warehouse = %summary.warehouse, "aggregated inside the warehouse and loaded");
+        summary.elapsed_ms = started.elapsed().as_millis() as u64;
+        Ok(summary)
+    }
+
+    /// A summary with nothing in it yet.
+    fn empty_summary(&self, load_id: &str, digest: &str) -> BatchSummary {
+        BatchSummary {
+            load_id: load_id.to_string(),
+            pipeline: self.pipeline.config.name.clone(),
+            warehouse: self.warehouse.target(),
+            table: self.table.name.clone(),
+            plugin_digest: digest.to_string(),
+            partitions: Vec::new(),
+            rows_loaded: 0,
+            rows_read: 0,
+            files: 0,
+            elapsed_ms: 0,
+            load_ms: 0,
+        }
+    }
+}
+
+/// A stream error as the warehouse reports it.
+fn error_text(
+    r: datafusion::common::Result<arrow::record_batch::RecordBatch>,
+) -> Result<arrow::record_batch::RecordBatch, String> {
+    r.map_err(|e| e.to_string())
+}
+
+/// A new load's id: the time and this process.
+fn new_load_id() -> String {
+    format!(
+        "{}-{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
+        std::process::id()
+    )
+}
+
 /// The aggregation of a pipeline, planned: its SQL, the engine it runs
 /// on, and the rows it produces (the warehouse table's columns).
 pub struct Query {
@@ -428,16 +611,8 @@ impl Query {
             .map(|f| f.name().as_str())
             .collect();
         let sql = aggregate.query(partition_by, &int_columns);
-        let engine = Engine::new(EngineOptions {
-            partitions: match aggregate.workers {
-                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-                n => n,
-            },
-            batch_rows: aggregate.batch_rows,
-            memory_limit: aggregate.memory_limit_bytes().map(|b| b as usize),
-            spill_dir: aggregate.spill_dir.clone(),
-        })
-        .map_err(|e| format!("[aggregate]: {e}"))?;
+        let engine = Engine::new(EngineOptions::from_config(Some(aggregate)))
+            .map_err(|e| format!("[aggregate]: {e}"))?;
         let output = engine.plan(&sql, schema.clone()).await.map_err(|e| {
             format!(
                 "aggregate.sql: {}\n--- the query ---\n{sql}",
@@ -459,19 +634,14 @@ impl Query {
     /// `weir validate`: load the plugin and plan the pipeline's aggregation
     /// (nothing is read or written).
     pub async fn check(pipeline: &Pipeline) -> Result<Query, BatchError> {
-        let config_error = |message: String| BatchError::Config {
-            file: pipeline.file.display().to_string(),
-            message,
-        };
-        let aggregate = pipeline
-            .config
-            .aggregate
-            .clone()
-            .ok_or_else(|| config_error("no [aggregate] section: nothing to compute".into()))?;
+        let aggregate = aggregate_config(pipeline)?;
         let (_, schema) = probe_plugin(pipeline).await?;
         Query::plan(pipeline, &aggregate, &schema)
             .await
-            .map_err(config_error)
+            .map_err(|message| BatchError::Config {
+                file: pipeline.file.display().to_string(),
+                message,
+            })
     }
 }
 
@@ -502,29 +672,9 @@ pub async fn query_lake(
         .flat_map(|p| p.files)
         .collect();
     let (plugin, schema) = probe_plugin(pipeline).await?;
-    let workers = pipeline.config.aggregate.as_ref().map_or(0, |a| a.workers);
-    let engine = Engine::new(EngineOptions {
-        partitions: match workers {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        },
-        batch_rows: pipeline
-            .config
-            .aggregate
-            .as_ref()
-            .map_or(8192, |a| a.batch_rows),
-        memory_limit: pipeline
-            .config
-            .aggregate
-            .as_ref()
-            .and_then(|a| a.memory_limit_bytes())
-            .map(|b| b as usize),
-        spill_dir: pipeline
-            .config
-            .aggregate
-            .as_ref()
-            .and_then(|a| a.spill_dir.clone()),
-    })
+    let engine = Engine::new(EngineOptions::from_config(
+        pipeline.config.aggregate.as_ref(),
+    ))
     .map_err(|e| config_error(e.to_string()))?;
     let location = table.location().clone();
     let relation = |plugin: Option<BatchPlugin>| aggregate::EventsTable {
@@ -543,6 +693,18 @@ pub async fn query_lake(
         )
         .await
         .map_err(|e| config_error(aggregate::describe_sql_error(&e)))
+}
+
+/// The pipeline's `[aggregate]` section, which the batch path needs.
+fn aggregate_config(pipeline: &Pipeline) -> Result<AggregateConfig, BatchError> {
+    pipeline
+        .config
+        .aggregate
+        .clone()
+        .ok_or_else(|| BatchError::Config {
+            file: pipeline.file.display().to_string(),
+            message: "no [aggregate] section: nothing to compute".into(),
+        })
 }
 
 /// Load the pipeline's plugin and instantiate it once: the plugin and its

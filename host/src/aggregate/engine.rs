@@ -64,6 +64,26 @@ pub struct EngineOptions {
     pub spill_dir: Option<PathBuf>,
 }
 
+impl EngineOptions {
+    /// The options `[aggregate]` asks for (DataFusion's defaults without one):
+    /// `workers` partitions (0: one per core), `batch_rows`, `memory_limit`,
+    /// `spill_dir`.
+    pub fn from_config(config: Option<&super::AggregateConfig>) -> Self {
+        let workers = config.map_or(0, |a| a.workers);
+        EngineOptions {
+            partitions: match workers {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n,
+            },
+            batch_rows: config.map_or(8192, |a| a.batch_rows),
+            memory_limit: config
+                .and_then(|a| a.memory_limit_bytes())
+                .map(|b| b as usize),
+            spill_dir: config.and_then(|a| a.spill_dir.clone()),
+        }
+    }
+}
+
 /// The runtime the queries of a batch job share: memory pool, spill files.
 #[derive(Clone)]
 pub struct Engine {
@@ -173,6 +193,18 @@ impl Engine {
             batches,
             spilled_bytes,
         })
+    }
+
+    /// Stream the rows of `sql` over `events` as they are computed (nothing
+    /// is collected).
+    pub async fn stream(
+        &self,
+        sql: &str,
+        events: EventsTable,
+    ) -> DfResult<SendableRecordBatchStream> {
+        let ctx = self.session(events.lake.as_ref())?;
+        ctx.register_table("events", Arc::new(events))?;
+        ctx.sql(sql).await?.execute_stream().await
     }
 
     /// The schema `sql` produces over `events` of `schema`, without reading

@@ -13,7 +13,7 @@ pub mod percentile;
 pub mod plan;
 pub mod run;
 
-pub use config::{AggregateConfig, MetricSpec, Stat};
+pub use config::{AggregateConfig, AggregateEngine, MetricSpec, Stat};
 pub use engine::{Engine, EngineOptions, EventsTable, QueryResult, Tally};
 pub use plan::{PartitionPlan, Selection, plan, plan_files, position, position_version};
 pub use run::{

@@ -46,6 +46,12 @@ pub struct AggregateConfig {
     /// shorthand: the metric columns and their statistics.
     #[serde(default)]
     pub metrics: Vec<MetricSpec>,
+    /// where the query runs: `embedded` (DataFusion in weir, the default)
+    /// or `warehouse` (PostgreSQL: the cleaned rows of the dates are copied
+    /// into a temporary table `events` and the same SQL runs inside the
+    /// warehouse, in the load's transaction; for days that outgrow the host).
+    #[serde(default)]
+    pub engine: AggregateEngine,
     /// memory the engine's queries may hold (`"512MiB"`, `"2GB"`, bytes);
     /// past it, sorts and aggregations spill to `spill_dir`. No limit when
     /// absent. A big date is never refused: it spills.
@@ -62,6 +68,17 @@ pub struct AggregateConfig {
     /// makes it idempotent; rows it now drops or rejects are reported).
     #[serde(default = "default_true")]
     pub reapply_plugin: bool,
+}
+
+/// Where the aggregation's SQL runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AggregateEngine {
+    /// DataFusion inside weir.
+    #[default]
+    Embedded,
+    /// the warehouse itself.
+    Warehouse,
 }
 
 fn default_events_column() -> String {

@@ -167,6 +167,39 @@ impl Warehouse {
         }
     }
 
+    /// Whether the aggregation can run inside this warehouse
+    /// (`aggregate.engine = "warehouse"`): PostgreSQL.
+    pub fn runs_queries(&self) -> bool {
+        matches!(&self.backend, Backend::Pg(pg) if pg.flavor() == Flavor::Postgres)
+    }
+
+    /// Replace the request's dates with what `sql` computes inside the
+    /// warehouse over `streams` (the cleaned rows, copied into the
+    /// temporary table `staging`), with audit rows, in one transaction.
+    pub async fn load_pushdown<S>(
+        &self,
+        request: &LoadRequest,
+        load_id: &str,
+        staging: &TableSpec,
+        streams: Vec<S>,
+        sql: &str,
+        audit: impl FnOnce(&std::collections::BTreeMap<chrono::NaiveDate, i64>) -> Vec<AuditRow>,
+    ) -> Result<(), WarehouseError>
+    where
+        S: futures::Stream<Item = Result<arrow::record_batch::RecordBatch, String>> + Unpin,
+    {
+        match &self.backend {
+            Backend::Pg(pg) => {
+                pg.load_pushdown(request, load_id, staging, streams, sql, audit)
+                    .await
+            }
+            Backend::Sqlite(s) => Err(WarehouseError::Config(format!(
+                "{}: aggregate.engine = \"warehouse\" runs the query inside PostgreSQL; use the embedded engine with SQLite",
+                s.target()
+            ))),
+        }
+    }
+
     /// Run a read query.
     pub async fn query(&self, sql: &str) -> Result<Shown, WarehouseError> {
         let table = &self.config.table;

@@ -4,15 +4,20 @@
 //! replaced dates, inserts the new rows and the audit rows, and commits;
 //! any failure rolls it all back.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use arrow::record_batch::RecordBatch;
 use bytes::BytesMut;
 use chrono::NaiveDate;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Client, Config, NoTls};
 
 use super::copy::CopyPlan;
-use super::table::{AUDIT_COLUMNS, LoadRequest, SqlType, Value, audit_create_sql, quote_name};
+use super::table::{
+    AUDIT_COLUMNS, AuditRow, LoadRequest, SqlType, TableSpec, Value, audit_create_sql, dates_in,
+    quote, quote_name, row_values,
+};
 use super::{Shown, WarehouseError};
 
 /// Which server speaks the protocol.
@@ -51,6 +56,7 @@ impl ToSql for Value {
             Value::Int(i) => i.to_sql(ty, out),
             Value::Float(x) => x.to_sql(ty, out),
             Value::Bool(b) => b.to_sql(ty, out),
+            Value::Timestamp(t) => t.to_sql(ty, out),
         }
     }
     fn accepts(_: &Type) -> bool {
@@ -104,6 +110,11 @@ impl PgWarehouse {
             flavor,
             target,
         })
+    }
+
+    /// Which server this is.
+    pub fn flavor(&self) -> Flavor {
+        self.flavor
     }
 
     /// "postgres host H:P database D", for messages.
@@ -174,6 +185,102 @@ impl PgWarehouse {
             (None, _, _) => insert_rows(&tx, request).await.map_err(fail)?,
         }
         insert_audit(&tx, request, load_id).await.map_err(fail)?;
+        tx.commit().await.map_err(fail)?;
+        Ok(())
+    }
+
+    /// A load pushed down into the warehouse: the cleaned rows of the
+    /// request's dates (`streams`) are copied into a temporary table named
+    /// `staging.name`, the relation `sql` reads, and `sql` runs inside the
+    /// warehouse in the transaction that replaces the dates and writes the
+    /// audit rows (`audit` is given the rows loaded per date). PostgreSQL
+    /// only: the rows arrive by binary `COPY ... FROM STDIN`.
+    pub async fn load_pushdown<S>(
+        &self,
+        request: &LoadRequest,
+        load_id: &str,
+        staging: &TableSpec,
+        streams: Vec<S>,
+        sql: &str,
+        audit: impl FnOnce(&BTreeMap<NaiveDate, i64>) -> Vec<AuditRow>,
+    ) -> Result<(), WarehouseError>
+    where
+        S: futures::Stream<Item = Result<RecordBatch, String>> + Unpin,
+    {
+        use futures::StreamExt;
+        let table = &request.table.name;
+        let fail = |error: tokio_postgres::Error| WarehouseError::Load {
+            target: self.target.clone(),
+            table: table.clone(),
+            error: error_text(&error),
+        };
+        if self.flavor != Flavor::Postgres {
+            return Err(WarehouseError::Config(format!(
+                "{}: aggregate.engine = \"warehouse\" copies the cleaned rows by COPY FROM STDIN, which Redshift lacks (its S3 staging is not built yet)",
+                self.target
+            )));
+        }
+        let mut client = self.connect(table).await?;
+        client
+            .batch_execute(&request.table.create_sql())
+            .await
+            .map_err(fail)?;
+        client
+            .batch_execute(&audit_create_sql(&request.audit_table))
+            .await
+            .map_err(fail)?;
+        let tx = client.transaction().await.map_err(fail)?;
+        tx.batch_execute(&staging.temp_create_sql())
+            .await
+            .map_err(fail)?;
+        {
+            let mut writer = std::pin::pin!(copy_writer(&tx, staging).await.map_err(fail)?);
+            for mut stream in streams {
+                while let Some(batch) = stream.next().await {
+                    let batch = batch.map_err(|error| WarehouseError::Load {
+                        target: self.target.clone(),
+                        table: table.clone(),
+                        error: format!("staging the cleaned rows: {error}"),
+                    })?;
+                    for r in 0..batch.num_rows() {
+                        let row = row_values(&batch, r);
+                        let values: Vec<&(dyn ToSql + Sync)> =
+                            row.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+                        writer.as_mut().write(&values).await.map_err(fail)?;
+                    }
+                }
+            }
+            writer.finish().await.map_err(fail)?;
+        }
+        tx.batch_execute(&self.lock_sql(table))
+            .await
+            .map_err(fail)?;
+        if let Some(delete) = request.delete_sql() {
+            tx.execute(delete.as_str(), &[]).await.map_err(fail)?;
+        }
+        let insert = format!(
+            "INSERT INTO {} ({})\n{sql}",
+            quote_name(table),
+            request.table.column_list()
+        );
+        tx.execute(insert.as_str(), &[]).await.map_err(fail)?;
+        let mut loaded = BTreeMap::new();
+        if !request.dates.is_empty() {
+            let column = quote(&request.table.partition_column);
+            let count = format!(
+                "SELECT {column}, count(*) FROM {} WHERE {} GROUP BY {column}",
+                quote_name(table),
+                dates_in(&request.table.partition_column, &request.dates)
+            );
+            for row in tx.query(count.as_str(), &[]).await.map_err(fail)? {
+                let date: NaiveDate = row.try_get(0).map_err(fail)?;
+                let n: i64 = row.try_get(1).map_err(fail)?;
+                loaded.insert(date, n);
+            }
+        }
+        let mut done = request.clone();
+        done.audit = audit(&loaded);
+        insert_audit(&tx, &done, load_id).await.map_err(fail)?;
         tx.commit().await.map_err(fail)?;
         Ok(())
     }
@@ -269,8 +376,22 @@ async fn copy_rows(
     tx: &tokio_postgres::Transaction<'_>,
     request: &LoadRequest,
 ) -> Result<(), tokio_postgres::Error> {
-    let types: Vec<Type> = request
-        .table
+    let mut writer = std::pin::pin!(copy_writer(tx, &request.table).await?);
+    for row in request.values() {
+        let values: Vec<&(dyn ToSql + Sync)> =
+            row.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+        writer.as_mut().write(&values).await?;
+    }
+    writer.finish().await?;
+    Ok(())
+}
+
+/// A binary `COPY ... FROM STDIN` into `table`'s columns.
+async fn copy_writer(
+    tx: &tokio_postgres::Transaction<'_>,
+    table: &TableSpec,
+) -> Result<tokio_postgres::binary_copy::BinaryCopyInWriter, tokio_postgres::Error> {
+    let types: Vec<Type> = table
         .columns
         .iter()
         .map(|(_, t)| match t {
@@ -279,23 +400,18 @@ async fn copy_rows(
             SqlType::BigInt => Type::INT8,
             SqlType::Double => Type::FLOAT8,
             SqlType::Bool => Type::BOOL,
+            SqlType::Timestamp => Type::TIMESTAMP,
         })
         .collect();
     let sql = format!(
         "COPY {} ({}) FROM STDIN (FORMAT binary)",
-        quote_name(&request.table.name),
-        request.table.column_list()
+        quote_name(&table.name),
+        table.column_list()
     );
     let sink = tx.copy_in(sql.as_str()).await?;
-    let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(sink, &types);
-    let mut writer = std::pin::pin!(writer);
-    for row in request.values() {
-        let values: Vec<&(dyn ToSql + Sync)> =
-            row.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-        writer.as_mut().write(&values).await?;
-    }
-    writer.finish().await?;
-    Ok(())
+    Ok(tokio_postgres::binary_copy::BinaryCopyInWriter::new(
+        sink, &types,
+    ))
 }
 
 async fn insert_audit(

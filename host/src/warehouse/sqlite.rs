@@ -28,6 +28,7 @@ impl rusqlite::ToSql for Value {
             Value::Int(i) => ToSqlOutput::from(*i),
             Value::Float(x) => ToSqlOutput::from(*x),
             Value::Bool(b) => ToSqlOutput::from(*b),
+            Value::Timestamp(t) => ToSqlOutput::from(t.to_string()),
         })
     }
 }

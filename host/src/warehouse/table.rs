@@ -21,6 +21,8 @@ pub enum SqlType {
     Double,
     /// BOOLEAN.
     Bool,
+    /// TIMESTAMP (without time zone; the lake's millisecond UTC instants).
+    Timestamp,
 }
 
 impl SqlType {
@@ -32,6 +34,7 @@ impl SqlType {
             DataType::Int64 => SqlType::BigInt,
             DataType::Float64 => SqlType::Double,
             DataType::Boolean => SqlType::Bool,
+            DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, _) => SqlType::Timestamp,
             _ => return None,
         })
     }
@@ -44,6 +47,7 @@ impl SqlType {
             SqlType::BigInt => "BIGINT",
             SqlType::Double => "DOUBLE PRECISION",
             SqlType::Bool => "BOOLEAN",
+            SqlType::Timestamp => "TIMESTAMP",
         }
     }
 }
@@ -64,6 +68,8 @@ pub enum Value {
     Float(f64),
     /// a boolean.
     Bool(bool),
+    /// an instant (UTC, no zone).
+    Timestamp(chrono::NaiveDateTime),
 }
 
 impl std::fmt::Display for Value {
@@ -75,6 +81,7 @@ impl std::fmt::Display for Value {
             Value::Int(i) => write!(f, "{i}"),
             Value::Float(x) => write!(f, "{}", (x * 100.0).round() / 100.0),
             Value::Bool(b) => write!(f, "{b}"),
+            Value::Timestamp(t) => write!(f, "{t}"),
         }
     }
 }
@@ -132,6 +139,21 @@ impl TableSpec {
             .collect();
         format!(
             "CREATE TABLE IF NOT EXISTS {} ({})",
+            quote_name(&self.name),
+            cols.join(", ")
+        )
+    }
+
+    /// `CREATE TEMP TABLE` of these columns, dropped at the end of the
+    /// transaction (the staging table of a load pushed down to the warehouse).
+    pub fn temp_create_sql(&self) -> String {
+        let cols: Vec<String> = self
+            .columns
+            .iter()
+            .map(|(c, t)| format!("{} {}", quote(c), t.ddl()))
+            .collect();
+        format!(
+            "CREATE TEMP TABLE {} ({}) ON COMMIT DROP",
             quote_name(&self.name),
             cols.join(", ")
         )
@@ -285,6 +307,13 @@ pub fn row_values(batch: &RecordBatch, r: usize) -> Vec<Value> {
                 DataType::Int64 => Value::Int(c.as_primitive::<Int64Type>().value(r)),
                 DataType::Float64 => Value::Float(c.as_primitive::<Float64Type>().value(r)),
                 DataType::Boolean => Value::Bool(c.as_boolean().value(r)),
+                DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, _) => {
+                    chrono::DateTime::from_timestamp_millis(
+                        c.as_primitive::<arrow::datatypes::TimestampMillisecondType>()
+                            .value(r),
+                    )
+                    .map_or(Value::Null, |t| Value::Timestamp(t.naive_utc()))
+                }
                 _ => Value::Null,
             }
         })

@@ -374,6 +374,66 @@ fn postgres_rows_match_postgres_own_aggregates_and_reloads_are_idempotent() {
             assert_eq!(row, &first[key], "{key:?} should not have changed");
         }
     }
+
+    // the same SQL pushed down: the cleaned rows are copied into the
+    // warehouse and PostgreSQL runs the query; the two tables agree
+    let pushed = aggregate_json(
+        &rig.pipeline,
+        &[
+            "--all",
+            "--set",
+            "aggregate.engine=warehouse",
+            "--set",
+            "warehouse.table=page_metrics_pushed",
+        ],
+    );
+    let parts = pushed["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 3, "{pushed}");
+    assert!(
+        parts
+            .iter()
+            .all(|p| p["status"] == "loaded" && p["report"]["groups"] == 5),
+        "{pushed}"
+    );
+    let in_warehouse = keyed(pg_rows(
+        &db.url,
+        &format!("SELECT {COLUMNS} FROM page_metrics_pushed ORDER BY event_date, page_url"),
+    ));
+    assert_same(&in_warehouse, &after);
+    assert_same(&in_warehouse, &expected(&db, &kept));
+    let audit = pg_rows(
+        &db.url,
+        "SELECT count(*), min(rows_loaded), sum(rows_read) FROM weir_load_audit WHERE target_table = 'page_metrics_pushed'",
+    );
+    assert_eq!(audit[0][0].as_deref(), Some("3"), "{audit:?}");
+    assert_eq!(audit[0][1].as_deref(), Some("5"), "{audit:?}");
+    assert_eq!(
+        audit[0][2].as_deref().map(|n| n.parse::<u64>().unwrap()),
+        Some(
+            parts
+                .iter()
+                .map(|p| p["report"]["rows_read"].as_u64().unwrap())
+                .sum::<u64>()
+        )
+    );
+    // and a second pushed-down load leaves it as it was
+    aggregate_json(
+        &rig.pipeline,
+        &[
+            "--all",
+            "--set",
+            "aggregate.engine=warehouse",
+            "--set",
+            "warehouse.table=page_metrics_pushed",
+        ],
+    );
+    assert_same(
+        &keyed(pg_rows(
+            &db.url,
+            &format!("SELECT {COLUMNS} FROM page_metrics_pushed ORDER BY event_date, page_url"),
+        )),
+        &in_warehouse,
+    );
 }
 
 #[test]

@@ -398,6 +398,16 @@ fn identity_pipeline(rig: &Rig, fields: &str, allow: bool) {
     std::fs::write(&rig.pipeline, toml::to_string(&doc).unwrap()).unwrap();
 }
 
+/// `weir ingest --drain` must fail at start; its stderr.
+fn ingest_refused(rig: &Rig) -> String {
+    let out = weir_cmd(&["ingest", rig.pipeline.to_str().unwrap(), "--drain"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{stderr}");
+    stderr
+}
+
 const BASE_FIELDS: &str = r#"{ name = "event_id", type = "string", nullable = false },
     { name = "event_date", type = "date", nullable = false },
     { name = "page_url", type = "string" }"#;
@@ -431,11 +441,7 @@ fn a_new_plugin_version_adds_a_nullable_column_and_old_rows_read_it_as_null() {
         "evolve",
         &(100..200).map(|i| event(i, Some("de"))).collect::<Vec<_>>(),
     );
-    let out = weir_cmd(&["ingest", rig.pipeline.to_str().unwrap(), "--drain"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let stderr = ingest_refused(&rig);
     assert!(
         stderr.contains("no column `country`") && stderr.contains("plugin.allow_schema_change"),
         "{stderr}"
@@ -475,11 +481,7 @@ fn a_new_plugin_version_adds_a_nullable_column_and_old_rows_read_it_as_null() {
         &format!("{retyped},\n    {{ name = \"country\", type = \"string\" }}"),
         true,
     );
-    let out = weir_cmd(&["ingest", rig.pipeline.to_str().unwrap(), "--drain"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let stderr = ingest_refused(&rig);
     assert!(
         stderr.contains("column `page_url`") && stderr.contains("cannot change a column's type"),
         "{stderr}"
