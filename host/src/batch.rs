@@ -568,6 +568,176 @@ impl BatchJob {
     }
 }
 
+/// What `weir reprocess` did to one date.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReprocessReport {
+    /// the date.
+    pub date: String,
+    /// digest of the plugin that re-cleaned it.
+    pub plugin_digest: String,
+    /// digests (8-character prefixes) of the plugins that had written it.
+    pub previous_digests: Vec<String>,
+    /// files replaced.
+    pub files_removed: usize,
+    /// files written.
+    pub files_added: usize,
+    /// rows read from the old files.
+    pub rows_read: u64,
+    /// rows the plugin kept (the new files' rows).
+    pub rows_written: u64,
+    /// the data table's version that holds the new files.
+    pub version: i64,
+    /// the date re-aggregated and loaded.
+    pub load: BatchSummary,
+}
+
+/// Rows per file `weir reprocess` writes.
+const REPROCESS_FILE_ROWS: usize = 1_000_000;
+
+impl BatchJob {
+    /// `weir reprocess`: re-clean one date's files with the running plugin
+    /// version, replace them in one Delta commit (readers see the old rows
+    /// or the new, never both), then aggregate and load the date again.
+    pub async fn reprocess(
+        self: &Arc<Self>,
+        day: NaiveDate,
+        progress: Arc<dyn Fn(&Progress) + Send + Sync>,
+    ) -> Result<ReprocessReport, BatchError> {
+        use futures::StreamExt;
+        let file = self.pipeline.file.display().to_string();
+        let config_error = |message: String| BatchError::Config {
+            file: file.clone(),
+            message,
+        };
+        let plan = self
+            .plan(&Selection::Dates(vec![day]))
+            .await?
+            .into_iter()
+            .next()
+            .filter(|p| !p.files.is_empty())
+            .ok_or_else(|| config_error(format!("{day}: the lake holds no data for this date")))?;
+        let batch_plugin = self.current_plugin();
+        let digest = batch_plugin.plugin.digest.clone();
+        let location = self.lake.lock().await.data().location().clone();
+        let lake_config = self.pipeline.config.lake.clone();
+        let partition = self
+            .source
+            .schema
+            .index_of(&self.source.partition_by)
+            .map_err(|e| config_error(e.to_string()))?;
+        // Delta keeps the partition value in the log, not in the files
+        let stored: Vec<usize> = (0..self.source.schema.fields().len())
+            .filter(|i| *i != partition)
+            .collect();
+        let tally = Arc::new(std::sync::Mutex::new(aggregate::Tally::default()));
+        let events = aggregate::EventsTable {
+            lake: Some(location.clone()),
+            schema: self.source.schema.clone(),
+            partition_by: self.source.partition_by.clone(),
+            files: plan.files.clone(),
+            plugin: Some(batch_plugin.clone()),
+            tally: tally.clone(),
+        };
+        let mut stream = self
+            .engine
+            .stream("SELECT * FROM events", events)
+            .await
+            .map_err(|e| config_error(aggregate::describe_sql_error(&e)))?;
+        let mut staged: Vec<crate::lake::StagedFile> = Vec::new();
+        let mut pending = Vec::new();
+        let mut pending_rows = 0;
+        let mut written = 0u64;
+        loop {
+            let next = stream.next().await;
+            let done = next.is_none();
+            if let Some(batch) = next {
+                let batch = batch.map_err(|e| config_error(format!("{day}: {e}")))?;
+                pending_rows += batch.num_rows();
+                pending.push(
+                    batch
+                        .project(&stored)
+                        .map_err(|e| config_error(e.to_string()))?,
+                );
+            }
+            if pending_rows == 0 || (!done && pending_rows < REPROCESS_FILE_ROWS) {
+                if done {
+                    break;
+                }
+                continue;
+            }
+            let meta = crate::lake::FileMetadata {
+                plugin_digest: digest.clone(),
+                topic: "reprocessed".into(),
+                partition: 0,
+                first_offset: staged.len() as i64,
+                last_offset: staged.len() as i64,
+                writer_token: crate::lake::FileMetadata::new_token(),
+            };
+            let batches = std::mem::take(&mut pending);
+            let rows = std::mem::take(&mut pending_rows);
+            let (compression, row_group_rows) =
+                (lake_config.compression.clone(), lake_config.row_group_rows);
+            let encode_meta = meta.clone();
+            let bytes = tokio::task::spawn_blocking(move || {
+                crate::lake::encode_parquet(&batches, &compression, row_group_rows, &encode_meta)
+            })
+            .await
+            .map_err(|e| BatchError::Worker(e.to_string()))?
+            .map_err(|e| config_error(format!("{day}: encoding a file: {e}")))?;
+            let path = meta.data_path(&lake_config.partition_by, &plan.date);
+            let size = bytes.len() as u64;
+            location
+                .put(&path, bytes)
+                .await
+                .map_err(crate::lake::LakeError::from)?;
+            staged.push(crate::lake::StagedFile {
+                path,
+                partition_value: Some(plan.date.clone()),
+                rows: rows as u64,
+                bytes: size,
+            });
+            written += rows as u64;
+            if done {
+                break;
+            }
+        }
+        let tally = tally.lock().expect("tally").clone();
+        let provenance = crate::lake::Provenance {
+            plugin_digest: digest.clone(),
+            counts: [("read", tally.rows_read), ("kept", tally.rows_kept)]
+                .into_iter()
+                .collect(),
+        };
+        let version = self
+            .lake
+            .lock()
+            .await
+            .replace_date(&plan.date, &plan.files, &staged, &provenance)
+            .await?;
+        tracing::info!(date = %plan.date, version, removed = plan.files.len(), added = staged.len(), plugin = %digest, "date re-cleaned");
+        let load = self
+            .run(
+                &BatchOptions {
+                    selection: Selection::Dates(vec![day]),
+                    replace_empty: true,
+                },
+                progress,
+            )
+            .await?;
+        Ok(ReprocessReport {
+            date: plan.date.clone(),
+            plugin_digest: digest,
+            previous_digests: plan.lake_digests.iter().cloned().collect(),
+            files_removed: plan.files.len(),
+            files_added: staged.len(),
+            rows_read: tally.rows_read,
+            rows_written: written,
+            version,
+            load,
+        })
+    }
+}
+
 /// A stream error as the warehouse reports it.
 fn error_text(
     r: datafusion::common::Result<arrow::record_batch::RecordBatch>,

@@ -106,6 +106,49 @@ pub struct QueryArgs {
     csv: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct ReprocessArgs {
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+    /// The date partition to re-clean (YYYY-MM-DD).
+    #[arg(long)]
+    date: NaiveDate,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `weir reprocess P --date D`: re-clean a date's files with the running
+/// plugin (one Delta commit replaces them), then re-aggregate the date.
+pub fn run_reprocess(args: ReprocessArgs) -> anyhow::Result<ExitCode> {
+    let pipeline = args.pipeline.load()?;
+    let report = runtime()?.block_on(async {
+        let job = Arc::new(BatchJob::open(&pipeline).await?);
+        job.reprocess(args.date, Arc::new(|_: &Progress| {})).await
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{}: {} files ({} rows, plugins {}) replaced by {} files ({} rows) of plugin {} in table version {}; {} aggregate rows loaded",
+            report.date,
+            report.files_removed,
+            report.rows_read,
+            report.previous_digests.join(","),
+            report.files_added,
+            report.rows_written,
+            &report.plugin_digest[..report.plugin_digest.len().min(8)],
+            report.version,
+            report.load.rows_loaded
+        );
+    }
+    Ok(if report.load.failed() > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 /// `weir query P "SQL"`: ad-hoc SQL over the lake on the embedded engine.
 pub fn run_query(args: QueryArgs) -> anyhow::Result<ExitCode> {
     let pipeline = args.pipeline.load()?;

@@ -61,6 +61,8 @@ enum Command {
     Aggregate(batch_cmds::AggregateArgs),
     /// Ad-hoc SQL over the lake on the embedded engine: `lake` (rows as stored), `events` (the plugin applied).
     Query(batch_cmds::QueryArgs),
+    /// Re-clean a date's files with the running plugin (one Delta commit replaces them), then re-aggregate it.
+    Reprocess(batch_cmds::ReprocessArgs),
     /// The service: ingest, orchestrator and HTTP (/healthz /metrics /events /plugins/reload), plugin hot swap.
     Run(service_cmds::RunArgs),
     /// The whole pipeline on embedded defaults in one command (Kafka, plugin, lake, SQLite).
@@ -124,6 +126,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Orchestrate(args) => orchestrate_cmds::run(args),
         Command::Aggregate(args) => batch_cmds::run_aggregate(args),
         Command::Query(args) => batch_cmds::run_query(args),
+        Command::Reprocess(args) => batch_cmds::run_reprocess(args),
         Command::Warehouse(command) => batch_cmds::run_warehouse(command),
     }
 }

@@ -23,7 +23,7 @@ use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::{
     CommitBuilder, CommitConflictError, CommitProperties, TransactionError,
 };
-use deltalake::kernel::{Action, Add, StructType, Transaction};
+use deltalake::kernel::{Action, Add, Remove, StructType, Transaction};
 use deltalake::logstore::LogStoreRef;
 use deltalake::protocol::{DeltaOperation, OutputMode, SaveMode};
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError, TableProperty};
@@ -469,15 +469,28 @@ impl Table {
         epoch: i64,
         retries: usize,
     ) -> Result<Option<i64>, LakeError> {
-        let properties = CommitProperties::default()
-            .with_metadata(metadata)
-            .with_application_transactions(txns)
-            .with_max_retries(retries);
         let operation = DeltaOperation::StreamingUpdate {
             output_mode: OutputMode::Append,
             query_id: "weir".to_string(),
             epoch_id: epoch,
         };
+        self.commit_as(operation, actions, txns, metadata, retries)
+            .await
+    }
+
+    /// Commit `actions` as `operation` (see [`Table::commit`]).
+    async fn commit_as(
+        &mut self,
+        operation: DeltaOperation,
+        actions: Vec<Action>,
+        txns: Vec<Transaction>,
+        metadata: Vec<(String, Value)>,
+        retries: usize,
+    ) -> Result<Option<i64>, LakeError> {
+        let properties = CommitProperties::default()
+            .with_metadata(metadata)
+            .with_application_transactions(txns)
+            .with_max_retries(retries);
         let state = self.table.snapshot().map_err(|e| self.fail(e))?.clone();
         let result = CommitBuilder::from(properties)
             .with_actions(actions)
@@ -746,6 +759,57 @@ impl Lake {
         }
         report.outcomes = outcomes;
         Ok(report)
+    }
+
+    /// Replace the active data files `old` of partition value `date` by
+    /// `new` in one commit (a Delta `WRITE` overwriting that date), so a
+    /// reader sees the old rows or the new, never both. A concurrent
+    /// commit that added files to the date makes it fail (re-read and
+    /// try again). The new table version.
+    pub async fn replace_date(
+        &mut self,
+        date: &str,
+        old: &[super::LakeFile],
+        new: &[StagedFile],
+        provenance: &Provenance,
+    ) -> Result<i64, LakeError> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let column = self.config.partition_by.clone();
+        let mut actions: Vec<Action> = new
+            .iter()
+            .map(|f| Action::Add(self.add_action(f, now)))
+            .collect();
+        for f in old {
+            actions.push(Action::Remove(Remove {
+                path: f.path.clone(),
+                data_change: true,
+                deletion_timestamp: Some(now),
+                extended_file_metadata: Some(true),
+                partition_values: Some(HashMap::from([(
+                    column.clone(),
+                    f.partition_value
+                        .clone()
+                        .filter(|v| v != super::partition::NULL_PARTITION),
+                )])),
+                size: Some(f.bytes as i64),
+                tags: None,
+                deletion_vector: None,
+                base_row_id: None,
+                default_row_commit_version: None,
+            }));
+        }
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Overwrite,
+            partition_by: Some(vec![column.clone()]),
+            predicate: Some(format!("{column} = '{}'", date.replace('\'', "''"))),
+        };
+        let metadata = self.commit_metadata(provenance);
+        let retries = self.config.commit_retries;
+        let url = self.data.url();
+        self.data
+            .commit_as(operation, actions, Vec::new(), metadata, retries)
+            .await?
+            .ok_or(LakeError::Contended { url, attempts: 1 })
     }
 
     /// `commitInfo` of weir's commits: who wrote them and with which plugin.

@@ -871,3 +871,125 @@ fn a_date_past_the_memory_limit_spills_and_every_figure_equals_duckdb() {
     }
     assert_eq!(report["mismatches"], 0, "{report}");
 }
+
+/// `weir reprocess` with another plugin version: one Delta commit replaces
+/// the date's files by files of the new version, which the `deltalake`
+/// package reads back (only new files for that date, the same events);
+/// the other dates keep their files; the date is loaded again and its
+/// audit row names the new digest.
+#[test]
+fn reprocess_replaces_a_date_with_the_new_versions_files_and_reloads_it() {
+    let scratch = tempfile::tempdir().unwrap();
+    let sqlite = scratch.path().join("wh.db");
+    let rig = rig(
+        "agg-re",
+        2,
+        None,
+        &format!("[warehouse]\nurl = \"sqlite://{}\"\n", sqlite.display()),
+    );
+    produce(&rig.kafka.brokers, "agg-re", &batch_events("r", 900, None));
+    rig.drain();
+    aggregate_json(&rig.pipeline, &["--all"]);
+    let lake = rig.dir.path().join("lake");
+    let lake = lake.to_str().unwrap();
+    let before = python_tool("delta_files.py", &[lake]);
+    let files_of = |listing: &serde_json::Value, date: &str| -> Vec<(String, u64)> {
+        let mut files: Vec<(String, u64)> = listing["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["partition"] == date)
+            .map(|f| {
+                (
+                    f["path"].as_str().unwrap().to_string(),
+                    f["rows"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let dates: Vec<String> = {
+        let mut d: Vec<String> = before["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["partition"].as_str().unwrap().to_string())
+            .collect();
+        d.sort();
+        d.dedup();
+        d
+    };
+    assert_eq!(dates.len(), 3, "{before}");
+    let ids = |date: &str| {
+        python_tool(
+            "duckdb_query.py",
+            &[
+                lake,
+                &format!(
+                    "SELECT count(*), count(DISTINCT event_id) FROM events WHERE event_date = DATE '{date}'"
+                ),
+            ],
+        )
+    };
+    let ids_before = ids(&dates[0]);
+
+    // the Python build of the same rules: same schema, another digest
+    let new_plugin = wasm("weir_plugin_web_vitals_py");
+    let new_digest = sha256(&new_plugin);
+    let plugin_set = format!("plugin.path={}", new_plugin.display());
+    let out = weir_ok(&mut weir_cmd(&[
+        "reprocess",
+        rig.pipeline.to_str().unwrap(),
+        "--date",
+        &dates[0],
+        "--set",
+        &plugin_set,
+        "--json",
+    ]));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["plugin_digest"], new_digest.as_str(), "{report}");
+    assert!(report["files_added"].as_u64().unwrap() >= 1, "{report}");
+
+    let after = python_tool("delta_files.py", &[lake]);
+    let new_files = files_of(&after, &dates[0]);
+    assert!(!new_files.is_empty());
+    for (path, _) in &new_files {
+        assert!(
+            path.contains(&new_digest[..8]),
+            "{path} is not the new version's"
+        );
+    }
+    let old_paths: Vec<String> = files_of(&before, &dates[0])
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    assert!(
+        new_files.iter().all(|(p, _)| !old_paths.contains(p)),
+        "old files remain"
+    );
+    assert_eq!(
+        new_files.iter().map(|(_, r)| r).sum::<u64>(),
+        report["rows_written"].as_u64().unwrap()
+    );
+    for date in &dates[1..] {
+        assert_eq!(
+            files_of(&after, date),
+            files_of(&before, date),
+            "{date} untouched"
+        );
+    }
+    assert_eq!(ids(&dates[0]), ids_before, "the same events, once each");
+
+    // the date was loaded again, its audit row naming the new version
+    let conn = rusqlite::Connection::open(&sqlite).unwrap();
+    let (plugin, lake_digests): (String, String) = conn
+        .query_row(
+            "SELECT plugin_digest, lake_plugin_digests FROM weir_load_audit WHERE partition_date = ?1 ORDER BY loaded_at DESC, rowid DESC LIMIT 1",
+            [&dates[0]],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(plugin, new_digest);
+    assert_eq!(lake_digests, new_digest[..8]);
+}

@@ -68,11 +68,6 @@ fn file_digest(pipeline: &std::path::Path, path: &str) -> String {
         .unwrap()
 }
 
-fn sha256(path: &std::path::Path) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
-}
-
 /// Replace `to` with `from`'s bytes atomically (write beside, rename).
 fn replace_file(from_bytes: &[u8], to: &std::path::Path) {
     let tmp = to.with_extension("incoming");

@@ -801,3 +801,9 @@ pub fn wait_for_line(child: &mut std::process::Child, marker: &str) -> String {
     }
     panic!("`{marker}` never printed");
 }
+
+/// sha256 of a file, hex (a plugin's digest).
+pub fn sha256(path: &std::path::Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
