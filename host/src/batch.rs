@@ -276,13 +276,7 @@ impl BatchJob {
         let outcomes = aggregate::aggregate_partitions(&job, plans, &*progress).await;
         let load_id = new_load_id();
         let mut summary = self.empty_summary(&load_id, &digest);
-        let mut request = LoadRequest {
-            table: self.table.clone(),
-            audit_table: self.warehouse.config().audit_table.clone(),
-            dates: Vec::new(),
-            rows: Vec::new(),
-            audit: Vec::new(),
-        };
+        let mut request = self.new_request();
         for outcome in outcomes {
             match outcome {
                 Outcome::Aggregated(a) => {
@@ -434,13 +428,7 @@ impl BatchJob {
         let staging = TableSpec::new("events", &self.source.schema, partition_by)
             .map_err(|m| config_error(format!("the lake's rows cannot be staged: {m}")))?;
         let mut summary = self.empty_summary(&load_id, &digest);
-        let mut request = LoadRequest {
-            table: self.table.clone(),
-            audit_table: self.warehouse.config().audit_table.clone(),
-            dates: Vec::new(),
-            rows: Vec::new(),
-            audit: Vec::new(),
-        };
+        let mut request = self.new_request();
         let mut streams = Vec::new();
         let mut staged = Vec::new();
         let mut empty = Vec::new();
@@ -469,15 +457,12 @@ impl BatchJob {
                 });
                 continue;
             }
-            let tally = Arc::new(std::sync::Mutex::new(aggregate::Tally::default()));
-            let events = aggregate::EventsTable {
-                lake: Some(location.clone()),
-                schema: self.source.schema.clone(),
-                partition_by: partition_by.clone(),
-                files: plan.files.clone(),
-                plugin: self.aggregate.reapply_plugin.then(|| batch_plugin.clone()),
-                tally: tally.clone(),
-            };
+            let events = self.source.events(
+                &location,
+                plan.files.clone(),
+                self.aggregate.reapply_plugin.then(|| batch_plugin.clone()),
+            );
+            let tally = events.tally.clone();
             let stream = self
                 .engine
                 .stream("SELECT * FROM events", events)
@@ -548,6 +533,17 @@ impl BatchJob {
         tracing::info!(load_id, dates = request.dates.len(), rows = summary.rows_loaded, warehouse = %summary.warehouse, "aggregated inside the warehouse and loaded");
         summary.elapsed_ms = started.elapsed().as_millis() as u64;
         Ok(summary)
+    }
+
+    /// A load of the aggregate table with nothing in it yet.
+    fn new_request(&self) -> LoadRequest {
+        LoadRequest {
+            table: self.table.clone(),
+            audit_table: self.warehouse.config().audit_table.clone(),
+            dates: Vec::new(),
+            rows: Vec::new(),
+            audit: Vec::new(),
+        }
     }
 
     /// A summary with nothing in it yet.
@@ -629,15 +625,10 @@ impl BatchJob {
         let stored: Vec<usize> = (0..self.source.schema.fields().len())
             .filter(|i| *i != partition)
             .collect();
-        let tally = Arc::new(std::sync::Mutex::new(aggregate::Tally::default()));
-        let events = aggregate::EventsTable {
-            lake: Some(location.clone()),
-            schema: self.source.schema.clone(),
-            partition_by: self.source.partition_by.clone(),
-            files: plan.files.clone(),
-            plugin: Some(batch_plugin.clone()),
-            tally: tally.clone(),
-        };
+        let events = self
+            .source
+            .events(&location, plan.files.clone(), Some(batch_plugin.clone()));
+        let tally = events.tally.clone();
         let mut stream = self
             .engine
             .stream("SELECT * FROM events", events)
@@ -847,14 +838,11 @@ pub async fn query_lake(
     ))
     .map_err(|e| config_error(e.to_string()))?;
     let location = table.location().clone();
-    let relation = |plugin: Option<BatchPlugin>| aggregate::EventsTable {
-        lake: Some(location.clone()),
-        schema: schema.clone(),
-        partition_by: partition_by.clone(),
-        files: files.clone(),
-        plugin,
-        tally: Arc::default(),
+    let source = aggregate::Source {
+        schema,
+        partition_by,
     };
+    let relation = |plugin: Option<BatchPlugin>| source.events(&location, files.clone(), plugin);
     engine
         .run_over(
             sql,

@@ -162,11 +162,7 @@ impl Engine {
         lake: Option<&Location>,
         tables: Vec<(&str, EventsTable)>,
     ) -> DfResult<QueryResult> {
-        let ctx = self.session(lake)?;
-        for (name, table) in tables {
-            ctx.register_table(name, Arc::new(table))?;
-        }
-        let frame = ctx.sql(sql).await?;
+        let frame = self.frame(sql, lake, tables).await?;
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
         let task = frame.task_ctx();
         let plan = frame.create_physical_plan().await?;
@@ -202,15 +198,30 @@ impl Engine {
         sql: &str,
         events: EventsTable,
     ) -> DfResult<SendableRecordBatchStream> {
-        let ctx = self.session(events.lake.as_ref())?;
-        ctx.register_table("events", Arc::new(events))?;
-        ctx.sql(sql).await?.execute_stream().await
+        let lake = events.lake.clone();
+        self.frame(sql, lake.as_ref(), vec![("events", events)])
+            .await?
+            .execute_stream()
+            .await
+    }
+
+    /// `sql` planned in a session with the named relations (files of `lake`).
+    async fn frame(
+        &self,
+        sql: &str,
+        lake: Option<&Location>,
+        tables: Vec<(&str, EventsTable)>,
+    ) -> DfResult<datafusion::dataframe::DataFrame> {
+        let ctx = self.session(lake)?;
+        for (name, table) in tables {
+            ctx.register_table(name, Arc::new(table))?;
+        }
+        ctx.sql(sql).await
     }
 
     /// The schema `sql` produces over `events` of `schema`, without reading
     /// anything (a wrong column or type is reported here).
     pub async fn plan(&self, sql: &str, schema: SchemaRef) -> DfResult<SchemaRef> {
-        let ctx = self.session(None)?;
         let empty = EventsTable {
             lake: None,
             schema,
@@ -219,8 +230,7 @@ impl Engine {
             plugin: None,
             tally: Arc::default(),
         };
-        ctx.register_table("events", Arc::new(empty))?;
-        let frame = ctx.sql(sql).await?;
+        let frame = self.frame(sql, None, vec![("events", empty)]).await?;
         Ok(Arc::new(frame.schema().as_arrow().clone()))
     }
 }

@@ -179,15 +179,10 @@ pub async fn aggregate_partitions(
 async fn aggregate_one(job: &Job<'_>, plan: PartitionPlan) -> Result<Aggregated, PartitionError> {
     let started = Instant::now();
     let date = plan.date.clone();
-    let tally = Arc::new(Mutex::new(Tally::default()));
-    let events = EventsTable {
-        lake: Some(job.lake.clone()),
-        schema: job.source.schema.clone(),
-        partition_by: job.source.partition_by.clone(),
-        files: plan.files.clone(),
-        plugin: job.plugin.cloned(),
-        tally: tally.clone(),
-    };
+    let events = job
+        .source
+        .events(job.lake, plan.files.clone(), job.plugin.cloned());
+    let tally = events.tally.clone();
     let result = job
         .engine
         .run(job.sql, events)
@@ -236,4 +231,24 @@ pub struct Source {
     pub schema: arrow::datatypes::SchemaRef,
     /// the partition column (not stored in the files).
     pub partition_by: String,
+}
+
+impl Source {
+    /// The relation `events` over `files` of `lake`, through `plugin` when
+    /// given, with a fresh tally.
+    pub fn events(
+        &self,
+        lake: &Location,
+        files: Vec<crate::lake::LakeFile>,
+        plugin: Option<BatchPlugin>,
+    ) -> EventsTable {
+        EventsTable {
+            lake: Some(lake.clone()),
+            schema: self.schema.clone(),
+            partition_by: self.partition_by.clone(),
+            files,
+            plugin,
+            tally: Arc::new(Mutex::new(Tally::default())),
+        }
+    }
 }

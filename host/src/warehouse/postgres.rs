@@ -140,6 +140,46 @@ impl PgWarehouse {
         }
     }
 
+    /// A connection on which the request's table and the audit table exist.
+    async fn load_client(&self, request: &LoadRequest) -> Result<Client, WarehouseError> {
+        let table = &request.table.name;
+        let client = self.connect(table).await?;
+        for sql in [
+            request.table.create_sql(),
+            audit_create_sql(&request.audit_table),
+        ] {
+            client
+                .batch_execute(&sql)
+                .await
+                .map_err(|e| self.load_error(table, &e))?;
+        }
+        Ok(client)
+    }
+
+    /// Inside a load's transaction: lock the table (loads run one after
+    /// the other) and delete the rows of the dates the request replaces.
+    async fn clear_dates(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        request: &LoadRequest,
+    ) -> Result<(), tokio_postgres::Error> {
+        tx.batch_execute(&self.lock_sql(&request.table.name))
+            .await?;
+        if let Some(delete) = request.delete_sql() {
+            tx.execute(delete.as_str(), &[]).await?;
+        }
+        Ok(())
+    }
+
+    /// A failed load of `table`.
+    fn load_error(&self, table: &str, error: &tokio_postgres::Error) -> WarehouseError {
+        WarehouseError::Load {
+            target: self.target.clone(),
+            table: table.to_string(),
+            error: error_text(error),
+        }
+    }
+
     /// Replace the request's dates with its rows, in one transaction.
     pub async fn load(
         &self,
@@ -148,33 +188,15 @@ impl PgWarehouse {
         copy: Option<&CopyPlan>,
         method: super::LoadMethod,
     ) -> Result<(), WarehouseError> {
-        let table = &request.table.name;
-        let fail = |error: tokio_postgres::Error| WarehouseError::Load {
-            target: self.target.clone(),
-            table: table.clone(),
-            error: error_text(&error),
-        };
-        let mut client = self.connect(table).await?;
-        client
-            .batch_execute(&request.table.create_sql())
-            .await
-            .map_err(fail)?;
-        client
-            .batch_execute(&audit_create_sql(&request.audit_table))
-            .await
-            .map_err(fail)?;
+        let fail = |error: tokio_postgres::Error| self.load_error(&request.table.name, &error);
+        let mut client = self.load_client(request).await?;
         let tx = client.transaction().await.map_err(fail)?;
         if let Some(copy) = copy {
             for sql in copy.stage_sql() {
                 tx.batch_execute(&sql).await.map_err(fail)?;
             }
         }
-        tx.batch_execute(&self.lock_sql(table))
-            .await
-            .map_err(fail)?;
-        if let Some(delete) = request.delete_sql() {
-            tx.execute(delete.as_str(), &[]).await.map_err(fail)?;
-        }
+        self.clear_dates(&tx, request).await.map_err(fail)?;
         use super::LoadMethod;
         match (copy, method, self.flavor) {
             (Some(copy), _, _) => tx.batch_execute(&copy.swap_sql()).await.map_err(fail)?,
@@ -209,26 +231,14 @@ impl PgWarehouse {
     {
         use futures::StreamExt;
         let table = &request.table.name;
-        let fail = |error: tokio_postgres::Error| WarehouseError::Load {
-            target: self.target.clone(),
-            table: table.clone(),
-            error: error_text(&error),
-        };
+        let fail = |error: tokio_postgres::Error| self.load_error(table, &error);
         if self.flavor != Flavor::Postgres {
             return Err(WarehouseError::Config(format!(
                 "{}: aggregate.engine = \"warehouse\" copies the cleaned rows by COPY FROM STDIN, which Redshift lacks (its S3 staging is not built yet)",
                 self.target
             )));
         }
-        let mut client = self.connect(table).await?;
-        client
-            .batch_execute(&request.table.create_sql())
-            .await
-            .map_err(fail)?;
-        client
-            .batch_execute(&audit_create_sql(&request.audit_table))
-            .await
-            .map_err(fail)?;
+        let mut client = self.load_client(request).await?;
         let tx = client.transaction().await.map_err(fail)?;
         tx.batch_execute(&staging.temp_create_sql())
             .await
@@ -252,12 +262,7 @@ impl PgWarehouse {
             }
             writer.finish().await.map_err(fail)?;
         }
-        tx.batch_execute(&self.lock_sql(table))
-            .await
-            .map_err(fail)?;
-        if let Some(delete) = request.delete_sql() {
-            tx.execute(delete.as_str(), &[]).await.map_err(fail)?;
-        }
+        self.clear_dates(&tx, request).await.map_err(fail)?;
         let insert = format!(
             "INSERT INTO {} ({})\n{sql}",
             quote_name(table),

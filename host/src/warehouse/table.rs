@@ -132,30 +132,29 @@ impl TableSpec {
 
     /// `CREATE TABLE IF NOT EXISTS` for the aggregate table.
     pub fn create_sql(&self) -> String {
-        let cols: Vec<String> = self
-            .columns
-            .iter()
-            .map(|(c, t)| format!("{} {}", quote(c), t.ddl()))
-            .collect();
         format!(
             "CREATE TABLE IF NOT EXISTS {} ({})",
             quote_name(&self.name),
-            cols.join(", ")
+            self.column_defs()
         )
+    }
+
+    /// `"col" TYPE, ...`: the columns as DDL.
+    fn column_defs(&self) -> String {
+        self.columns
+            .iter()
+            .map(|(c, t)| format!("{} {}", quote(c), t.ddl()))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// `CREATE TEMP TABLE` of these columns, dropped at the end of the
     /// transaction (the staging table of a load pushed down to the warehouse).
     pub fn temp_create_sql(&self) -> String {
-        let cols: Vec<String> = self
-            .columns
-            .iter()
-            .map(|(c, t)| format!("{} {}", quote(c), t.ddl()))
-            .collect();
         format!(
             "CREATE TEMP TABLE {} ({}) ON COMMIT DROP",
             quote_name(&self.name),
-            cols.join(", ")
+            self.column_defs()
         )
     }
 
