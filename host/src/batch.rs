@@ -17,8 +17,9 @@ use crate::aggregate::{
 };
 use crate::lake::{Lake, LakeError};
 use crate::pipeline::Pipeline;
+use crate::pipeline::aggregate::AggregationSql;
 use crate::plugin::{PluginEngine, PluginError, PluginRunner};
-use crate::warehouse::{AuditRow, LoadRequest, TableSpec, Warehouse, WarehouseError};
+use crate::warehouse::{AuditRow, LoadRequest, PushdownRows, TableSpec, Warehouse, WarehouseError};
 
 /// Why the batch job could not run or load.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +61,24 @@ pub struct BatchOptions {
     pub selection: Selection,
     /// delete the warehouse rows of selected dates that have no data.
     pub replace_empty: bool,
+}
+
+/// What a pushed-down run did.
+enum Pushdown {
+    /// loaded.
+    Loaded(BatchSummary),
+    /// staged only (`--explain`).
+    Explained(PushdownPlan),
+}
+
+/// What a pushed-down load would run (`weir aggregate --explain`).
+#[derive(Clone, Debug, Serialize)]
+pub struct PushdownPlan {
+    /// the statements, in order, inside the load's transaction (after the
+    /// table lock; the dates' rows are deleted before the aggregation's).
+    pub statements: Vec<String>,
+    /// Redshift: each date's manifest and where its files came from.
+    pub staged: Vec<crate::warehouse::redshift::StagedDate>,
 }
 
 /// What happened to one date partition.
@@ -141,6 +160,9 @@ pub struct BatchJob {
     engine: Engine,
     /// the query over `events`.
     sql: String,
+    /// the aggregation as the warehouse runs it (`aggregate.engine =
+    /// "warehouse"`): the query, or Redshift's split statements.
+    pushdown: AggregationSql,
 }
 
 impl std::fmt::Debug for BatchJob {
@@ -178,6 +200,14 @@ impl BatchJob {
             &pipeline.config.lake.partition_by,
         )
         .map_err(|m| config_error(format!("[warehouse]: {m}")))?;
+        let pushdown = if warehouse.is_redshift() {
+            query.split
+        } else {
+            AggregationSql {
+                setup: Vec::new(),
+                select: query.sql.clone(),
+            }
+        };
         Ok(BatchJob {
             pipeline: pipeline.clone(),
             aggregate,
@@ -190,6 +220,7 @@ impl BatchJob {
                 partition_by: pipeline.config.lake.partition_by.clone(),
             },
             engine: query.engine,
+            pushdown,
             sql: query.sql,
         })
     }
@@ -259,7 +290,16 @@ impl BatchJob {
         progress: Arc<dyn Fn(&Progress) + Send + Sync>,
     ) -> Result<BatchSummary, BatchError> {
         if self.aggregate.engine == AggregateEngine::Warehouse {
-            return self.run_in_warehouse(plans, options, progress).await;
+            return match self
+                .run_in_warehouse(plans, options, progress, false)
+                .await?
+            {
+                Pushdown::Loaded(summary) => Ok(summary),
+                Pushdown::Explained(_) => Err(BatchError::Config {
+                    file: self.pipeline.file.display().to_string(),
+                    message: "the load was only explained".into(),
+                }),
+            };
         }
         let started = Instant::now();
         let location = self.lake.lock().await.data().location().clone();
@@ -272,6 +312,7 @@ impl BatchJob {
             sql: &self.sql,
             events_column: self.aggregate.events_output(),
             plugin: self.aggregate.reapply_plugin.then_some(&batch_plugin),
+            reapply_own_files: self.aggregate.reapply_own_files,
         };
         let outcomes = aggregate::aggregate_partitions(&job, plans, &*progress).await;
         let load_id = new_load_id();
@@ -289,10 +330,10 @@ impl BatchJob {
                     request
                         .audit
                         .push(self.audit_row(day, &a.plan, &report, &digest));
-                    summary.rows_loaded += a.rows.num_rows();
+                    summary.rows_loaded += report.groups;
                     summary.rows_read += report.rows_read;
                     summary.files += report.files;
-                    request.rows.push(a.rows);
+                    request.rows.extend(a.rows);
                     summary.partitions.push(PartitionSummary {
                         date: a.plan.date,
                         status: PartitionStatus::Loaded,
@@ -396,18 +437,28 @@ impl BatchJob {
         }
     }
 
-    /// `aggregate.engine = "warehouse"`: each date's cleaned rows (files →
-    /// plugin, streamed) are copied into the warehouse's temporary table
-    /// `events`, and the aggregation's SQL runs there, in the transaction
-    /// that replaces the dates and writes the audit rows. The rows never
-    /// sit in this host's memory. One failing date fails the whole load
-    /// (it is one transaction); nothing changes then.
+    /// `aggregate.engine = "warehouse"`: the selected dates' cleaned rows
+    /// reach the warehouse's temporary table `events` and the aggregation
+    /// runs there, in the transaction that replaces the dates and writes
+    /// the audit rows. The rows never sit in this host's memory:
+    /// - PostgreSQL: they are streamed (files → plugin) by binary `COPY`;
+    /// - Redshift: each date's manifest on S3 names the snapshot's files
+    ///   when the running plugin wrote them all (the lake on S3), else
+    ///   Parquet files of the re-cleaned rows weir stages first; `COPY ...
+    ///   FORMAT AS PARQUET MANIFEST` loads them.
+    ///
+    /// One failing date fails the whole load (it is one transaction);
+    /// nothing changes then.
+    /// With `explain`, the dates are staged (Redshift's manifests and
+    /// files are written) but nothing is loaded: the statements that would
+    /// run are returned.
     async fn run_in_warehouse(
         self: &Arc<Self>,
         plans: Vec<PartitionPlan>,
         options: &BatchOptions,
         progress: Arc<dyn Fn(&Progress) + Send + Sync>,
-    ) -> Result<BatchSummary, BatchError> {
+        explain: bool,
+    ) -> Result<Pushdown, BatchError> {
         let started = Instant::now();
         let file = self.pipeline.file.display().to_string();
         let config_error = |message: String| BatchError::Config {
@@ -416,7 +467,7 @@ impl BatchJob {
         };
         if !self.warehouse.runs_queries() {
             return Err(config_error(format!(
-                "aggregate.engine = \"warehouse\" runs the query inside PostgreSQL; {} cannot (use the embedded engine)",
+                "aggregate.engine = \"warehouse\" runs the query inside PostgreSQL or Redshift; {} cannot (use the embedded engine)",
                 self.warehouse.target()
             )));
         }
@@ -427,9 +478,24 @@ impl BatchJob {
         let partition_by = &self.source.partition_by;
         let staging = TableSpec::new("events", &self.source.schema, partition_by)
             .map_err(|m| config_error(format!("the lake's rows cannot be staged: {m}")))?;
+        let stager = match (self.warehouse.is_redshift(), &self.warehouse.config().copy) {
+            (false, _) => None,
+            (true, Some(copy)) => Some(crate::warehouse::redshift::Stager::open(
+                copy,
+                &self.pipeline.config.lake.s3,
+                &self.table.name,
+                &load_id,
+            )?),
+            (true, None) => {
+                return Err(config_error(
+                    "aggregate.engine = \"warehouse\" with Redshift stages the rows on S3: it needs [warehouse.copy] (staging_url, iam_role)".into(),
+                ));
+            }
+        };
         let mut summary = self.empty_summary(&load_id, &digest);
         let mut request = self.new_request();
         let mut streams = Vec::new();
+        let mut manifests = Vec::new();
         let mut staged = Vec::new();
         let mut empty = Vec::new();
         for plan in plans {
@@ -457,30 +523,44 @@ impl BatchJob {
                 });
                 continue;
             }
-            let events = self.source.events(
+            let mut events = self.source.events(
                 &location,
                 plan.files.clone(),
                 self.aggregate.reapply_plugin.then(|| batch_plugin.clone()),
             );
+            if !self.aggregate.reapply_own_files {
+                events = events.reading_own_files_as_written();
+            }
             let tally = events.tally.clone();
-            let stream = self
-                .engine
-                .stream("SELECT * FROM events", events)
-                .await
-                .map_err(|e| config_error(aggregate::describe_sql_error(&e)))?;
-            streams.push(futures::StreamExt::map(stream, error_text));
+            match &stager {
+                None => {
+                    let stream = self
+                        .engine
+                        .stream("SELECT * FROM events", events)
+                        .await
+                        .map_err(|e| config_error(aggregate::describe_sql_error(&e)))?;
+                    streams.push(futures::StreamExt::map(stream, error_text));
+                }
+                Some(stager) => {
+                    manifests.push(
+                        self.stage_for_redshift(stager, day, &plan, &location, events)
+                            .await?,
+                    );
+                }
+            }
             request.dates.push(day);
             staged.push((day, plan, tally));
         }
-        if request.dates.is_empty() {
+        if request.dates.is_empty() && !explain {
             summary.elapsed_ms = started.elapsed().as_millis() as u64;
-            return Ok(summary);
+            return Ok(Pushdown::Loaded(summary));
         }
         let report =
             |plan: &PartitionPlan, tally: &aggregate::Tally, loaded: i64| PartitionReport {
                 date: plan.date.clone(),
                 files: plan.files.len(),
                 rows_read: tally.rows_read,
+                rows_recleaned: tally.rows_recleaned,
                 dropped: tally.dropped.clone(),
                 rejected: tally.rejected.clone(),
                 rows_kept: tally.rows_kept,
@@ -489,22 +569,50 @@ impl BatchJob {
                 groups: loaded.max(0) as usize,
                 elapsed_ms: 0,
             };
+        let rows = match &self.warehouse.config().copy {
+            Some(copy) if stager.is_some() => PushdownRows::Staged(
+                crate::warehouse::redshift::fill_statements(copy, &staging, &manifests),
+            ),
+            _ => PushdownRows::Streams(streams),
+        };
+        if explain {
+            let mut statements = match rows {
+                PushdownRows::Staged(statements) => statements,
+                PushdownRows::Streams(_) => vec![
+                    staging.temp_create_sql(),
+                    "COPY \"events\" FROM STDIN (FORMAT binary)".into(),
+                ],
+            };
+            statements.extend(self.pushdown.setup.iter().cloned());
+            statements.push(self.table.insert_select_sql(&self.pushdown.select));
+            return Ok(Pushdown::Explained(PushdownPlan {
+                statements,
+                staged: manifests,
+            }));
+        }
         let mut loaded_rows = std::collections::BTreeMap::new();
         let loading = Instant::now();
         self.warehouse
-            .load_pushdown(&request, &load_id, &staging, streams, &self.sql, |loaded| {
-                loaded_rows = loaded.clone();
-                let mut audit: Vec<AuditRow> = staged
-                    .iter()
-                    .map(|(day, plan, tally)| {
-                        let tally = tally.lock().expect("tally");
-                        let n = loaded.get(day).copied().unwrap_or(0);
-                        self.audit_row(*day, plan, &report(plan, &tally, n), &digest)
-                    })
-                    .collect();
-                audit.extend(empty.iter().map(|d| self.empty_audit_row(*d)));
-                audit
-            })
+            .load_pushdown(
+                &request,
+                &load_id,
+                &staging,
+                rows,
+                &self.pushdown,
+                |loaded| {
+                    loaded_rows = loaded.clone();
+                    let mut audit: Vec<AuditRow> = staged
+                        .iter()
+                        .map(|(day, plan, tally)| {
+                            let tally = tally.lock().expect("tally");
+                            let n = loaded.get(day).copied().unwrap_or(0);
+                            self.audit_row(*day, plan, &report(plan, &tally, n), &digest)
+                        })
+                        .collect();
+                    audit.extend(empty.iter().map(|d| self.empty_audit_row(*d)));
+                    audit
+                },
+            )
             .await?;
         summary.load_ms = loading.elapsed().as_millis() as u64;
         let total = staged.len();
@@ -532,7 +640,140 @@ impl BatchJob {
         }
         tracing::info!(load_id, dates = request.dates.len(), rows = summary.rows_loaded, warehouse = %summary.warehouse, "aggregated inside the warehouse and loaded");
         summary.elapsed_ms = started.elapsed().as_millis() as u64;
-        Ok(summary)
+        Ok(Pushdown::Loaded(summary))
+    }
+
+    /// `weir aggregate --explain` (`aggregate.engine = "warehouse"`): stage
+    /// the selected dates as a load would (for Redshift: write the
+    /// manifests, and the re-cleaned files where the snapshot's cannot be
+    /// copied as written) and return the statements the load would run in
+    /// the warehouse, without running them.
+    pub async fn explain_pushdown(
+        self: &Arc<Self>,
+        options: &BatchOptions,
+    ) -> Result<PushdownPlan, BatchError> {
+        if self.aggregate.engine != AggregateEngine::Warehouse {
+            return Err(BatchError::Config {
+                file: self.pipeline.file.display().to_string(),
+                message: "--explain shows what runs in the warehouse: it needs aggregate.engine = \"warehouse\"".into(),
+            });
+        }
+        let plans = self.plan(&options.selection).await?;
+        match self
+            .run_in_warehouse(plans, options, Arc::new(|_: &Progress| {}), true)
+            .await?
+        {
+            Pushdown::Explained(plan) => Ok(plan),
+            Pushdown::Loaded(_) => Err(BatchError::Config {
+                file: self.pipeline.file.display().to_string(),
+                message: "nothing to explain".into(),
+            }),
+        }
+    }
+
+    /// Stage one date for Redshift's `COPY`: a manifest of the snapshot's
+    /// files when the running plugin wrote every one of them and the lake
+    /// is on S3 (nothing is read; the tally counts their rows as kept),
+    /// else Parquet files of `events` (the rows re-cleaned) written under
+    /// the stager's prefix, a few hundred thousand rows each.
+    async fn stage_for_redshift(
+        &self,
+        stager: &crate::warehouse::redshift::Stager,
+        day: NaiveDate,
+        plan: &PartitionPlan,
+        location: &crate::objstore::Location,
+        events: aggregate::EventsTable,
+    ) -> Result<crate::warehouse::redshift::StagedDate, BatchError> {
+        use crate::warehouse::redshift::{ManifestEntry, StagedFrom};
+        use futures::StreamExt;
+        let lake_url = location.url().as_str().trim_end_matches('/').to_string();
+        let as_written = events.plugin.is_none()
+            || events.own_digest.as_ref().is_some_and(|own| {
+                plan.files
+                    .iter()
+                    .all(|f| aggregate::plan::digest_of(&f.path).as_ref() == Some(own))
+            });
+        if as_written && lake_url.starts_with("s3://") {
+            let entries: Vec<ManifestEntry> = plan
+                .files
+                .iter()
+                .map(|f| ManifestEntry {
+                    url: format!("{lake_url}/{}", f.path),
+                    bytes: f.bytes,
+                })
+                .collect();
+            {
+                let mut tally = events.tally.lock().expect("tally");
+                tally.rows_read = plan.rows;
+                tally.rows_kept = plan.rows;
+            }
+            return Ok(stager
+                .put_manifest(day, StagedFrom::Snapshot, &entries)
+                .await?);
+        }
+        let file = self.pipeline.file.display().to_string();
+        let fail = |message: String| BatchError::Config {
+            file: file.clone(),
+            message: format!("staging {day} for Redshift: {message}"),
+        };
+        // the files' layout: every column but the partition column
+        let columns: Vec<String> = self
+            .source
+            .schema
+            .fields()
+            .iter()
+            .filter(|f| f.name() != &self.source.partition_by)
+            .map(|f| format!("\"{}\"", f.name().replace('"', "\"\"")))
+            .collect();
+        let sql = format!("SELECT {} FROM events", columns.join(", "));
+        let mut stream = self
+            .engine
+            .stream(&sql, events)
+            .await
+            .map_err(|e| fail(aggregate::describe_sql_error(&e)))?;
+        const PART_ROWS: usize = 262_144;
+        let meta = crate::lake::FileMetadata {
+            plugin_digest: String::new(),
+            topic: String::new(),
+            partition: 0,
+            first_offset: 0,
+            last_offset: 0,
+            writer_token: String::new(),
+        };
+        let lake = &self.pipeline.config.lake;
+        let mut entries = Vec::new();
+        let mut part: Vec<arrow::record_batch::RecordBatch> = Vec::new();
+        let mut rows = 0;
+        loop {
+            let next = stream.next().await;
+            let done = next.is_none();
+            if let Some(batch) = next {
+                let batch = batch.map_err(|e| fail(e.to_string()))?;
+                rows += batch.num_rows();
+                if batch.num_rows() > 0 {
+                    part.push(batch);
+                }
+            }
+            if !part.is_empty() && (done || rows >= PART_ROWS) {
+                let batches = std::mem::take(&mut part);
+                let (compression, row_group_rows) = (lake.compression.clone(), lake.row_group_rows);
+                let meta = meta.clone();
+                let bytes = tokio::task::spawn_blocking(move || {
+                    crate::lake::encode_parquet(&batches, &compression, row_group_rows, &meta)
+                })
+                .await
+                .map_err(|e| fail(e.to_string()))?
+                .map_err(|e| fail(e.to_string()))?;
+                entries.push(stager.put_part(day, entries.len(), bytes).await?);
+                rows = 0;
+            }
+            if done {
+                break;
+            }
+        }
+        Ok(stager
+            .put_manifest(day, StagedFrom::Recleaned, &entries)
+            .await?)
     }
 
     /// A load of the aggregate table with nothing in it yet.
@@ -750,6 +991,9 @@ fn new_load_id() -> String {
 pub struct Query {
     /// the query over `events`.
     pub sql: String,
+    /// the same aggregation as statements Redshift accepts (one `ORDER BY`
+    /// per statement for its sort-based aggregates).
+    pub split: AggregationSql,
     /// the embedded engine.
     pub engine: Engine,
     /// the schema of its rows.
@@ -772,6 +1016,13 @@ impl Query {
             .map(|f| f.name().as_str())
             .collect();
         let sql = aggregate.query(partition_by, &int_columns);
+        let nullable: Vec<&str> = schema
+            .fields()
+            .iter()
+            .filter(|f| f.is_nullable())
+            .map(|f| f.name().as_str())
+            .collect();
+        let split = aggregate.statements(partition_by, &int_columns, &nullable);
         let engine = Engine::new(EngineOptions::from_config(Some(aggregate)))
             .map_err(|e| format!("[aggregate]: {e}"))?;
         let output = engine.plan(&sql, schema.clone()).await.map_err(|e| {
@@ -787,6 +1038,7 @@ impl Query {
         }
         Ok(Query {
             sql,
+            split,
             engine,
             output,
         })

@@ -228,6 +228,7 @@ impl Engine {
             partition_by: String::new(),
             files: Vec::new(),
             plugin: None,
+            own_digest: None,
             tally: Arc::default(),
         };
         let frame = self.frame(sql, None, vec![("events", empty)]).await?;
@@ -262,6 +263,9 @@ fn store_url(lake: &Location) -> DfResult<ObjectStoreUrl> {
 pub struct Tally {
     /// rows read from the files.
     pub rows_read: u64,
+    /// of them, rows that went through the plugin (the others were read
+    /// as written: files of the plugin's own digest).
+    pub rows_recleaned: u64,
     /// rows the plugin kept (the rows of `events`).
     pub rows_kept: u64,
     /// rows the plugin dropped, by reason.
@@ -282,8 +286,12 @@ pub struct EventsTable {
     pub partition_by: String,
     /// the files, with their partition values.
     pub files: Vec<LakeFile>,
-    /// the plugin re-applied to every row, if any.
+    /// the plugin re-applied to the rows, if any.
     pub plugin: Option<BatchPlugin>,
+    /// the digest prefix (8 hex digits, as in file names) of files read as
+    /// they are, without the plugin: those the same plugin wrote (see
+    /// [`EventsTable::reading_own_files_as_written`]).
+    pub own_digest: Option<String>,
     /// where the streams count what they read, kept and excluded.
     pub tally: Arc<Mutex<Tally>>,
 }
@@ -294,6 +302,20 @@ impl fmt::Debug for EventsTable {
             .field("files", &self.files.len())
             .field("plugin", &self.plugin)
             .finish()
+    }
+}
+
+impl EventsTable {
+    /// Read the files whose names carry the plugin's own digest as they
+    /// are: the same compiled plugin wrote them, and applying an idempotent
+    /// plugin again is a no-op. Files of other digests (or of none, as
+    /// compacted files) still go through it.
+    pub fn reading_own_files_as_written(mut self) -> Self {
+        self.own_digest = self
+            .plugin
+            .as_ref()
+            .map(|p| p.plugin.digest.chars().take(8).collect());
+        self
     }
 }
 
@@ -331,7 +353,6 @@ impl TableProvider for EventsTable {
             .into_iter()
             .collect();
         let partition_type = partition.map(|i| self.schema.field(i).data_type().clone());
-        let mut files = Vec::with_capacity(self.files.len());
         let lake = match (&self.lake, self.files.is_empty()) {
             (Some(lake), _) => Some(lake),
             (None, true) => None,
@@ -341,53 +362,75 @@ impl TableProvider for EventsTable {
                 ));
             }
         };
-        for file in &self.files {
-            let Some(lake) = lake else { break };
-            let meta = ObjectMeta {
-                location: lake.key(&file.path),
-                last_modified: chrono::DateTime::<chrono::Utc>::MIN_UTC,
-                size: file.bytes,
-                e_tag: None,
-                version: None,
-            };
-            let mut pf = PartitionedFile::new_from_meta(meta);
-            if let Some(ty) = &partition_type {
-                let value = match &file.partition_value {
-                    None => ScalarValue::try_from(ty)?,
-                    Some(v) => ScalarValue::try_from_string(v.clone(), ty)?,
-                };
-                pf = pf.with_partition_values(vec![value]);
+        // files the running plugin wrote are read as they are (applying an
+        // idempotent plugin again is a no-op); the others go through it
+        let own = match (&self.plugin, &self.own_digest) {
+            (Some(_), Some(digest)) => Some(digest.as_str()),
+            _ => None,
+        };
+        let (fresh, stale): (Vec<&LakeFile>, Vec<&LakeFile>) = self
+            .files
+            .iter()
+            .partition(|f| own.is_some() && super::plan::digest_of(&f.path).as_deref() == own);
+        let mut parts = Vec::new();
+        for (files, plugin) in [(fresh, None), (stale, self.plugin.clone())] {
+            if files.is_empty() {
+                continue;
             }
-            files.push(pf);
-        }
-        let scan: Arc<dyn ExecutionPlan> = if let (Some(lake), false) = (lake, files.is_empty()) {
+            let Some(lake) = lake else { break };
+            let mut scanned = Vec::with_capacity(files.len());
+            for file in files {
+                let meta = ObjectMeta {
+                    location: lake.key(&file.path),
+                    last_modified: chrono::DateTime::<chrono::Utc>::MIN_UTC,
+                    size: file.bytes,
+                    e_tag: None,
+                    version: None,
+                };
+                let mut pf = PartitionedFile::new_from_meta(meta);
+                if let Some(ty) = &partition_type {
+                    let value = match &file.partition_value {
+                        None => ScalarValue::try_from(ty)?,
+                        Some(v) => ScalarValue::try_from_string(v.clone(), ty)?,
+                    };
+                    pf = pf.with_partition_values(vec![value]);
+                }
+                scanned.push(pf);
+            }
             // files spread over the partitions by size; DataFusion splits
             // large ones by byte range (repartition_file_scans)
-            let groups = spread(files, state.config().target_partitions());
+            let groups = spread(scanned, state.config().target_partitions());
             let source = ParquetSource::new(
-                TableSchema::builder(file_schema)
-                    .with_table_partition_cols(partition_fields)
+                TableSchema::builder(file_schema.clone())
+                    .with_table_partition_cols(partition_fields.clone())
                     .build(),
             );
             let config = FileScanConfigBuilder::new(store_url(lake)?, Arc::new(source))
                 .with_file_groups(groups)
                 .build();
-            DataSourceExec::from_data_source(config)
-        } else {
-            Arc::new(datafusion::physical_plan::empty::EmptyExec::new(
+            parts.push(Arc::new(EventsExec::new(
+                DataSourceExec::from_data_source(config),
                 self.schema.clone(),
-            ))
-        };
-        Ok(Arc::new(EventsExec::new(
-            scan,
-            self.schema.clone(),
-            projection.cloned(),
-            self.plugin.clone(),
-            self.tally.clone(),
-        )?))
+                projection.cloned(),
+                plugin,
+                self.tally.clone(),
+            )?) as Arc<dyn ExecutionPlan>);
+        }
+        match parts.len() {
+            0 => Ok(Arc::new(EventsExec::new(
+                Arc::new(datafusion::physical_plan::empty::EmptyExec::new(
+                    self.schema.clone(),
+                )),
+                self.schema.clone(),
+                projection.cloned(),
+                None,
+                self.tally.clone(),
+            )?)),
+            1 => Ok(parts.swap_remove(0)),
+            _ => datafusion::physical_plan::union::UnionExec::try_new(parts),
+        }
     }
 }
-
 /// `files` in `n` groups of about equal bytes (largest first).
 fn spread(mut files: Vec<PartitionedFile>, n: usize) -> Vec<FileGroup> {
     let n = n.clamp(1, files.len().max(1));
@@ -588,6 +631,9 @@ impl Stream {
         {
             let mut t = self.tally.lock().expect("tally");
             t.rows_read += rows;
+            if self.plugin.is_some() {
+                t.rows_recleaned += rows;
+            }
             t.rows_kept += kept.num_rows() as u64;
             for reason in dropped {
                 crate::tally(&mut t.dropped, &reason);

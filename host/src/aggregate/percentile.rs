@@ -105,6 +105,7 @@ impl AggregateUDFImpl for PercentileCont {
         Ok(Box::new(Groups {
             values: Vec::new(),
             percentile: percentile(&args)?,
+            heap: Heap::default(),
         }))
     }
 
@@ -223,6 +224,59 @@ impl Accumulator for One {
 struct Groups {
     values: Vec<Vec<f64>>,
     percentile: f64,
+    /// what the groups' values hold on the heap, kept as they grow: the
+    /// aggregation asks for the size after every batch, and summing it over
+    /// a million groups each time would cost more than the aggregation.
+    heap: Heap,
+}
+
+/// Heap memory of many `Vec<f64>`, counted as they grow.
+#[derive(Debug, Default)]
+struct Heap {
+    /// bytes of capacity.
+    bytes: usize,
+    /// allocations (the allocator's own bookkeeping costs about 16 bytes each).
+    allocations: usize,
+}
+
+impl Heap {
+    /// Count a vector that grew from `before` to `after` elements of capacity.
+    fn grew(&mut self, before: usize, after: usize) {
+        if after != before {
+            self.bytes += (after - before) * size_of::<f64>();
+            if before == 0 {
+                self.allocations += 1;
+            }
+        }
+    }
+
+    /// Forget vectors taken away.
+    fn taken(&mut self, taken: &[Vec<f64>]) {
+        for v in taken.iter().filter(|v| v.capacity() > 0) {
+            self.bytes = self.bytes.saturating_sub(v.capacity() * size_of::<f64>());
+            self.allocations = self.allocations.saturating_sub(1);
+        }
+    }
+
+    fn size(&self) -> usize {
+        self.bytes + self.allocations * 16
+    }
+}
+
+impl Groups {
+    fn push(&mut self, group: usize, values: impl Iterator<Item = f64>) {
+        let v = &mut self.values[group];
+        let before = v.capacity();
+        v.extend(values);
+        let after = v.capacity();
+        self.heap.grew(before, after);
+    }
+
+    fn take(&mut self, emit_to: EmitTo) -> Vec<Vec<f64>> {
+        let taken = emit_to.take_needed(&mut self.values);
+        self.heap.taken(&taken);
+        taken
+    }
 }
 
 impl GroupsAccumulator for Groups {
@@ -239,7 +293,7 @@ impl GroupsAccumulator for Groups {
             if array.is_null(row) || opt_filter.is_some_and(|f| !f.value(row) || f.is_null(row)) {
                 continue;
             }
-            self.values[group].push(array.value(row));
+            self.push(group, std::iter::once(array.value(row)));
         }
         Ok(())
     }
@@ -257,17 +311,17 @@ impl GroupsAccumulator for Groups {
                 continue;
             }
             let list = lists.value(row);
-            self.values[group].extend(list.as_primitive::<Float64Type>().iter().flatten());
+            self.push(group, list.as_primitive::<Float64Type>().iter().flatten());
         }
         Ok(())
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        Ok(vec![to_list(emit_to.take_needed(&mut self.values))])
+        Ok(vec![to_list(self.take(emit_to))])
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        let groups = emit_to.take_needed(&mut self.values);
+        let groups = self.take(emit_to);
         let out: Float64Array = groups
             .into_iter()
             .map(|mut v| percentile_cont(&mut v, self.percentile))
@@ -296,11 +350,7 @@ impl GroupsAccumulator for Groups {
     }
 
     fn size(&self) -> usize {
-        self.values
-            .iter()
-            .map(|v| v.capacity() * size_of::<f64>())
-            .sum::<usize>()
-            + self.values.capacity() * size_of::<Vec<f64>>()
+        self.heap.size() + self.values.capacity() * size_of::<Vec<f64>>()
     }
 }
 
@@ -324,5 +374,40 @@ mod tests {
         assert_eq!(percentile_cont(&mut v, 0.0), Some(1.0));
         let mut v = vec![5.0, 1.0, 3.0];
         assert_eq!(percentile_cont(&mut v, 1.0), Some(5.0));
+    }
+
+    #[test]
+    fn the_groups_size_follows_their_values() {
+        let mut groups = Groups {
+            values: Vec::new(),
+            percentile: 0.5,
+            heap: Heap::default(),
+        };
+        let values: ArrayRef = Arc::new(Float64Array::from(vec![
+            Some(1.0),
+            None,
+            Some(3.0),
+            Some(2.0),
+            Some(4.0),
+        ]));
+        groups
+            .update_batch(&[values], &[0, 0, 1, 0, 1], None, 3)
+            .unwrap();
+        let held = |g: &Groups| -> usize {
+            g.values
+                .iter()
+                .filter(|v| v.capacity() > 0)
+                .map(|v| v.capacity() * 8 + 16)
+                .sum::<usize>()
+                + g.values.capacity() * size_of::<Vec<f64>>()
+        };
+        assert_eq!(groups.size(), held(&groups));
+        let out = groups.evaluate(EmitTo::First(1)).unwrap();
+        assert_eq!(out.as_primitive::<Float64Type>().value(0), 1.5);
+        assert_eq!(groups.size(), held(&groups));
+        let out = groups.evaluate(EmitTo::All).unwrap();
+        assert_eq!(out.as_primitive::<Float64Type>().value(0), 3.5);
+        assert!(out.is_null(1));
+        assert_eq!(groups.heap.size(), 0);
     }
 }

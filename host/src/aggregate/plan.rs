@@ -76,7 +76,7 @@ pub fn position_version(position: &str) -> Option<i64> {
 
 /// The digest prefix in a weir file name
 /// (`<topic>-p<p>-o<first>-<last>-<digest8>-<token>.parquet`).
-fn digest_of(path: &str) -> Option<String> {
+pub(crate) fn digest_of(path: &str) -> Option<String> {
     let name = path.rsplit('/').next()?.strip_suffix(".parquet")?;
     let mut parts = name.rsplit('-');
     let _token = parts.next()?;

@@ -47,6 +47,9 @@ pub struct PartitionReport {
     pub files: usize,
     /// rows read from the files.
     pub rows_read: u64,
+    /// of them, rows the plugin was re-applied to (the others were read as
+    /// written: files of the plugin's own digest).
+    pub rows_recleaned: u64,
     /// rows the re-applied plugin dropped, by reason.
     pub dropped: BTreeMap<String, u64>,
     /// rows the re-applied plugin rejected, by reason.
@@ -70,8 +73,8 @@ pub struct PartitionReport {
 pub struct Aggregated {
     /// what was read.
     pub plan: PartitionPlan,
-    /// the aggregated rows.
-    pub rows: RecordBatch,
+    /// the aggregated rows, as the engine's batches.
+    pub rows: Vec<RecordBatch>,
     /// counts.
     pub report: PartitionReport,
 }
@@ -135,6 +138,9 @@ pub struct Job<'a> {
     pub events_column: Option<&'a str>,
     /// the plugin re-applied to the lake's rows.
     pub plugin: Option<&'a BatchPlugin>,
+    /// re-apply it also to files it wrote itself (else they are read as
+    /// written: see [`EventsTable::reading_own_files_as_written`]).
+    pub reapply_own_files: bool,
 }
 
 /// Aggregate `plans`, one date after the other (each with every core),
@@ -179,9 +185,12 @@ pub async fn aggregate_partitions(
 async fn aggregate_one(job: &Job<'_>, plan: PartitionPlan) -> Result<Aggregated, PartitionError> {
     let started = Instant::now();
     let date = plan.date.clone();
-    let events = job
+    let mut events = job
         .source
         .events(job.lake, plan.files.clone(), job.plugin.cloned());
+    if !job.reapply_own_files {
+        events = events.reading_own_files_as_written();
+    }
     let tally = events.tally.clone();
     let result = job
         .engine
@@ -191,23 +200,27 @@ async fn aggregate_one(job: &Job<'_>, plan: PartitionPlan) -> Result<Aggregated,
             date: date.clone(),
             message: e.to_string(),
         })?;
-    let rows = arrow::compute::concat_batches(&result.schema, &result.batches).map_err(|e| {
-        PartitionError::Query {
-            date: date.clone(),
-            message: e.to_string(),
-        }
-    })?;
+    // the batches as computed (a copy into one batch would double the
+    // memory of a large date's rows)
+    let rows = result.batches;
     let tally = tally.lock().expect("tally").clone();
-    let events = job
+    let events: i64 = job
         .events_column
-        .and_then(|c| rows.column_by_name(c))
-        .and_then(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Int64).ok())
-        .and_then(|c| arrow::compute::sum(c.as_any().downcast_ref::<arrow::array::Int64Array>()?))
+        .map(|c| {
+            rows.iter()
+                .filter_map(|b| b.column_by_name(c))
+                .filter_map(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Int64).ok())
+                .filter_map(|c| {
+                    arrow::compute::sum(c.as_any().downcast_ref::<arrow::array::Int64Array>()?)
+                })
+                .sum()
+        })
         .unwrap_or(0);
     let report = PartitionReport {
         date,
         files: plan.files.len(),
         rows_read: tally.rows_read,
+        rows_recleaned: tally.rows_recleaned,
         dropped: tally.dropped,
         rejected: tally.rejected,
         rows_kept: tally.rows_kept,
@@ -217,7 +230,7 @@ async fn aggregate_one(job: &Job<'_>, plan: PartitionPlan) -> Result<Aggregated,
             0
         },
         spilled_bytes: result.spilled_bytes,
-        groups: rows.num_rows(),
+        groups: rows.iter().map(RecordBatch::num_rows).sum(),
         elapsed_ms: started.elapsed().as_millis() as u64,
     };
     Ok(Aggregated { plan, rows, report })
@@ -248,6 +261,7 @@ impl Source {
             partition_by: self.partition_by.clone(),
             files,
             plugin,
+            own_digest: None,
             tally: Arc::new(Mutex::new(Tally::default())),
         }
     }

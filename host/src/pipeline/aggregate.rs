@@ -68,6 +68,13 @@ pub struct AggregateConfig {
     /// makes it idempotent; rows it now drops or rejects are reported).
     #[serde(default = "default_true")]
     pub reapply_plugin: bool,
+    /// re-apply it also to files whose names carry its own digest. By
+    /// default those are read as written: the same compiled plugin produced
+    /// them, and applying it again is a no-op. Set it when the plugin's
+    /// `[plugin.config]` changed since they were written (or re-clean the
+    /// dates once with `weir reprocess`).
+    #[serde(default)]
+    pub reapply_own_files: bool,
 }
 
 /// Where the aggregation's SQL runs.
@@ -237,12 +244,123 @@ impl AggregateConfig {
     /// values as DOUBLE PRECISION. `int_columns` names the integer metric
     /// columns (their values are cast).
     pub fn query(&self, partition_by: &str, int_columns: &[&str]) -> String {
-        if let Some(sql) = &self.sql {
-            return sql.clone();
+        match &self.sql {
+            Some(sql) => sql.clone(),
+            None => {
+                let s = self.shorthand(partition_by, int_columns);
+                let select: Vec<String> = s.outputs.iter().map(|o| o.select()).collect();
+                format!(
+                    "SELECT {keys},\n  {select}\nFROM (\n  {dedup}\n) deduplicated\nGROUP BY {keys}",
+                    keys = s.keys,
+                    select = select.join(",\n  "),
+                    dedup = s.deduplicate.replace('\n', "\n  "),
+                )
+            }
         }
+    }
+
+    /// The aggregation as statements for a warehouse where the sort-based
+    /// aggregates of one statement must share one `ORDER BY` (Redshift's
+    /// rule for `PERCENTILE_CONT`, `MEDIAN`, `LISTAGG`). With percentiles
+    /// of more than one column, the shorthand becomes: the de-duplicated
+    /// rows in a temporary table, one temporary table of percentiles per
+    /// column (one `ORDER BY` each), and a query joining them to the other
+    /// statistics on the group keys (`nullable_keys` are joined null-safe).
+    /// Otherwise, and for `sql` as written, it is [`Self::query`] alone.
+    pub fn statements(
+        &self,
+        partition_by: &str,
+        int_columns: &[&str],
+        nullable_keys: &[&str],
+    ) -> AggregationSql {
+        let single = AggregationSql {
+            setup: Vec::new(),
+            select: self.query(partition_by, int_columns),
+        };
+        if self.sql.is_some() {
+            return single;
+        }
+        let s = self.shorthand(partition_by, int_columns);
+        let mut orders: Vec<&str> = Vec::new();
+        for o in &s.outputs {
+            if let Some(order) = o.sorted_by.as_deref()
+                && !orders.contains(&order)
+            {
+                orders.push(order);
+            }
+        }
+        if orders.len() <= 1 {
+            return single;
+        }
+        let keys = &s.keys;
+        let mut setup = vec![format!(
+            "CREATE TEMP TABLE weir_deduplicated AS\n{}",
+            s.deduplicate
+        )];
+        let mut joins = Vec::new();
+        for (i, order) in orders.iter().enumerate() {
+            let table = format!("weir_percentiles_{}", i + 1);
+            let alias = format!("p{}", i + 1);
+            let select: Vec<String> = s
+                .outputs
+                .iter()
+                .filter(|o| o.sorted_by.as_deref() == Some(*order))
+                .map(|o| o.select())
+                .collect();
+            setup.push(format!(
+                "CREATE TEMP TABLE {table} AS\nSELECT {keys}, {}\nFROM weir_deduplicated\nGROUP BY {keys}",
+                select.join(", ")
+            ));
+            let on: Vec<String> = self
+                .group_by
+                .iter()
+                .map(|k| {
+                    if nullable_keys.contains(&k.as_str()) {
+                        format!("(d.{k} = {alias}.{k} OR (d.{k} IS NULL AND {alias}.{k} IS NULL))")
+                    } else {
+                        format!("d.{k} = {alias}.{k}")
+                    }
+                })
+                .collect();
+            joins.push(format!("LEFT JOIN {table} {alias} ON {}", on.join(" AND ")));
+        }
+        let direct: Vec<String> = s
+            .outputs
+            .iter()
+            .filter(|o| o.sorted_by.is_none())
+            .map(|o| o.select())
+            .collect();
+        let columns: Vec<String> = self
+            .group_by
+            .iter()
+            .map(|k| format!("d.{k}"))
+            .chain(s.outputs.iter().map(|o| match &o.sorted_by {
+                None => format!("d.{}", o.name),
+                Some(order) => {
+                    let i = orders.iter().position(|x| x == order).unwrap_or(0);
+                    format!("p{}.{}", i + 1, o.name)
+                }
+            }))
+            .collect();
+        AggregationSql {
+            setup,
+            select: format!(
+                "SELECT {}\nFROM (\n  SELECT {keys}, {}\n  FROM weir_deduplicated\n  GROUP BY {keys}\n) d\n{}",
+                columns.join(", "),
+                direct.join(", "),
+                joins.join("\n")
+            ),
+        }
+    }
+
+    /// The parts of the shorthand's query.
+    fn shorthand(&self, partition_by: &str, int_columns: &[&str]) -> Shorthand {
         let distinct = self.distinct.as_deref().unwrap_or("event_id");
-        let keys = self.group_by.join(", ");
-        let mut select = vec![keys.clone(), format!("COUNT(*) AS {}", self.events_column)];
+        let mut outputs = vec![Output {
+            expr: "COUNT(*)".into(),
+            name: self.events_column.clone(),
+            sorted_by: None,
+        }];
         for m in &self.metrics {
             let c = &m.column;
             let value = if int_columns.contains(&c.as_str()) {
@@ -251,23 +369,26 @@ impl AggregateConfig {
                 c.clone()
             };
             for s in &m.stats {
-                let out = m.output_column(s);
-                let expr = match Stat::parse(s) {
-                    Ok(Stat::Samples) => format!("COUNT({c})"),
-                    Ok(Stat::Avg) => format!("AVG({value})"),
-                    Ok(Stat::Min) => format!("MIN({value})"),
-                    Ok(Stat::Max) => format!("MAX({value})"),
-                    Ok(Stat::Percentile(p)) => {
-                        let function = if m.approximate {
-                            "approx_percentile_cont"
-                        } else {
-                            "percentile_cont"
-                        };
-                        format!("{function}({p}) WITHIN GROUP (ORDER BY {value})")
-                    }
+                let (expr, sorted_by) = match Stat::parse(s) {
+                    Ok(Stat::Samples) => (format!("COUNT({c})"), None),
+                    Ok(Stat::Avg) => (format!("AVG({value})"), None),
+                    Ok(Stat::Min) => (format!("MIN({value})"), None),
+                    Ok(Stat::Max) => (format!("MAX({value})"), None),
+                    Ok(Stat::Percentile(p)) if m.approximate => (
+                        format!("approx_percentile_cont({p}) WITHIN GROUP (ORDER BY {value})"),
+                        None,
+                    ),
+                    Ok(Stat::Percentile(p)) => (
+                        format!("percentile_cont({p}) WITHIN GROUP (ORDER BY {value})"),
+                        Some(value.clone()),
+                    ),
                     Err(_) => continue,
                 };
-                select.push(format!("{expr} AS {out}"));
+                outputs.push(Output {
+                    expr,
+                    name: m.output_column(s),
+                    sorted_by,
+                });
             }
         }
         // one row per (partition, event): a hash aggregation (a sort of
@@ -289,11 +410,50 @@ impl AggregateConfig {
             .into_iter()
             .chain(carried.iter().map(|c| format!("MIN({c}) AS {c}")))
             .collect();
-        format!(
-            "SELECT {select}\nFROM (\n  SELECT {inner}\n  FROM events\n  WHERE {distinct} IS NOT NULL\n  GROUP BY {partition_by}, {distinct}\n) deduplicated\nGROUP BY {keys}",
-            select = select.join(",\n  "),
-            inner = inner.join(", "),
-        )
+        Shorthand {
+            keys: self.group_by.join(", "),
+            outputs,
+            deduplicate: format!(
+                "SELECT {}\nFROM events\nWHERE {distinct} IS NOT NULL\nGROUP BY {partition_by}, {distinct}",
+                inner.join(", ")
+            ),
+        }
+    }
+}
+
+/// An aggregation as SQL statements: `setup` runs first (each creates a
+/// temporary table), then `select` produces the warehouse table's rows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AggregationSql {
+    /// statements run before `select`, in order.
+    pub setup: Vec<String>,
+    /// the query producing the rows.
+    pub select: String,
+}
+
+/// The shorthand's query in parts.
+struct Shorthand {
+    /// the group-by columns, comma-separated.
+    keys: String,
+    /// the statistics, in output order.
+    outputs: Vec<Output>,
+    /// the query keeping one row per (partition, event).
+    deduplicate: String,
+}
+
+/// One statistic of the shorthand's query.
+struct Output {
+    /// the aggregate expression.
+    expr: String,
+    /// its output column.
+    name: String,
+    /// the `ORDER BY` value of a sort-based aggregate (exact percentiles).
+    sorted_by: Option<String>,
+}
+
+impl Output {
+    fn select(&self) -> String {
+        format!("{} AS {}", self.expr, self.name)
     }
 }
 
@@ -380,6 +540,64 @@ mod tests {
         assert_eq!(own.query("event_date", &[]), "SELECT 1");
         assert_eq!(own.events_output(), None);
         assert_eq!(config.events_output(), Some("events"));
+    }
+
+    #[test]
+    fn percentiles_of_two_columns_split_into_one_order_by_per_statement() {
+        let config: AggregateConfig = toml::from_str(
+            r#"
+            group_by = ["event_date", "country"]
+            distinct = "event_id"
+            [[metrics]]
+            column = "tti_ms"
+            stats = ["samples", "p50", "p95"]
+            [[metrics]]
+            column = "bytes"
+            stats = ["avg", "p75"]
+            "#,
+        )
+        .unwrap();
+        let split = config.statements("event_date", &["bytes"], &["country"]);
+        assert_eq!(
+            split.setup,
+            [
+                "CREATE TEMP TABLE weir_deduplicated AS\n\
+                 SELECT event_date, event_id, MIN(country) AS country, MIN(tti_ms) AS tti_ms, MIN(bytes) AS bytes\n\
+                 FROM events\nWHERE event_id IS NOT NULL\nGROUP BY event_date, event_id",
+                "CREATE TEMP TABLE weir_percentiles_1 AS\n\
+                 SELECT event_date, country, percentile_cont(0.5) WITHIN GROUP (ORDER BY tti_ms) AS p50_tti_ms, \
+                 percentile_cont(0.95) WITHIN GROUP (ORDER BY tti_ms) AS p95_tti_ms\n\
+                 FROM weir_deduplicated\nGROUP BY event_date, country",
+                "CREATE TEMP TABLE weir_percentiles_2 AS\n\
+                 SELECT event_date, country, percentile_cont(0.75) WITHIN GROUP (ORDER BY CAST(bytes AS DOUBLE PRECISION)) AS p75_bytes\n\
+                 FROM weir_deduplicated\nGROUP BY event_date, country",
+            ]
+        );
+        assert_eq!(
+            split.select,
+            "SELECT d.event_date, d.country, d.events, d.tti_samples, p1.p50_tti_ms, p1.p95_tti_ms, d.avg_bytes, p2.p75_bytes\n\
+             FROM (\n  SELECT event_date, country, COUNT(*) AS events, COUNT(tti_ms) AS tti_samples, \
+             AVG(CAST(bytes AS DOUBLE PRECISION)) AS avg_bytes\n  FROM weir_deduplicated\n  GROUP BY event_date, country\n) d\n\
+             LEFT JOIN weir_percentiles_1 p1 ON d.event_date = p1.event_date AND \
+             (d.country = p1.country OR (d.country IS NULL AND p1.country IS NULL))\n\
+             LEFT JOIN weir_percentiles_2 p2 ON d.event_date = p2.event_date AND \
+             (d.country = p2.country OR (d.country IS NULL AND p2.country IS NULL))"
+        );
+        // one column's percentiles share one ORDER BY: one statement
+        let mut one = config.clone();
+        one.metrics.truncate(1);
+        let single = one.statements("event_date", &[], &[]);
+        assert!(single.setup.is_empty());
+        assert_eq!(single.select, one.query("event_date", &[]));
+        // the query as written runs as written
+        one.sql = Some("SELECT 1".into());
+        assert_eq!(
+            one.statements("event_date", &[], &[]),
+            AggregationSql {
+                setup: Vec::new(),
+                select: "SELECT 1".into()
+            }
+        );
     }
 
     #[test]

@@ -54,14 +54,20 @@ pub struct AggregateBenchReport {
     pub lake_bytes: u64,
     /// seconds spent building the lake (not measured further).
     pub build_seconds: f64,
-    /// `weir aggregate --all` into SQLite, plugin re-applied.
+    /// `weir aggregate --all` into SQLite as configured: the plugin
+    /// re-applied to files other digests wrote (none here: the bench's
+    /// lake is written by the pipeline's own plugin).
     pub weir: Phase,
-    /// the same without re-applying the plugin.
-    pub weir_without_plugin: Phase,
+    /// the same with the plugin re-applied to every file
+    /// (`aggregate.reapply_own_files = true`): what the plugin costs.
+    pub weir_reapplying: Phase,
     /// DuckDB over the same files, when a Python with `duckdb` was given.
     pub duckdb: Option<Phase>,
     /// weir's time over DuckDB's.
     pub ratio_to_duckdb: Option<f64>,
+    /// weir's time less its warehouse load over DuckDB's (DuckDB loads
+    /// nothing): the engines side by side.
+    pub ratio_without_load: Option<f64>,
     /// threads each engine was given.
     pub threads: usize,
     /// aggregate rows where weir's figures differ from DuckDB's (counts
@@ -113,10 +119,10 @@ pub async fn bench_aggregate(
         .collect::<std::collections::BTreeSet<_>>()
         .len();
 
-    let timed = |reapply: bool| {
+    let timed = |reapply_own_files: bool| {
         let mut p = p.clone();
         if let Some(a) = p.config.aggregate.as_mut() {
-            a.reapply_plugin = reapply;
+            a.reapply_own_files = reapply_own_files;
         }
         async move {
             let job = Arc::new(BatchJob::open(&p).await?);
@@ -148,8 +154,8 @@ pub async fn bench_aggregate(
             })
         }
     };
-    let weir_without_plugin = timed(false).await?;
-    let weir = timed(true).await?;
+    let weir_reapplying = timed(true).await?;
+    let weir = timed(false).await?;
     let threads = match p.config.aggregate.as_ref().map_or(0, |a| a.workers) {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -168,6 +174,9 @@ pub async fn bench_aggregate(
         None => (None, None),
     };
     let ratio_to_duckdb = duckdb.as_ref().map(|d| weir.seconds / d.seconds);
+    let ratio_without_load = duckdb
+        .as_ref()
+        .map(|d| (weir.seconds - weir.load_seconds.unwrap_or(0.0)) / d.seconds);
     let mismatches = match (&duckdb_rows, p.config.warehouse.as_ref()) {
         (Some(theirs), Some(w)) => match w.url.strip_prefix("sqlite://") {
             Some(path) => Some(compare_with_sqlite(Path::new(path), &w.table, &p, theirs)?),
@@ -183,9 +192,10 @@ pub async fn bench_aggregate(
         lake_bytes: files.iter().map(|f| f.bytes).sum(),
         build_seconds,
         weir,
-        weir_without_plugin,
+        weir_reapplying,
         duckdb,
         ratio_to_duckdb,
+        ratio_without_load,
         threads,
         mismatches,
     })

@@ -8,11 +8,14 @@
 //! - [`config`]: the `[warehouse]` section;
 //! - [`table`]: table description, DDL, audit rows, values;
 //! - [`postgres`], [`sqlite`]: the backends;
-//! - [`copy`]: Redshift's Parquet-on-S3 `COPY` path.
+//! - [`copy`]: Redshift's Parquet-on-S3 `COPY` path;
+//! - [`redshift`]: the aggregation pushed down to Redshift (manifests of
+//!   the lake's files, or of re-cleaned ones, copied into `events`).
 
 pub use crate::pipeline::warehouse as config;
 pub mod copy;
 pub mod postgres;
+pub mod redshift;
 pub mod sqlite;
 pub mod table;
 
@@ -23,9 +26,20 @@ pub use config::{CopyConfig, LoadMethod, WarehouseConfig};
 pub use table::{AuditRow, LoadRequest, SqlType, TableSpec, Value};
 
 use crate::pipeline::LakeConfig;
+use crate::pipeline::aggregate::AggregationSql;
 use postgres::{Flavor, PgWarehouse};
 use sqlite::SqliteWarehouse;
 use table::{quote, quote_name};
+
+/// How the cleaned rows of a pushed-down load reach the warehouse's
+/// temporary table `events`.
+pub enum PushdownRows<S> {
+    /// PostgreSQL: streamed by binary `COPY ... FROM STDIN`.
+    Streams(Vec<S>),
+    /// Redshift: statements copying each date's manifest of Parquet files
+    /// on S3 ([`redshift::fill_statements`]).
+    Staged(Vec<String>),
+}
 
 /// Why a warehouse operation failed; each names the server (host and
 /// database, or file) and the table.
@@ -168,21 +182,28 @@ impl Warehouse {
     }
 
     /// Whether the aggregation can run inside this warehouse
-    /// (`aggregate.engine = "warehouse"`): PostgreSQL.
+    /// (`aggregate.engine = "warehouse"`): PostgreSQL and Redshift.
     pub fn runs_queries(&self) -> bool {
-        matches!(&self.backend, Backend::Pg(pg) if pg.flavor() == Flavor::Postgres)
+        matches!(&self.backend, Backend::Pg(_))
+    }
+
+    /// Whether this is Redshift (its rows are staged on S3; its sort-based
+    /// aggregates share one `ORDER BY` per statement).
+    pub fn is_redshift(&self) -> bool {
+        matches!(&self.backend, Backend::Pg(pg) if pg.flavor() == Flavor::Redshift)
     }
 
     /// Replace the request's dates with what `sql` computes inside the
-    /// warehouse over `streams` (the cleaned rows, copied into the
-    /// temporary table `staging`), with audit rows, in one transaction.
+    /// warehouse over the cleaned rows (`rows`: streamed into PostgreSQL,
+    /// staged on S3 for Redshift) in the temporary table `staging`, with
+    /// audit rows, in one transaction.
     pub async fn load_pushdown<S>(
         &self,
         request: &LoadRequest,
         load_id: &str,
         staging: &TableSpec,
-        streams: Vec<S>,
-        sql: &str,
+        rows: PushdownRows<S>,
+        sql: &AggregationSql,
         audit: impl FnOnce(&std::collections::BTreeMap<chrono::NaiveDate, i64>) -> Vec<AuditRow>,
     ) -> Result<(), WarehouseError>
     where
@@ -190,11 +211,11 @@ impl Warehouse {
     {
         match &self.backend {
             Backend::Pg(pg) => {
-                pg.load_pushdown(request, load_id, staging, streams, sql, audit)
+                pg.load_pushdown(request, load_id, staging, rows, sql, audit)
                     .await
             }
             Backend::Sqlite(s) => Err(WarehouseError::Config(format!(
-                "{}: aggregate.engine = \"warehouse\" runs the query inside PostgreSQL; use the embedded engine with SQLite",
+                "{}: aggregate.engine = \"warehouse\" runs the query inside PostgreSQL or Redshift; use the embedded engine with SQLite",
                 s.target()
             ))),
         }

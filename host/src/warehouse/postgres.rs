@@ -18,7 +18,8 @@ use super::table::{
     AUDIT_COLUMNS, AuditRow, LoadRequest, SqlType, TableSpec, Value, audit_create_sql, dates_in,
     quote, quote_name, row_values,
 };
-use super::{Shown, WarehouseError};
+use super::{PushdownRows, Shown, WarehouseError};
+use crate::pipeline::aggregate::AggregationSql;
 
 /// Which server speaks the protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,19 +212,17 @@ impl PgWarehouse {
         Ok(())
     }
 
-    /// A load pushed down into the warehouse: the cleaned rows of the
-    /// request's dates (`streams`) are copied into a temporary table named
-    /// `staging.name`, the relation `sql` reads, and `sql` runs inside the
-    /// warehouse in the transaction that replaces the dates and writes the
-    /// audit rows (`audit` is given the rows loaded per date). PostgreSQL
-    /// only: the rows arrive by binary `COPY ... FROM STDIN`.
+    /// Replace the request's dates with what `sql` computes inside the
+    /// warehouse over the temporary table `staging` (the cleaned rows,
+    /// filled as `rows` says), with audit rows made by `audit` from the rows
+    /// loaded per date, in one transaction.
     pub async fn load_pushdown<S>(
         &self,
         request: &LoadRequest,
         load_id: &str,
         staging: &TableSpec,
-        streams: Vec<S>,
-        sql: &str,
+        rows: PushdownRows<S>,
+        sql: &AggregationSql,
         audit: impl FnOnce(&BTreeMap<NaiveDate, i64>) -> Vec<AuditRow>,
     ) -> Result<(), WarehouseError>
     where
@@ -232,42 +231,58 @@ impl PgWarehouse {
         use futures::StreamExt;
         let table = &request.table.name;
         let fail = |error: tokio_postgres::Error| self.load_error(table, &error);
-        if self.flavor != Flavor::Postgres {
-            return Err(WarehouseError::Config(format!(
-                "{}: aggregate.engine = \"warehouse\" copies the cleaned rows by COPY FROM STDIN, which Redshift lacks (its S3 staging is not built yet)",
-                self.target
-            )));
+        match (&rows, self.flavor) {
+            (PushdownRows::Streams(_), Flavor::Postgres)
+            | (PushdownRows::Staged(_), Flavor::Redshift) => {}
+            (PushdownRows::Streams(_), Flavor::Redshift) => {
+                return Err(WarehouseError::Config(format!(
+                    "{}: Redshift has no COPY FROM STDIN; its rows are staged on S3",
+                    self.target
+                )));
+            }
+            (PushdownRows::Staged(_), Flavor::Postgres) => {
+                return Err(WarehouseError::Config(format!(
+                    "{}: PostgreSQL cannot COPY from S3; its rows are streamed",
+                    self.target
+                )));
+            }
         }
         let mut client = self.load_client(request).await?;
         let tx = client.transaction().await.map_err(fail)?;
-        tx.batch_execute(&staging.temp_create_sql())
-            .await
-            .map_err(fail)?;
-        {
-            let mut writer = std::pin::pin!(copy_writer(&tx, staging).await.map_err(fail)?);
-            for mut stream in streams {
-                while let Some(batch) = stream.next().await {
-                    let batch = batch.map_err(|error| WarehouseError::Load {
-                        target: self.target.clone(),
-                        table: table.clone(),
-                        error: format!("staging the cleaned rows: {error}"),
-                    })?;
-                    for r in 0..batch.num_rows() {
-                        let row = row_values(&batch, r);
-                        let values: Vec<&(dyn ToSql + Sync)> =
-                            row.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-                        writer.as_mut().write(&values).await.map_err(fail)?;
+        match rows {
+            PushdownRows::Streams(streams) => {
+                tx.batch_execute(&staging.temp_create_sql())
+                    .await
+                    .map_err(fail)?;
+                let mut writer = std::pin::pin!(copy_writer(&tx, staging).await.map_err(fail)?);
+                for mut stream in streams {
+                    while let Some(batch) = stream.next().await {
+                        let batch = batch.map_err(|error| WarehouseError::Load {
+                            target: self.target.clone(),
+                            table: table.clone(),
+                            error: format!("staging the cleaned rows: {error}"),
+                        })?;
+                        for r in 0..batch.num_rows() {
+                            let row = row_values(&batch, r);
+                            let values: Vec<&(dyn ToSql + Sync)> =
+                                row.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+                            writer.as_mut().write(&values).await.map_err(fail)?;
+                        }
                     }
                 }
+                writer.finish().await.map_err(fail)?;
             }
-            writer.finish().await.map_err(fail)?;
+            PushdownRows::Staged(statements) => {
+                for statement in &statements {
+                    tx.batch_execute(statement).await.map_err(fail)?;
+                }
+            }
         }
         self.clear_dates(&tx, request).await.map_err(fail)?;
-        let insert = format!(
-            "INSERT INTO {} ({})\n{sql}",
-            quote_name(table),
-            request.table.column_list()
-        );
+        for statement in &sql.setup {
+            tx.batch_execute(statement).await.map_err(fail)?;
+        }
+        let insert = request.table.insert_select_sql(&sql.select);
         tx.execute(insert.as_str(), &[]).await.map_err(fail)?;
         let mut loaded = BTreeMap::new();
         if !request.dates.is_empty() {

@@ -158,6 +158,25 @@ impl TableSpec {
         )
     }
 
+    /// `CREATE TEMP TABLE` of these columns for the rest of the session
+    /// (Redshift has no `ON COMMIT DROP`; the load's connection ends after it).
+    pub fn session_temp_create_sql(&self) -> String {
+        format!(
+            "CREATE TEMP TABLE {} ({})",
+            quote_name(&self.name),
+            self.column_defs()
+        )
+    }
+
+    /// `INSERT INTO` this table the rows of `select` (its columns in order).
+    pub fn insert_select_sql(&self, select: &str) -> String {
+        format!(
+            "INSERT INTO {} ({})\n{select}",
+            quote_name(&self.name),
+            self.column_list()
+        )
+    }
+
     /// The quoted column list.
     pub fn column_list(&self) -> String {
         self.columns

@@ -401,6 +401,29 @@ fn postgres_rows_match_postgres_own_aggregates_and_reloads_are_idempotent() {
     ));
     assert_same(&in_warehouse, &after);
     assert_same(&in_warehouse, &expected(&db, &kept));
+
+    // Redshift's form of the same aggregation (its sort-based aggregates
+    // share one ORDER BY per statement: the percentiles of each column in
+    // a temporary table, joined to the rest on the keys, here null-safe)
+    // gives the same figures in PostgreSQL
+    let p = weir::pipeline::Pipeline::load(&rig.pipeline, &[]).unwrap();
+    let split = p
+        .config
+        .aggregate
+        .as_ref()
+        .unwrap()
+        .statements("event_date", &[], &["page_url"]);
+    assert_eq!(split.setup.len(), 3, "{split:?}");
+    let mut script = vec!["CREATE TEMP VIEW events AS SELECT * FROM kept".to_string()];
+    script.extend(split.setup);
+    script.push(format!(
+        "SELECT {COLUMNS} FROM (\n{}\n) s ORDER BY event_date, page_url",
+        split.select
+    ));
+    assert_same(
+        &keyed(pg_rows(&db.url, &script.join(";\n"))),
+        &expected(&db, &kept),
+    );
     let audit = pg_rows(
         &db.url,
         "SELECT count(*), min(rows_loaded), sum(rows_read) FROM weir_load_audit WHERE target_table = 'page_metrics_pushed'",
@@ -859,7 +882,7 @@ fn a_date_past_the_memory_limit_spills_and_every_figure_equals_duckdb() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report["lake_rows"].as_u64().unwrap() > 200_000, "{report}");
     assert_eq!(report["dates"], 1, "{report}");
-    for phase in ["weir", "weir_without_plugin"] {
+    for phase in ["weir", "weir_reapplying"] {
         assert!(
             report[phase]["spilled_bytes"].as_u64().unwrap() > 0,
             "{phase}: {report}"
@@ -992,4 +1015,215 @@ fn reprocess_replaces_a_date_with_the_new_versions_files_and_reloads_it() {
         .unwrap();
     assert_eq!(plugin, new_digest);
     assert_eq!(lake_digests, new_digest[..8]);
+
+    // the pipeline's own plugin re-cleans only the files another digest
+    // wrote (the reprocessed date); its own files are read as written,
+    // unless asked to re-apply it everywhere
+    let recleaned = |summary: &serde_json::Value| -> BTreeMap<String, (u64, u64)> {
+        summary["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let r = &p["report"];
+                (
+                    p["date"].as_str().unwrap().to_string(),
+                    (
+                        r["rows_recleaned"].as_u64().unwrap(),
+                        r["rows_read"].as_u64().unwrap(),
+                    ),
+                )
+            })
+            .collect()
+    };
+    let own = recleaned(&aggregate_json(&rig.pipeline, &["--all"]));
+    assert_eq!(own.len(), 3, "{own:?}");
+    for (date, (cleaned, read)) in &own {
+        assert!(*read > 0, "{own:?}");
+        let expected = if *date == dates[0] { *read } else { 0 };
+        assert_eq!(*cleaned, expected, "{date}: {own:?}");
+    }
+    let every = recleaned(&aggregate_json(
+        &rig.pipeline,
+        &["--all", "--set", "aggregate.reapply_own_files=true"],
+    ));
+    for (date, (cleaned, read)) in &every {
+        assert_eq!(cleaned, read, "{date}: {every:?}");
+    }
+}
+
+/// The Redshift pushdown's staging, against S3 (moto; no Redshift here, so
+/// `--explain` stages the dates and prints the statements without running
+/// them): when the running plugin wrote every file of a date, its manifest
+/// names exactly the snapshot's files with their sizes; under another
+/// plugin version, weir writes the re-cleaned rows as Parquet (the lake's
+/// columns without the partition column) and the manifest names those.
+/// The statements copy each manifest, and the shorthand's percentiles of
+/// two columns are split into one `ORDER BY` per statement.
+#[test]
+fn redshift_pushdown_copies_the_snapshots_files_or_restaged_ones_from_s3() {
+    let moto = Moto::start();
+    moto.bucket("weir");
+    let extra = format!(
+        "{}\n[warehouse]\nurl = \"redshift://weir:secret@127.0.0.1:1/dev\"\n\n[warehouse.copy]\n\
+         staging_url = \"s3://weir/staging\"\niam_role = \"arn:aws:iam::123456789012:role/redshift-copy\"\n",
+        moto.lake_settings()
+    );
+    let rig = rig("agg-rs", 2, Some("s3://weir/lake"), &extra);
+    produce(&rig.kafka.brokers, "agg-rs", &batch_events("rs", 900, None));
+    rig.drain();
+    let pipeline = rig.pipeline.to_str().unwrap();
+    let explain = |more: &[&str]| -> serde_json::Value {
+        let mut args = vec![
+            "aggregate",
+            pipeline,
+            "--all",
+            "--explain",
+            "--json",
+            "--set",
+            "aggregate.engine=warehouse",
+        ];
+        args.extend_from_slice(more);
+        let out = weir_ok(&mut weir_cmd(&args));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let object = |url: &str| -> Vec<u8> {
+        let key = url.strip_prefix("s3://").unwrap();
+        let out = std::process::Command::new("curl")
+            .args(["-sf", &format!("{}/{key}", moto.endpoint)])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "GET {url}");
+        out.stdout
+    };
+    let manifest = |url: &str| -> Vec<(String, u64)> {
+        let m: serde_json::Value = serde_json::from_slice(&object(url)).unwrap();
+        let mut entries: Vec<(String, u64)> = m["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                assert_eq!(e["mandatory"], true, "{m}");
+                (
+                    e["url"].as_str().unwrap().to_string(),
+                    e["meta"]["content_length"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        entries.sort();
+        entries
+    };
+    let out = weir_ok(&mut weir_cmd(&["lake", "files", pipeline, "--json"]));
+    let mut snapshot: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let f: serde_json::Value = serde_json::from_str(line).unwrap();
+        snapshot
+            .entry(f["partition_value"].as_str().unwrap().to_string())
+            .or_default()
+            .push((
+                format!("s3://weir/lake/{}", f["path"].as_str().unwrap()),
+                f["bytes"].as_u64().unwrap(),
+            ));
+    }
+    assert_eq!(snapshot.len(), 3, "{snapshot:?}");
+
+    // the running plugin wrote every file: the snapshot's files as they are
+    let own = explain(&[]);
+    let staged = own["staged"].as_array().unwrap();
+    assert_eq!(staged.len(), 3, "{own}");
+    for s in staged {
+        assert_eq!(s["from"], "snapshot", "{own}");
+        let mut want = snapshot[s["date"].as_str().unwrap()].clone();
+        want.sort();
+        assert_eq!(manifest(s["manifest_url"].as_str().unwrap()), want);
+    }
+    let statements: Vec<&str> = own["statements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    let copies: Vec<&&str> = statements
+        .iter()
+        .filter(|s| s.starts_with("COPY \"weir_events_raw\" FROM 's3://weir/staging/"))
+        .collect();
+    assert_eq!(copies.len(), 3, "{statements:#?}");
+    assert!(
+        copies.iter().all(|c| c.ends_with(
+            "IAM_ROLE 'arn:aws:iam::123456789012:role/redshift-copy' FORMAT AS PARQUET MANIFEST"
+        )),
+        "{copies:?}"
+    );
+    for table in [
+        "weir_deduplicated",
+        "weir_percentiles_1",
+        "weir_percentiles_2",
+    ] {
+        assert!(
+            statements
+                .iter()
+                .any(|s| s.starts_with(&format!("CREATE TEMP TABLE {table} AS"))),
+            "{statements:#?}"
+        );
+    }
+    for s in &statements {
+        assert!(
+            s.matches("WITHIN GROUP (ORDER BY ").count() <= 3
+                && (s.matches("ORDER BY tti_ms").count() == 0
+                    || s.matches("ORDER BY ttar_ms").count() == 0),
+            "one ORDER BY per statement: {s}"
+        );
+    }
+    assert!(
+        statements
+            .last()
+            .unwrap()
+            .starts_with("INSERT INTO \"page_metrics_daily\""),
+        "{statements:#?}"
+    );
+
+    // another plugin version: the rows re-cleaned by it, staged as Parquet
+    let other = wasm("weir_plugin_web_vitals_py");
+    let plugin_set = format!("plugin.path={}", other.display());
+    let restaged = explain(&["--set", &plugin_set]);
+    let p = weir::pipeline::Pipeline::load(&rig.pipeline, &[]).unwrap();
+    let lake_columns: Vec<String> = events_table_schema(&p)
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .filter(|n| n != "event_date")
+        .collect();
+    let mut rows_per_date: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, date, ..) in read_kept(&rig.pipeline) {
+        *rows_per_date.entry(date).or_default() += 1;
+    }
+    let staged = restaged["staged"].as_array().unwrap();
+    assert_eq!(staged.len(), 3, "{restaged}");
+    for s in staged {
+        assert_eq!(s["from"], "recleaned", "{restaged}");
+        let date = s["date"].as_str().unwrap();
+        let mut rows = 0;
+        for (url, bytes) in manifest(s["manifest_url"].as_str().unwrap()) {
+            assert!(url.starts_with("s3://weir/staging/"), "{url}");
+            let data = bytes::Bytes::from(object(&url));
+            assert_eq!(data.len() as u64, bytes, "{url}");
+            let reader =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(data)
+                    .unwrap()
+                    .build()
+                    .unwrap();
+            for batch in reader {
+                let batch = batch.unwrap();
+                let names: Vec<String> = batch
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .collect();
+                assert_eq!(names, lake_columns, "{url}");
+                rows += batch.num_rows();
+            }
+        }
+        assert_eq!(rows, rows_per_date[date], "{date}: every kept row, once");
+    }
 }
