@@ -732,14 +732,7 @@ impl BatchJob {
             .await
             .map_err(|e| fail(aggregate::describe_sql_error(&e)))?;
         const PART_ROWS: usize = 262_144;
-        let meta = crate::lake::FileMetadata {
-            plugin_digest: String::new(),
-            topic: String::new(),
-            partition: 0,
-            first_offset: 0,
-            last_offset: 0,
-            writer_token: String::new(),
-        };
+        let meta = crate::lake::FileMetadata::default();
         let lake = &self.pipeline.config.lake;
         let mut entries = Vec::new();
         let mut part: Vec<arrow::record_batch::RecordBatch> = Vec::new();

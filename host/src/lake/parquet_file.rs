@@ -9,8 +9,9 @@ use parquet::file::properties::WriterProperties;
 
 use arrow::record_batch::RecordBatch;
 
-/// Provenance written into every file's key-value metadata.
-#[derive(Clone, Debug)]
+/// Provenance written into every file's key-value metadata (all empty by
+/// default: files that are not the lake's, such as staged ones).
+#[derive(Clone, Debug, Default)]
 pub struct FileMetadata {
     /// sha256 of the plugin (empty for dead letters).
     pub plugin_digest: String,

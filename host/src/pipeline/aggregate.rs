@@ -575,8 +575,8 @@ mod tests {
         );
         assert_eq!(
             split.select,
-            "SELECT d.event_date, d.country, d.events, d.tti_samples, p1.p50_tti_ms, p1.p95_tti_ms, d.avg_bytes, p2.p75_bytes\n\
-             FROM (\n  SELECT event_date, country, COUNT(*) AS events, COUNT(tti_ms) AS tti_samples, \
+            "SELECT d.event_date, d.country, d.events, d.tti_ms_samples, p1.p50_tti_ms, p1.p95_tti_ms, d.avg_bytes, p2.p75_bytes\n\
+             FROM (\n  SELECT event_date, country, COUNT(*) AS events, COUNT(tti_ms) AS tti_ms_samples, \
              AVG(CAST(bytes AS DOUBLE PRECISION)) AS avg_bytes\n  FROM weir_deduplicated\n  GROUP BY event_date, country\n) d\n\
              LEFT JOIN weir_percentiles_1 p1 ON d.event_date = p1.event_date AND \
              (d.country = p1.country OR (d.country IS NULL AND p1.country IS NULL))\n\

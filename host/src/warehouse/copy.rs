@@ -76,14 +76,7 @@ pub async fn stage(
     let store = Location::open(&config.staging_url, &lake.s3).map_err(|e| fail(e.to_string()))?;
     let name = format!("{}/{load_id}.parquet", table.replace('.', "_"));
     if let Some(first) = rows.first() {
-        let meta = FileMetadata {
-            plugin_digest: String::new(),
-            topic: String::new(),
-            partition: 0,
-            first_offset: 0,
-            last_offset: 0,
-            writer_token: String::new(),
-        };
+        let meta = FileMetadata::default();
         let mut batches = rows.to_vec();
         batches.retain(|b| b.num_rows() > 0);
         if batches.is_empty() {
