@@ -63,12 +63,33 @@ pub struct BatchOptions {
     pub replace_empty: bool,
 }
 
-/// What a pushed-down run did.
-enum Pushdown {
-    /// loaded.
-    Loaded(BatchSummary),
-    /// staged only (`--explain`).
-    Explained(PushdownPlan),
+/// A date's cleaned rows on their way into PostgreSQL.
+type CleanedRows =
+    futures::stream::Map<datafusion::execution::SendableRecordBatchStream, ErrorText>;
+type ErrorText = fn(
+    datafusion::common::Result<arrow::record_batch::RecordBatch>,
+) -> Result<arrow::record_batch::RecordBatch, String>;
+
+/// A pushed-down load, staged (see [`BatchJob::stage_pushdown`]).
+struct Pushdown {
+    load_id: String,
+    digest: String,
+    /// the temporary table `events`.
+    staging: TableSpec,
+    /// so far: the dates without data.
+    summary: BatchSummary,
+    request: LoadRequest,
+    rows: PushdownRows<CleanedRows>,
+    /// Redshift: each date's manifest.
+    manifests: Vec<crate::warehouse::redshift::StagedDate>,
+    /// the dates with data, with what their streams counted.
+    dates: Vec<(
+        NaiveDate,
+        PartitionPlan,
+        Arc<std::sync::Mutex<aggregate::Tally>>,
+    )>,
+    /// the dates whose rows are deleted (`--replace-empty`).
+    empty: Vec<NaiveDate>,
 }
 
 /// What a pushed-down load would run (`weir aggregate --explain`).
@@ -190,7 +211,8 @@ impl BatchJob {
             .ok_or_else(|| config_error("no [warehouse] section: nowhere to load".into()))?;
         let lake = Lake::open(&pipeline.config.lake, &pipeline.config.name)?;
         let warehouse = Warehouse::open(&warehouse_config, &pipeline.config.lake)?;
-        let (plugin, schema) = probe_plugin(pipeline).await?;
+        let (mut plugin, schema) = probe_plugin(pipeline).await?;
+        plugin.skips_own_files = !aggregate.reapply_own_files;
         let query = Query::plan(pipeline, &aggregate, &schema)
             .await
             .map_err(&config_error)?;
@@ -290,16 +312,7 @@ impl BatchJob {
         progress: Arc<dyn Fn(&Progress) + Send + Sync>,
     ) -> Result<BatchSummary, BatchError> {
         if self.aggregate.engine == AggregateEngine::Warehouse {
-            return match self
-                .run_in_warehouse(plans, options, progress, false)
-                .await?
-            {
-                Pushdown::Loaded(summary) => Ok(summary),
-                Pushdown::Explained(_) => Err(BatchError::Config {
-                    file: self.pipeline.file.display().to_string(),
-                    message: "the load was only explained".into(),
-                }),
-            };
+            return self.run_in_warehouse(plans, options, progress).await;
         }
         let started = Instant::now();
         let location = self.lake.lock().await.data().location().clone();
@@ -312,7 +325,6 @@ impl BatchJob {
             sql: &self.sql,
             events_column: self.aggregate.events_output(),
             plugin: self.aggregate.reapply_plugin.then_some(&batch_plugin),
-            reapply_own_files: self.aggregate.reapply_own_files,
         };
         let outcomes = aggregate::aggregate_partitions(&job, plans, &*progress).await;
         let load_id = new_load_id();
@@ -449,17 +461,104 @@ impl BatchJob {
     ///
     /// One failing date fails the whole load (it is one transaction);
     /// nothing changes then.
-    /// With `explain`, the dates are staged (Redshift's manifests and
-    /// files are written) but nothing is loaded: the statements that would
-    /// run are returned.
     async fn run_in_warehouse(
         self: &Arc<Self>,
         plans: Vec<PartitionPlan>,
         options: &BatchOptions,
         progress: Arc<dyn Fn(&Progress) + Send + Sync>,
-        explain: bool,
-    ) -> Result<Pushdown, BatchError> {
+    ) -> Result<BatchSummary, BatchError> {
         let started = Instant::now();
+        let Pushdown {
+            load_id,
+            digest,
+            staging,
+            mut summary,
+            request,
+            rows,
+            manifests: _,
+            dates,
+            empty,
+        } = self.stage_pushdown(plans, options).await?;
+        if request.dates.is_empty() {
+            summary.elapsed_ms = started.elapsed().as_millis() as u64;
+            return Ok(summary);
+        }
+        let report =
+            |plan: &PartitionPlan, tally: &aggregate::Tally, loaded: i64| PartitionReport {
+                date: plan.date.clone(),
+                files: plan.files.len(),
+                rows_read: tally.rows_read,
+                rows_recleaned: tally.rows_recleaned,
+                dropped: tally.dropped.clone(),
+                rejected: tally.rejected.clone(),
+                rows_kept: tally.rows_kept,
+                duplicates: 0,
+                spilled_bytes: 0,
+                groups: loaded.max(0) as usize,
+                elapsed_ms: 0,
+            };
+        let mut loaded_rows = std::collections::BTreeMap::new();
+        let loading = Instant::now();
+        self.warehouse
+            .load_pushdown(
+                &request,
+                &load_id,
+                &staging,
+                rows,
+                &self.pushdown,
+                |loaded| {
+                    loaded_rows = loaded.clone();
+                    let mut audit: Vec<AuditRow> = dates
+                        .iter()
+                        .map(|(day, plan, tally)| {
+                            let tally = tally.lock().expect("tally");
+                            let n = loaded.get(day).copied().unwrap_or(0);
+                            self.audit_row(*day, plan, &report(plan, &tally, n), &digest)
+                        })
+                        .collect();
+                    audit.extend(empty.iter().map(|d| self.empty_audit_row(*d)));
+                    audit
+                },
+            )
+            .await?;
+        summary.load_ms = loading.elapsed().as_millis() as u64;
+        let total = dates.len();
+        for (i, (day, plan, tally)) in dates.into_iter().enumerate() {
+            let tally = tally.lock().expect("tally").clone();
+            let n = loaded_rows.get(&day).copied().unwrap_or(0);
+            let r = report(&plan, &tally, n);
+            summary.rows_loaded += r.groups;
+            summary.rows_read += r.rows_read;
+            summary.files += r.files;
+            progress(&Progress {
+                done: i + 1,
+                total,
+                files: summary.files,
+                rows: summary.rows_read,
+                date: plan.date.clone(),
+            });
+            summary.partitions.push(PartitionSummary {
+                date: plan.date.clone(),
+                status: PartitionStatus::Loaded,
+                report: Some(r),
+                version: plan.version,
+                error: None,
+            });
+        }
+        tracing::info!(load_id, dates = request.dates.len(), rows = summary.rows_loaded, warehouse = %summary.warehouse, "aggregated inside the warehouse and loaded");
+        summary.elapsed_ms = started.elapsed().as_millis() as u64;
+        Ok(summary)
+    }
+
+    /// Everything a pushed-down load needs before it reaches the
+    /// warehouse: the dates' cleaned rows as streams (PostgreSQL) or staged
+    /// on S3 with the statements that copy them (Redshift), the request and
+    /// the summary of the dates without data.
+    async fn stage_pushdown(
+        self: &Arc<Self>,
+        plans: Vec<PartitionPlan>,
+        options: &BatchOptions,
+    ) -> Result<Pushdown, BatchError> {
         let file = self.pipeline.file.display().to_string();
         let config_error = |message: String| BatchError::Config {
             file: file.clone(),
@@ -480,12 +579,15 @@ impl BatchJob {
             .map_err(|m| config_error(format!("the lake's rows cannot be staged: {m}")))?;
         let stager = match (self.warehouse.is_redshift(), &self.warehouse.config().copy) {
             (false, _) => None,
-            (true, Some(copy)) => Some(crate::warehouse::redshift::Stager::open(
+            (true, Some(copy)) => Some((
                 copy,
-                &self.pipeline.config.lake.s3,
-                &self.table.name,
-                &load_id,
-            )?),
+                crate::warehouse::redshift::Stager::open(
+                    copy,
+                    &self.pipeline.config.lake.s3,
+                    &self.table.name,
+                    &load_id,
+                )?,
+            )),
             (true, None) => {
                 return Err(config_error(
                     "aggregate.engine = \"warehouse\" with Redshift stages the rows on S3: it needs [warehouse.copy] (staging_url, iam_role)".into(),
@@ -494,9 +596,9 @@ impl BatchJob {
         };
         let mut summary = self.empty_summary(&load_id, &digest);
         let mut request = self.new_request();
-        let mut streams = Vec::new();
+        let mut streams: Vec<CleanedRows> = Vec::new();
         let mut manifests = Vec::new();
-        let mut staged = Vec::new();
+        let mut dates = Vec::new();
         let mut empty = Vec::new();
         for plan in plans {
             let Some(day) = plan.day() else {
@@ -523,14 +625,11 @@ impl BatchJob {
                 });
                 continue;
             }
-            let mut events = self.source.events(
+            let events = self.source.events(
                 &location,
                 plan.files.clone(),
                 self.aggregate.reapply_plugin.then(|| batch_plugin.clone()),
             );
-            if !self.aggregate.reapply_own_files {
-                events = events.reading_own_files_as_written();
-            }
             let tally = events.tally.clone();
             match &stager {
                 None => {
@@ -539,9 +638,9 @@ impl BatchJob {
                         .stream("SELECT * FROM events", events)
                         .await
                         .map_err(|e| config_error(aggregate::describe_sql_error(&e)))?;
-                    streams.push(futures::StreamExt::map(stream, error_text));
+                    streams.push(futures::StreamExt::map(stream, error_text as ErrorText));
                 }
-                Some(stager) => {
+                Some((_, stager)) => {
                     manifests.push(
                         self.stage_for_redshift(stager, day, &plan, &location, events)
                             .await?,
@@ -549,98 +648,25 @@ impl BatchJob {
                 }
             }
             request.dates.push(day);
-            staged.push((day, plan, tally));
+            dates.push((day, plan, tally));
         }
-        if request.dates.is_empty() && !explain {
-            summary.elapsed_ms = started.elapsed().as_millis() as u64;
-            return Ok(Pushdown::Loaded(summary));
-        }
-        let report =
-            |plan: &PartitionPlan, tally: &aggregate::Tally, loaded: i64| PartitionReport {
-                date: plan.date.clone(),
-                files: plan.files.len(),
-                rows_read: tally.rows_read,
-                rows_recleaned: tally.rows_recleaned,
-                dropped: tally.dropped.clone(),
-                rejected: tally.rejected.clone(),
-                rows_kept: tally.rows_kept,
-                duplicates: 0,
-                spilled_bytes: 0,
-                groups: loaded.max(0) as usize,
-                elapsed_ms: 0,
-            };
-        let rows = match &self.warehouse.config().copy {
-            Some(copy) if stager.is_some() => PushdownRows::Staged(
-                crate::warehouse::redshift::fill_statements(copy, &staging, &manifests),
-            ),
-            _ => PushdownRows::Streams(streams),
+        let rows = match stager {
+            Some((copy, _)) => PushdownRows::Staged(crate::warehouse::redshift::fill_statements(
+                copy, &staging, &manifests,
+            )),
+            None => PushdownRows::Streams(streams),
         };
-        if explain {
-            let mut statements = match rows {
-                PushdownRows::Staged(statements) => statements,
-                PushdownRows::Streams(_) => vec![
-                    staging.temp_create_sql(),
-                    "COPY \"events\" FROM STDIN (FORMAT binary)".into(),
-                ],
-            };
-            statements.extend(self.pushdown.setup.iter().cloned());
-            statements.push(self.table.insert_select_sql(&self.pushdown.select));
-            return Ok(Pushdown::Explained(PushdownPlan {
-                statements,
-                staged: manifests,
-            }));
-        }
-        let mut loaded_rows = std::collections::BTreeMap::new();
-        let loading = Instant::now();
-        self.warehouse
-            .load_pushdown(
-                &request,
-                &load_id,
-                &staging,
-                rows,
-                &self.pushdown,
-                |loaded| {
-                    loaded_rows = loaded.clone();
-                    let mut audit: Vec<AuditRow> = staged
-                        .iter()
-                        .map(|(day, plan, tally)| {
-                            let tally = tally.lock().expect("tally");
-                            let n = loaded.get(day).copied().unwrap_or(0);
-                            self.audit_row(*day, plan, &report(plan, &tally, n), &digest)
-                        })
-                        .collect();
-                    audit.extend(empty.iter().map(|d| self.empty_audit_row(*d)));
-                    audit
-                },
-            )
-            .await?;
-        summary.load_ms = loading.elapsed().as_millis() as u64;
-        let total = staged.len();
-        for (i, (day, plan, tally)) in staged.into_iter().enumerate() {
-            let tally = tally.lock().expect("tally").clone();
-            let n = loaded_rows.get(&day).copied().unwrap_or(0);
-            let r = report(&plan, &tally, n);
-            summary.rows_loaded += r.groups;
-            summary.rows_read += r.rows_read;
-            summary.files += r.files;
-            progress(&Progress {
-                done: i + 1,
-                total,
-                files: summary.files,
-                rows: summary.rows_read,
-                date: plan.date.clone(),
-            });
-            summary.partitions.push(PartitionSummary {
-                date: plan.date.clone(),
-                status: PartitionStatus::Loaded,
-                report: Some(r),
-                version: plan.version,
-                error: None,
-            });
-        }
-        tracing::info!(load_id, dates = request.dates.len(), rows = summary.rows_loaded, warehouse = %summary.warehouse, "aggregated inside the warehouse and loaded");
-        summary.elapsed_ms = started.elapsed().as_millis() as u64;
-        Ok(Pushdown::Loaded(summary))
+        Ok(Pushdown {
+            load_id,
+            digest,
+            staging,
+            summary,
+            request,
+            rows,
+            manifests,
+            dates,
+            empty,
+        })
     }
 
     /// `weir aggregate --explain` (`aggregate.engine = "warehouse"`): stage
@@ -659,16 +685,20 @@ impl BatchJob {
             });
         }
         let plans = self.plan(&options.selection).await?;
-        match self
-            .run_in_warehouse(plans, options, Arc::new(|_: &Progress| {}), true)
-            .await?
-        {
-            Pushdown::Explained(plan) => Ok(plan),
-            Pushdown::Loaded(_) => Err(BatchError::Config {
-                file: self.pipeline.file.display().to_string(),
-                message: "nothing to explain".into(),
-            }),
-        }
+        let staged = self.stage_pushdown(plans, options).await?;
+        let mut statements = match staged.rows {
+            PushdownRows::Staged(statements) => statements,
+            PushdownRows::Streams(_) => vec![
+                staged.staging.temp_create_sql(),
+                "COPY \"events\" FROM STDIN (FORMAT binary)".into(),
+            ],
+        };
+        statements.extend(self.pushdown.setup.iter().cloned());
+        statements.push(self.table.insert_select_sql(&self.pushdown.select));
+        Ok(PushdownPlan {
+            statements,
+            staged: staged.manifests,
+        })
     }
 
     /// Stage one date for Redshift's `COPY`: a manifest of the snapshot's
@@ -685,14 +715,11 @@ impl BatchJob {
         events: aggregate::EventsTable,
     ) -> Result<crate::warehouse::redshift::StagedDate, BatchError> {
         use crate::warehouse::redshift::{ManifestEntry, StagedFrom};
-        use futures::StreamExt;
         let lake_url = location.url().as_str().trim_end_matches('/').to_string();
-        let as_written = events.plugin.is_none()
-            || events.own_digest.as_ref().is_some_and(|own| {
-                plan.files
-                    .iter()
-                    .all(|f| aggregate::plan::digest_of(&f.path).as_ref() == Some(own))
-            });
+        let as_written = events
+            .plugin
+            .as_ref()
+            .is_none_or(|p| plan.files.iter().all(|f| p.skips(&f.path)));
         if as_written && lake_url.starts_with("s3://") {
             let entries: Vec<ManifestEntry> = plan
                 .files
@@ -711,62 +738,99 @@ impl BatchJob {
                 .put_manifest(day, StagedFrom::Snapshot, &entries)
                 .await?);
         }
-        let file = self.pipeline.file.display().to_string();
+        const PART_ROWS: usize = 262_144;
+        let entries: Vec<ManifestEntry> = self
+            .write_files(
+                day,
+                events,
+                PART_ROWS,
+                stager.store(),
+                |_| crate::lake::FileMetadata::default(),
+                |n, _| stager.part_path(day, n),
+            )
+            .await?
+            .iter()
+            .map(|f| stager.entry(&f.path, f.bytes))
+            .collect();
+        Ok(stager
+            .put_manifest(day, StagedFrom::Recleaned, &entries)
+            .await?)
+    }
+
+    /// Write the rows of `events` (one date, re-cleaned) to `store` in the
+    /// lake's file layout (every column but the partition column, which
+    /// Delta keeps in the log): Parquet files of about `rows_per_file` rows,
+    /// the `n`th encoded on a blocking thread with `meta(n)` and put at
+    /// `path(n, meta)`. Only one file's rows are held at a time.
+    async fn write_files(
+        &self,
+        day: NaiveDate,
+        events: aggregate::EventsTable,
+        rows_per_file: usize,
+        store: &crate::objstore::Location,
+        meta: impl Fn(usize) -> crate::lake::FileMetadata,
+        path: impl Fn(usize, &crate::lake::FileMetadata) -> String,
+    ) -> Result<Vec<crate::lake::StagedFile>, BatchError> {
+        use futures::StreamExt;
         let fail = |message: String| BatchError::Config {
-            file: file.clone(),
-            message: format!("staging {day} for Redshift: {message}"),
+            file: self.pipeline.file.display().to_string(),
+            message: format!("{day}: {message}"),
         };
-        // the files' layout: every column but the partition column
-        let columns: Vec<String> = self
+        let partition = self
             .source
             .schema
-            .fields()
-            .iter()
-            .filter(|f| f.name() != &self.source.partition_by)
-            .map(|f| format!("\"{}\"", f.name().replace('"', "\"\"")))
+            .index_of(&self.source.partition_by)
+            .map_err(|e| fail(e.to_string()))?;
+        let stored: Vec<usize> = (0..self.source.schema.fields().len())
+            .filter(|i| *i != partition)
             .collect();
-        let sql = format!("SELECT {} FROM events", columns.join(", "));
         let mut stream = self
             .engine
-            .stream(&sql, events)
+            .stream("SELECT * FROM events", events)
             .await
             .map_err(|e| fail(aggregate::describe_sql_error(&e)))?;
-        const PART_ROWS: usize = 262_144;
-        let meta = crate::lake::FileMetadata::default();
         let lake = &self.pipeline.config.lake;
-        let mut entries = Vec::new();
-        let mut part: Vec<arrow::record_batch::RecordBatch> = Vec::new();
-        let mut rows = 0;
+        let mut written = Vec::new();
+        let mut pending = Vec::new();
+        let mut pending_rows = 0;
         loop {
             let next = stream.next().await;
             let done = next.is_none();
             if let Some(batch) = next {
                 let batch = batch.map_err(|e| fail(e.to_string()))?;
-                rows += batch.num_rows();
                 if batch.num_rows() > 0 {
-                    part.push(batch);
+                    pending_rows += batch.num_rows();
+                    pending.push(batch.project(&stored).map_err(|e| fail(e.to_string()))?);
                 }
             }
-            if !part.is_empty() && (done || rows >= PART_ROWS) {
-                let batches = std::mem::take(&mut part);
+            if pending_rows > 0 && (done || pending_rows >= rows_per_file) {
+                let batches = std::mem::take(&mut pending);
+                let rows = std::mem::take(&mut pending_rows) as u64;
                 let (compression, row_group_rows) = (lake.compression.clone(), lake.row_group_rows);
-                let meta = meta.clone();
+                let file_meta = meta(written.len());
+                let path = path(written.len(), &file_meta);
                 let bytes = tokio::task::spawn_blocking(move || {
-                    crate::lake::encode_parquet(&batches, &compression, row_group_rows, &meta)
+                    crate::lake::encode_parquet(&batches, &compression, row_group_rows, &file_meta)
                 })
                 .await
-                .map_err(|e| fail(e.to_string()))?
-                .map_err(|e| fail(e.to_string()))?;
-                entries.push(stager.put_part(day, entries.len(), bytes).await?);
-                rows = 0;
+                .map_err(|e| BatchError::Worker(e.to_string()))?
+                .map_err(|e| fail(format!("encoding a file: {e}")))?;
+                let size = bytes.len() as u64;
+                store
+                    .put(&path, bytes)
+                    .await
+                    .map_err(|e| fail(format!("writing {path}: {e}")))?;
+                written.push(crate::lake::StagedFile {
+                    path,
+                    partition_value: Some(day.to_string()),
+                    rows,
+                    bytes: size,
+                });
             }
             if done {
-                break;
+                return Ok(written);
             }
         }
-        Ok(stager
-            .put_manifest(day, StagedFrom::Recleaned, &entries)
-            .await?)
     }
 
     /// A load of the aggregate table with nothing in it yet.
@@ -833,7 +897,6 @@ impl BatchJob {
         day: NaiveDate,
         progress: Arc<dyn Fn(&Progress) + Send + Sync>,
     ) -> Result<ReprocessReport, BatchError> {
-        use futures::StreamExt;
         let file = self.pipeline.file.display().to_string();
         let config_error = |message: String| BatchError::Config {
             file: file.clone(),
@@ -846,86 +909,36 @@ impl BatchJob {
             .next()
             .filter(|p| !p.files.is_empty())
             .ok_or_else(|| config_error(format!("{day}: the lake holds no data for this date")))?;
-        let batch_plugin = self.current_plugin();
+        // re-cleaning applies the running version to every file, its own included
+        let batch_plugin = BatchPlugin {
+            skips_own_files: false,
+            ..self.current_plugin()
+        };
         let digest = batch_plugin.plugin.digest.clone();
         let location = self.lake.lock().await.data().location().clone();
         let lake_config = self.pipeline.config.lake.clone();
-        let partition = self
-            .source
-            .schema
-            .index_of(&self.source.partition_by)
-            .map_err(|e| config_error(e.to_string()))?;
-        // Delta keeps the partition value in the log, not in the files
-        let stored: Vec<usize> = (0..self.source.schema.fields().len())
-            .filter(|i| *i != partition)
-            .collect();
         let events = self
             .source
             .events(&location, plan.files.clone(), Some(batch_plugin.clone()));
         let tally = events.tally.clone();
-        let mut stream = self
-            .engine
-            .stream("SELECT * FROM events", events)
-            .await
-            .map_err(|e| config_error(aggregate::describe_sql_error(&e)))?;
-        let mut staged: Vec<crate::lake::StagedFile> = Vec::new();
-        let mut pending = Vec::new();
-        let mut pending_rows = 0;
-        let mut written = 0u64;
-        loop {
-            let next = stream.next().await;
-            let done = next.is_none();
-            if let Some(batch) = next {
-                let batch = batch.map_err(|e| config_error(format!("{day}: {e}")))?;
-                pending_rows += batch.num_rows();
-                pending.push(
-                    batch
-                        .project(&stored)
-                        .map_err(|e| config_error(e.to_string()))?,
-                );
-            }
-            if pending_rows == 0 || (!done && pending_rows < REPROCESS_FILE_ROWS) {
-                if done {
-                    break;
-                }
-                continue;
-            }
-            let meta = crate::lake::FileMetadata {
-                plugin_digest: digest.clone(),
-                topic: "reprocessed".into(),
-                partition: 0,
-                first_offset: staged.len() as i64,
-                last_offset: staged.len() as i64,
-                writer_token: crate::lake::FileMetadata::new_token(),
-            };
-            let batches = std::mem::take(&mut pending);
-            let rows = std::mem::take(&mut pending_rows);
-            let (compression, row_group_rows) =
-                (lake_config.compression.clone(), lake_config.row_group_rows);
-            let encode_meta = meta.clone();
-            let bytes = tokio::task::spawn_blocking(move || {
-                crate::lake::encode_parquet(&batches, &compression, row_group_rows, &encode_meta)
-            })
-            .await
-            .map_err(|e| BatchError::Worker(e.to_string()))?
-            .map_err(|e| config_error(format!("{day}: encoding a file: {e}")))?;
-            let path = meta.data_path(&lake_config.partition_by, &plan.date);
-            let size = bytes.len() as u64;
-            location
-                .put(&path, bytes)
-                .await
-                .map_err(crate::lake::LakeError::from)?;
-            staged.push(crate::lake::StagedFile {
-                path,
-                partition_value: Some(plan.date.clone()),
-                rows: rows as u64,
-                bytes: size,
-            });
-            written += rows as u64;
-            if done {
-                break;
-            }
-        }
+        let staged = self
+            .write_files(
+                day,
+                events,
+                REPROCESS_FILE_ROWS,
+                &location,
+                |n| crate::lake::FileMetadata {
+                    plugin_digest: digest.clone(),
+                    topic: "reprocessed".into(),
+                    partition: 0,
+                    first_offset: n as i64,
+                    last_offset: n as i64,
+                    writer_token: crate::lake::FileMetadata::new_token(),
+                },
+                |_, meta| meta.data_path(&lake_config.partition_by, &plan.date),
+            )
+            .await?;
+        let written: u64 = staged.iter().map(|f| f.rows).sum();
         let tally = tally.lock().expect("tally").clone();
         let provenance = crate::lake::Provenance {
             plugin_digest: digest.clone(),
@@ -1122,6 +1135,9 @@ async fn probe_plugin(
         engine,
         plugin: loaded,
         config,
+        // re-cleaning (weir reprocess, weir query's `events`) applies it to
+        // every file; the aggregation skips its own unless configured not to
+        skips_own_files: false,
     };
     let probe = plugin.clone();
     let schema = pipeline.schema.clone();

@@ -228,7 +228,6 @@ impl Engine {
             partition_by: String::new(),
             files: Vec::new(),
             plugin: None,
-            own_digest: None,
             tally: Arc::default(),
         };
         let frame = self.frame(sql, None, vec![("events", empty)]).await?;
@@ -286,12 +285,9 @@ pub struct EventsTable {
     pub partition_by: String,
     /// the files, with their partition values.
     pub files: Vec<LakeFile>,
-    /// the plugin re-applied to the rows, if any.
+    /// the plugin re-applied to the rows, if any (files it skips are read
+    /// as written: see [`BatchPlugin::skips_own_files`]).
     pub plugin: Option<BatchPlugin>,
-    /// the digest prefix (8 hex digits, as in file names) of files read as
-    /// they are, without the plugin: those the same plugin wrote (see
-    /// [`EventsTable::reading_own_files_as_written`]).
-    pub own_digest: Option<String>,
     /// where the streams count what they read, kept and excluded.
     pub tally: Arc<Mutex<Tally>>,
 }
@@ -302,20 +298,6 @@ impl fmt::Debug for EventsTable {
             .field("files", &self.files.len())
             .field("plugin", &self.plugin)
             .finish()
-    }
-}
-
-impl EventsTable {
-    /// Read the files whose names carry the plugin's own digest as they
-    /// are: the same compiled plugin wrote them, and applying an idempotent
-    /// plugin again is a no-op. Files of other digests (or of none, as
-    /// compacted files) still go through it.
-    pub fn reading_own_files_as_written(mut self) -> Self {
-        self.own_digest = self
-            .plugin
-            .as_ref()
-            .map(|p| p.plugin.digest.chars().take(8).collect());
-        self
     }
 }
 
@@ -364,14 +346,10 @@ impl TableProvider for EventsTable {
         };
         // files the running plugin wrote are read as they are (applying an
         // idempotent plugin again is a no-op); the others go through it
-        let own = match (&self.plugin, &self.own_digest) {
-            (Some(_), Some(digest)) => Some(digest.as_str()),
-            _ => None,
-        };
         let (fresh, stale): (Vec<&LakeFile>, Vec<&LakeFile>) = self
             .files
             .iter()
-            .partition(|f| own.is_some() && super::plan::digest_of(&f.path).as_deref() == own);
+            .partition(|f| self.plugin.as_ref().is_some_and(|p| p.skips(&f.path)));
         let mut parts = Vec::new();
         for (files, plugin) in [(fresh, None), (stale, self.plugin.clone())] {
             if files.is_empty() {

@@ -99,6 +99,20 @@ pub struct BatchPlugin {
     pub plugin: Arc<LoadedPlugin>,
     /// its configuration from the pipeline file.
     pub config: Vec<(String, String)>,
+    /// read files it wrote itself as they are (their names carry its
+    /// digest): the same compiled plugin produced them, and applying an
+    /// idempotent plugin again is a no-op. Files of other digests (or of
+    /// none, as compacted files) still go through it.
+    pub skips_own_files: bool,
+}
+
+impl BatchPlugin {
+    /// Whether the file at `path` is read as written: this plugin wrote it
+    /// and [`BatchPlugin::skips_own_files`] is set.
+    pub fn skips(&self, path: &str) -> bool {
+        self.skips_own_files
+            && super::plan::digest_of(path).is_some_and(|d| self.plugin.digest.starts_with(&d))
+    }
 }
 
 impl std::fmt::Debug for BatchPlugin {
@@ -138,9 +152,6 @@ pub struct Job<'a> {
     pub events_column: Option<&'a str>,
     /// the plugin re-applied to the lake's rows.
     pub plugin: Option<&'a BatchPlugin>,
-    /// re-apply it also to files it wrote itself (else they are read as
-    /// written: see [`EventsTable::reading_own_files_as_written`]).
-    pub reapply_own_files: bool,
 }
 
 /// Aggregate `plans`, one date after the other (each with every core),
@@ -185,12 +196,9 @@ pub async fn aggregate_partitions(
 async fn aggregate_one(job: &Job<'_>, plan: PartitionPlan) -> Result<Aggregated, PartitionError> {
     let started = Instant::now();
     let date = plan.date.clone();
-    let mut events = job
+    let events = job
         .source
         .events(job.lake, plan.files.clone(), job.plugin.cloned());
-    if !job.reapply_own_files {
-        events = events.reading_own_files_as_written();
-    }
     let tally = events.tally.clone();
     let result = job
         .engine
@@ -261,7 +269,6 @@ impl Source {
             partition_by: self.partition_by.clone(),
             files,
             plugin,
-            own_digest: None,
             tally: Arc::new(Mutex::new(Tally::default())),
         }
     }

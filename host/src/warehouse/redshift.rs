@@ -83,23 +83,13 @@ pub fn manifest_json(entries: &[ManifestEntry]) -> String {
 /// table holds the files' columns (the others, in order); each date is
 /// copied into it, moved into `events` with its date, and cleared.
 pub fn fill_statements(copy: &CopyConfig, events: &TableSpec, dates: &[StagedDate]) -> Vec<String> {
-    let file_columns: Vec<&(String, super::SqlType)> = events
-        .columns
-        .iter()
-        .filter(|(c, _)| *c != events.partition_column)
-        .collect();
-    let defs: Vec<String> = file_columns
-        .iter()
-        .map(|(c, t)| format!("{} {}", quote(c), t.ddl()))
-        .collect();
-    let names: Vec<String> = file_columns.iter().map(|(c, _)| quote(c)).collect();
-    let names = names.join(", ");
+    let names = events.column_list_but(&events.partition_column);
     let mut statements = vec![
         events.session_temp_create_sql(),
         format!(
             "CREATE TEMP TABLE {} ({})",
             quote(RAW_TABLE),
-            defs.join(", ")
+            events.column_defs_but(&events.partition_column)
         ),
     ];
     for date in dates {
@@ -168,23 +158,24 @@ impl Stager {
         }
     }
 
-    /// Write one re-cleaned Parquet file of `date`.
-    pub async fn put_part(
-        &self,
-        date: NaiveDate,
-        n: usize,
-        bytes: Bytes,
-    ) -> Result<ManifestEntry, WarehouseError> {
-        let key = format!("{}/{date}/part-{n:05}.parquet", self.prefix);
-        let size = bytes.len() as u64;
-        self.store
-            .put(&key, bytes)
-            .await
-            .map_err(|e| self.fail(&key, e))?;
-        Ok(ManifestEntry {
-            url: format!("{}/{key}", self.url),
-            bytes: size,
-        })
+    /// Where re-cleaned files are written: the store and the path of the
+    /// `n`th file of `date` in it.
+    pub fn store(&self) -> &Location {
+        &self.store
+    }
+
+    /// The path (relative to [`Stager::store`]) of the `n`th re-cleaned
+    /// Parquet file of `date`.
+    pub fn part_path(&self, date: NaiveDate, n: usize) -> String {
+        format!("{}/{date}/part-{n:05}.parquet", self.prefix)
+    }
+
+    /// The manifest entry of a file written at `path` in the store.
+    pub fn entry(&self, path: &str, bytes: u64) -> ManifestEntry {
+        ManifestEntry {
+            url: format!("{}/{path}", self.url),
+            bytes,
+        }
     }
 
     /// Write the manifest of `date`.

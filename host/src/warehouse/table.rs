@@ -141,8 +141,15 @@ impl TableSpec {
 
     /// `"col" TYPE, ...`: the columns as DDL.
     fn column_defs(&self) -> String {
+        self.column_defs_but("")
+    }
+
+    /// The columns as DDL, all but `except` (the partition column of
+    /// files that keep it in the Delta log).
+    pub fn column_defs_but(&self, except: &str) -> String {
         self.columns
             .iter()
+            .filter(|(c, _)| c != except)
             .map(|(c, t)| format!("{} {}", quote(c), t.ddl()))
             .collect::<Vec<_>>()
             .join(", ")
@@ -179,8 +186,14 @@ impl TableSpec {
 
     /// The quoted column list.
     pub fn column_list(&self) -> String {
+        self.column_list_but("")
+    }
+
+    /// The quoted column list, all but `except`.
+    pub fn column_list_but(&self, except: &str) -> String {
         self.columns
             .iter()
+            .filter(|(c, _)| c != except)
             .map(|(c, _)| quote(c))
             .collect::<Vec<_>>()
             .join(", ")
