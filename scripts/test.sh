@@ -2,7 +2,8 @@
 # weir's test command (the README's, and what .ci/run calls).
 #
 # Brings up what the tests need, idempotently: the wasm32-wasip2 target, the
-# plugin components, the embedded broker's binary (tansu) and the Python
+# plugin components (Rust; Python, JavaScript and C with their toolchains,
+# scripts/tools.sh), the embedded broker's binary (tansu) and the Python
 # test tools (scripts/tools.sh, under ~/.cache/weir-tools), PostgreSQL on
 # 127.0.0.1:5432 (installed from Debian's packages and started when it is
 # not running), moto server (S3/DynamoDB/Lambda stand-in) on 127.0.0.1. Then
@@ -71,7 +72,11 @@ step "lint"
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy --release --target wasm32-wasip2 \
     -p weir-plugin-sdk -p weir-plugin-web-vitals -p weir-plugin-identity \
-    -p weir-fixture-hostile -p weir-fixture-wrong-version -- -D warnings
+    -p weir-fixture-hostile -p weir-fixture-wrong-version \
+    -p weir-fixture-tti-bucket -p weir-fixture-tti-bucket-plain -- -D warnings
+
+step "the plugin SDK packages on its own (publishable, no workspace inheritance)"
+cargo package -p weir-plugin-sdk --allow-dirty --quiet
 
 step "tests"
 log="$(mktemp)"

@@ -9,10 +9,24 @@
 #                                  (S3, DynamoDB, Lambda), confluent-kafka, pyarrow,
 #                                  deltalake (an independent Delta reader), duckdb
 #                                  (a reference SQL engine)
-#   bash scripts/tools.sh          both
+#   bash scripts/tools.sh js       componentize-js (npm, pinned) in npm/, for the
+#                                  JavaScript plugin
+#   bash scripts/tools.sh c        the C plugin's toolchain: Debian's clang, lld,
+#                                  wasi-libc and wasm32 compiler-rt; wasm-tools
+#                                  (crates.io, pinned) in cargo/bin;
+#                                  the WASI preview1 adapter (from the crate
+#                                  wasi-preview1-component-adapter-provider, the
+#                                  host's wasmtime version) in adapter/
+#   bash scripts/tools.sh wit-bindgen  wit-bindgen-cli (crates.io, pinned), only to
+#                                  regenerate the C plugin's committed bindings
+#   bash scripts/tools.sh          tansu and python
 set -euo pipefail
 TOOLS="${WEIR_TOOLS_DIR:-$HOME/.cache/weir-tools}"
 TANSU_VERSION=0.6.0
+COMPONENTIZE_JS_VERSION=0.23.0
+WIT_BINDGEN_VERSION=0.57.1
+WASM_TOOLS_VERSION=1.263.0
+ADAPTER_VERSION=48.0.8
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 mkdir -p "$TOOLS"
 
@@ -71,11 +85,75 @@ install_python() {
     fi
 }
 
+install_js() {
+    local dir="$TOOLS/npm"
+    local bin="$dir/node_modules/.bin/componentize-js"
+    if [ -x "$bin" ] && grep -q "\"version\": \"$COMPONENTIZE_JS_VERSION\"" \
+        "$dir/node_modules/@bytecodealliance/componentize-js/package.json" 2>/dev/null; then
+        return
+    fi
+    mkdir -p "$dir"
+    (cd "$dir" && npm install --no-audit --no-fund --silent \
+        "@bytecodealliance/componentize-js@$COMPONENTIZE_JS_VERSION" >&2)
+}
+
+install_c() {
+    if ! command -v clang >/dev/null || ! command -v wasm-ld >/dev/null \
+        || [ ! -f /usr/lib/wasm32-wasi/libc.a ] \
+        || ! ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a >/dev/null 2>&1; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -q clang lld wasi-libc libclang-rt-dev-wasm32 >/dev/null 2>&1 \
+            || { apt-get update -q >/dev/null && apt-get install -y -q clang lld wasi-libc libclang-rt-dev-wasm32 >/dev/null; }
+    fi
+    local root="$TOOLS/cargo"
+    # built once per machine, in its own build directory (removed afterwards)
+    if [ "$("$root/bin/wasm-tools" --version 2>/dev/null | cut -d' ' -f2)" != "$WASM_TOOLS_VERSION" ]; then
+        CARGO_TARGET_DIR="$TOOLS/cargo-build" cargo install --locked --quiet --root "$root" \
+            "wasm-tools@$WASM_TOOLS_VERSION" --no-default-features --features component
+    fi
+    rm -rf "$TOOLS/cargo-build"
+    local adapter="$TOOLS/adapter/$ADAPTER_VERSION/wasi_snapshot_preview1.reactor.wasm"
+    if [ ! -f "$adapter" ]; then
+        local fetch="$TOOLS/adapter/fetch"
+        rm -rf "$fetch" && mkdir -p "$fetch/src"
+        cat >"$fetch/Cargo.toml" <<TOML
+[package]
+name = "weir-adapter-fetch"
+version = "0.0.0"
+edition = "2021"
+[dependencies]
+wasi-preview1-component-adapter-provider = "=$ADAPTER_VERSION"
+TOML
+        touch "$fetch/src/lib.rs"
+        cargo fetch --manifest-path "$fetch/Cargo.toml" >&2
+        local cache="${CARGO_HOME:-$HOME/.cargo}/registry/cache"
+        mkdir -p "$fetch/crate"
+        tar xzf "$(ls "$cache"/*/"wasi-preview1-component-adapter-provider-$ADAPTER_VERSION.crate" | head -1)" -C "$fetch/crate"
+        mkdir -p "$(dirname "$adapter")"
+        cp "$fetch/crate/wasi-preview1-component-adapter-provider-$ADAPTER_VERSION/artefacts/wasi_snapshot_preview1.reactor.wasm" "$adapter"
+        rm -rf "$fetch"
+    fi
+}
+
+# only to regenerate plugins/web-vitals-c/gen after a WIT change (the
+# generated bindings are committed)
+install_wit_bindgen() {
+    local root="$TOOLS/cargo"
+    if [ "$("$root/bin/wit-bindgen" --version 2>/dev/null | cut -d' ' -f2)" != "$WIT_BINDGEN_VERSION" ]; then
+        CARGO_TARGET_DIR="$TOOLS/cargo-build" cargo install --locked --quiet --root "$root" \
+            "wit-bindgen-cli@$WIT_BINDGEN_VERSION" --no-default-features --features c
+        rm -rf "$TOOLS/cargo-build"
+    fi
+}
+
 [ $# -gt 0 ] || set -- tansu python
 for tool in "$@"; do
     case "$tool" in
     tansu) install_tansu ;;
     python) install_python ;;
-    *) echo "scripts/tools.sh: unknown tool '$tool' (tansu, python)" >&2; exit 2 ;;
+    js) install_js ;;
+    c) install_c ;;
+    wit-bindgen) install_wit_bindgen ;;
+    *) echo "scripts/tools.sh: unknown tool '$tool' (tansu, python, js, c, wit-bindgen)" >&2; exit 2 ;;
     esac
 done

@@ -16,8 +16,8 @@ use crate::aggregate::{
     PartitionReport, Progress, Selection,
 };
 use crate::lake::{Lake, LakeError};
-use crate::pipeline::Pipeline;
 use crate::pipeline::aggregate::AggregationSql;
+use crate::pipeline::{DeclaredSchema, Pipeline};
 use crate::plugin::{PluginEngine, PluginError, PluginRunner};
 use crate::warehouse::{AuditRow, LoadRequest, PushdownRows, TableSpec, Warehouse, WarehouseError};
 
@@ -1062,6 +1062,16 @@ impl Query {
                 message,
             })
     }
+}
+
+/// `weir validate`: load the pipeline's plugin, initialise it with the
+/// pipeline's schema and configuration, and answer its output schema.
+pub async fn plugin_output(pipeline: &Pipeline) -> Result<DeclaredSchema, BatchError> {
+    let (_, schema) = probe_plugin(pipeline).await?;
+    DeclaredSchema::from_arrow(&schema).map_err(|e| BatchError::Config {
+        file: pipeline.file.display().to_string(),
+        message: format!("the plugin's output schema: {e}"),
+    })
 }
 
 /// `weir query`: run `sql` over the lake's rows of the selected dates, as

@@ -87,7 +87,7 @@ pub async fn run_demo(
         .await
         .map_err(|e| setup(&e))?;
     p.config.source.brokers = kafka.bootstrap_servers();
-    eprintln!(
+    crate::errln!(
         "[1/4] embedded Kafka on {}: sending {events} synthetic web-vitals events (about 3% broken)",
         p.config.source.brokers
     );
@@ -102,7 +102,7 @@ pub async fn run_demo(
             .expect("producer")
             .map_err(|e| setup(&e))?
     };
-    eprintln!(
+    crate::errln!(
         "[2/4] ingest: decode, web-vitals plugin, Delta lake in {}",
         lake.display()
     );
@@ -121,7 +121,7 @@ pub async fn run_demo(
         .await
         .expect("ingest")?
     };
-    eprintln!(
+    crate::errln!(
         "[3/4] orchestrator: Delta log polled, every date aggregated into {}",
         warehouse.display()
     );
@@ -131,7 +131,7 @@ pub async fn run_demo(
         let outcome = orchestrator.run_partition(&date, false).await?;
         runs.push((date, outcome));
     }
-    eprintln!("[4/4] summary");
+    crate::errln!("[4/4] summary");
     let w = orchestrator.job().warehouse();
     let count = w
         .query(&format!("SELECT count(*) FROM {}", w.config().table))

@@ -46,6 +46,30 @@ pub struct Location {
     url: Url,
 }
 
+/// Check that `url` is one [`Location::open`] takes (a local path,
+/// `file:///path` or `s3://bucket/prefix`), without opening it: the error is
+/// the one opening it would give.
+pub fn check_url(url: &str) -> Result<(), StoreError> {
+    let bad = |message: &str| StoreError::Url {
+        url: url.to_string(),
+        message: message.to_string(),
+    };
+    if let Some(rest) = url.strip_prefix("s3://") {
+        let bucket = rest.split_once('/').map_or(rest, |(b, _)| b);
+        return if bucket.is_empty() {
+            Err(bad("expected s3://bucket/prefix"))
+        } else {
+            Ok(())
+        };
+    }
+    if url.strip_prefix("file://").unwrap_or(url).contains("://") {
+        return Err(bad(
+            "expected a local path, file:///path or s3://bucket/prefix",
+        ));
+    }
+    Ok(())
+}
+
 impl Location {
     /// Open `url` (a local path, `file:///path` or `s3://bucket/prefix`).
     /// Local directories are created.
@@ -54,11 +78,9 @@ impl Location {
             url: url.to_string(),
             message,
         };
+        check_url(url)?;
         if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() {
-                return Err(bad("expected s3://bucket/prefix".into()));
-            }
             let store = s3_store(bucket, s3).map_err(|e| bad(e.to_string()))?;
             let prefix = prefix.trim_matches('/');
             let parsed = Url::parse(&format!("s3://{bucket}/{prefix}"))
@@ -70,11 +92,6 @@ impl Location {
             });
         }
         let local = url.strip_prefix("file://").unwrap_or(url);
-        if local.contains("://") {
-            return Err(bad(
-                "expected a local path, file:///path or s3://bucket/prefix".into(),
-            ));
-        }
         std::fs::create_dir_all(local).map_err(|e| bad(format!("cannot create directory: {e}")))?;
         let absolute = std::fs::canonicalize(local)
             .map_err(|e| bad(format!("cannot resolve the directory: {e}")))?;

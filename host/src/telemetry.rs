@@ -3,6 +3,26 @@
 //! commit record is written (so they match the exit summary); the plugin
 //! digest in use is the `digest` label of `weir_plugin_info`.
 
+/// `println!` that never panics: a closed stdout (`weir ... | head`) is
+/// not an error of weir's.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::writeln!(::std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that never panics: a closed stderr pipe must not turn an
+/// exit code into 101 (a panic).
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::writeln!(::std::io::stderr(), $($arg)*);
+    }};
+}
+
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;

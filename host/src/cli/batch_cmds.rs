@@ -132,9 +132,9 @@ pub fn run_reprocess(args: ReprocessArgs) -> anyhow::Result<ExitCode> {
         job.reprocess(args.date, Arc::new(|_: &Progress| {})).await
     })?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        weir::outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!(
+        weir::outln!(
             "{}: {} files ({} rows, plugins {}) replaced by {} files ({} rows) of plugin {} in table version {}; {} aggregate rows loaded",
             report.date,
             report.files_removed,
@@ -198,16 +198,19 @@ pub fn run_aggregate(args: AggregateArgs) -> anyhow::Result<ExitCode> {
             .await
         })?;
         if json {
-            println!("{}", serde_json::to_string_pretty(&plan)?);
+            weir::outln!("{}", serde_json::to_string_pretty(&plan)?);
         } else {
             for staged in &plan.staged {
-                println!(
+                weir::outln!(
                     "-- {}: {} files ({:?}) listed in {}",
-                    staged.date, staged.files, staged.from, staged.manifest_url
+                    staged.date,
+                    staged.files,
+                    staged.from,
+                    staged.manifest_url
                 );
             }
             for statement in &plan.statements {
-                println!("{statement};\n");
+                weir::outln!("{statement};\n");
             }
         }
         return Ok(ExitCode::SUCCESS);
@@ -216,9 +219,13 @@ pub fn run_aggregate(args: AggregateArgs) -> anyhow::Result<ExitCode> {
         let job = Arc::new(BatchJob::open(&pipeline).await?);
         let progress = Arc::new(move |p: &Progress| {
             if !json {
-                eprintln!(
+                weir::errln!(
                     "[{}/{}] {} done (so far: {} files, {} rows)",
-                    p.done, p.total, p.date, p.files, p.rows
+                    p.done,
+                    p.total,
+                    p.date,
+                    p.files,
+                    p.rows
                 );
             }
         });
@@ -229,7 +236,7 @@ pub fn run_aggregate(args: AggregateArgs) -> anyhow::Result<ExitCode> {
         job.run(&options, progress).await
     })?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        weir::outln!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         print_summary(&summary);
     }
@@ -246,27 +253,33 @@ fn print_summary(s: &BatchSummary) {
             (PartitionStatus::Loaded, Some(r)) => {
                 let dropped: u64 = r.dropped.values().sum();
                 let rejected: u64 = r.rejected.values().sum();
-                println!(
+                weir::outln!(
                     "{}: loaded {} rows from {} files, {} rows read ({} duplicates, {} dropped, {} rejected by the plugin)",
-                    p.date, r.groups, r.files, r.rows_read, r.duplicates, dropped, rejected
+                    p.date,
+                    r.groups,
+                    r.files,
+                    r.rows_read,
+                    r.duplicates,
+                    dropped,
+                    rejected
                 );
             }
-            (PartitionStatus::NoData, _) => println!(
+            (PartitionStatus::NoData, _) => weir::outln!(
                 "{}: no data (no committed files); its warehouse rows are left as they are (--replace-empty deletes them)",
                 p.date
             ),
-            (PartitionStatus::ReplacedEmpty, _) => println!(
+            (PartitionStatus::ReplacedEmpty, _) => weir::outln!(
                 "{}: no data; its warehouse rows were deleted (--replace-empty)",
                 p.date
             ),
-            (_, _) => println!(
+            (_, _) => weir::outln!(
                 "{}: FAILED: {}",
                 p.date,
                 p.error.as_deref().unwrap_or("unknown")
             ),
         }
     }
-    println!(
+    weir::outln!(
         "summary: {} partitions ({} failed), {} files, {} rows read, {} rows loaded into {} table {} in {:.1} s (load {}, plugin {})",
         s.partitions.len(),
         s.failed(),
@@ -305,7 +318,7 @@ pub fn run_warehouse(command: WarehouseCommand) -> anyhow::Result<ExitCode> {
         min,
     ))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&shown)?);
+        weir::outln!("{}", serde_json::to_string_pretty(&shown)?);
     } else {
         print_table(&shown);
     }
@@ -315,7 +328,7 @@ pub fn run_warehouse(command: WarehouseCommand) -> anyhow::Result<ExitCode> {
 /// Print rows as an aligned text table (numbers right-aligned).
 pub fn print_table(shown: &Shown) {
     if shown.rows.is_empty() {
-        println!("(no rows)");
+        weir::outln!("(no rows)");
         return;
     }
     let cells: Vec<Vec<String>> = shown
@@ -357,10 +370,10 @@ pub fn print_table(shown: &Shown) {
                 }
             })
             .collect();
-        println!("{}", parts.join("  ").trim_end());
+        weir::outln!("{}", parts.join("  ").trim_end());
     };
     line(shown.columns.iter().map(String::as_str).collect());
-    println!(
+    weir::outln!(
         "{}",
         widths
             .iter()
@@ -415,10 +428,10 @@ pub fn run_bench_aggregate(args: BenchAggregateArgs) -> anyhow::Result<ExitCode>
         args.warehouse_url.clone(),
     ))?;
     if args.json {
-        println!("{}", serde_json::to_string(&r)?);
+        weir::outln!("{}", serde_json::to_string(&r)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    weir::outln!(
         "lake            {} rows ({} events generated) in {} files over {} dates, {:.1} MB of Parquet (built in {:.1} s)",
         r.lake_rows,
         r.events,
@@ -441,9 +454,11 @@ pub fn run_bench_aggregate(args: BenchAggregateArgs) -> anyhow::Result<ExitCode>
             .filter(|b| *b > 0)
             .map(|b| format!(", spilled {:.0} MiB", b as f64 / 1048576.0))
             .unwrap_or_default();
-        println!(
+        weir::outln!(
             "{name:<28} {:>7.2} s{load}  {:>11.0} rows/s  {} groups{rss}{spilled}",
-            p.seconds, p.rows_per_sec, p.groups
+            p.seconds,
+            p.rows_per_sec,
+            p.groups
         );
     };
     line("weir (plugin on every file)", &r.weir_reapplying);
@@ -452,16 +467,16 @@ pub fn run_bench_aggregate(args: BenchAggregateArgs) -> anyhow::Result<ExitCode>
         line("duckdb", d);
     }
     if let Some(x) = r.ratio_to_duckdb {
-        println!(
+        weir::outln!(
             "ratio                        weir = {x:.2} x DuckDB's time ({} threads each)",
             r.threads
         );
     }
     if let Some(x) = r.ratio_without_load {
-        println!("ratio without the load       weir = {x:.2} x DuckDB's time");
+        weir::outln!("ratio without the load       weir = {x:.2} x DuckDB's time");
     }
     if let Some(m) = r.mismatches {
-        println!("values                       {m} aggregate rows differ from DuckDB's");
+        weir::outln!("values                       {m} aggregate rows differ from DuckDB's");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -103,7 +103,7 @@ async fn serve(pipeline: Pipeline) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("orchestrator.listen {listen}"))?;
     let address = listener.local_addr()?;
-    eprintln!("orchestrator listening on {address}");
+    weir::errln!("orchestrator listening on {address}");
     tracing::info!(%address, pipeline = %pipeline.config.name, "orchestrator serving POST /events");
     let worker = tokio::spawn(work_loop(orchestrator.clone(), stop.clone()));
     let stopping = stop.clone();
@@ -157,14 +157,14 @@ fn report(outcomes: &[(String, RunOutcome)], json: bool) -> anyhow::Result<ExitC
                 v
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        weir::outln!("{}", serde_json::to_string_pretty(&v)?);
     } else if outcomes.is_empty() {
-        println!(
+        weir::outln!(
             "nothing to run (the event names no commit of the data table that changed a date)"
         );
     } else {
         for (date, outcome) in outcomes {
-            println!("{date}: {}", serde_json::to_string(outcome)?);
+            weir::outln!("{date}: {}", serde_json::to_string(outcome)?);
         }
     }
     let failed = outcomes
@@ -187,7 +187,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let store = weir::orchestrate::open_store(&checkpoints).await?;
     let all = store.list(&pipeline.config.name).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&all)?);
+        weir::outln!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(ExitCode::SUCCESS);
     }
     let text = |v: &Option<String>| v.clone().map_or(Value::Null, Value::Text);

@@ -131,10 +131,33 @@ pub enum LakeCommand {
 
 pub fn validate(args: PipelineArgs) -> anyhow::Result<ExitCode> {
     let p = args.load()?;
-    // the aggregation, planned over the plugin's output (when the plugin
-    // can be loaded from here: an S3 plugin may not be)
+    let rt = super::runtime()?;
+    // the plugin, initialised as a run would, against what the pipeline
+    // reads of its output (when it can be loaded from here: an S3 plugin
+    // may not be)
+    match rt.block_on(weir::batch::plugin_output(&p)) {
+        Ok(output) => {
+            let problems = p.output_problems(&output);
+            if !problems.is_empty() {
+                for problem in &problems {
+                    weir::errln!("{}: {problem}", p.file.display());
+                }
+                weir::errln!("{}: the plugin's output: {output}", p.file.display());
+                return Ok(ExitCode::FAILURE);
+            }
+            weir::outln!("plugin: ok ({output})");
+        }
+        Err(e @ weir::batch::BatchError::PluginUnreadable { .. }) => {
+            weir::outln!("plugin: not loaded here ({e})");
+        }
+        Err(e) => {
+            weir::errln!("{}: {e}", p.file.display());
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    // the aggregation, planned over the plugin's output
     if p.config.aggregate.is_some() {
-        match super::runtime()?.block_on(weir::batch::Query::check(&p)) {
+        match rt.block_on(weir::batch::Query::check(&p)) {
             Ok(query) => {
                 let columns: Vec<String> = query
                     .output
@@ -142,22 +165,22 @@ pub fn validate(args: PipelineArgs) -> anyhow::Result<ExitCode> {
                     .iter()
                     .map(|f| format!("{} {}", f.name(), f.data_type()))
                     .collect();
-                println!("aggregate: ok ({})", columns.join(", "));
+                weir::outln!("aggregate: ok ({})", columns.join(", "));
             }
             Err(e @ weir::batch::BatchError::PluginUnreadable { .. }) => {
-                println!("aggregate: not planned here ({e})")
+                weir::outln!("aggregate: not planned here ({e})")
             }
             Err(weir::batch::BatchError::Config { message, .. }) => {
-                eprintln!("{}: {message}", p.file.display());
+                weir::errln!("{}: {message}", p.file.display());
                 return Ok(ExitCode::FAILURE);
             }
             Err(e) => {
-                eprintln!("{}: {e}", p.file.display());
+                weir::errln!("{}: {e}", p.file.display());
                 return Ok(ExitCode::FAILURE);
             }
         }
     }
-    println!(
+    weir::outln!(
         "{}: ok (pipeline `{}`, {} fields, topic {}, lake {})",
         p.file.display(),
         p.config.name,
@@ -183,13 +206,13 @@ pub fn run_broker(args: BrokerArgs) -> anyhow::Result<ExitCode> {
         let broker =
             weir::ingest::broker::EmbeddedBroker::start(&source.topics(), source.embedded_partitions)
                 .await?;
-        eprintln!(
+        weir::errln!(
             "embedded Kafka listening on {} (topics {}, {} partitions each); SIGINT/SIGTERM stops it and drops its messages",
             broker.bootstrap_servers(),
             source.topic,
             source.embedded_partitions
         );
-        println!("{}", broker.bootstrap_servers());
+        weir::outln!("{}", broker.bootstrap_servers());
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
@@ -224,9 +247,9 @@ pub fn print_ingest_summary(
     json: bool,
 ) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string(summary)?);
+        weir::outln!("{}", serde_json::to_string(summary)?);
     } else {
-        println!(
+        weir::outln!(
             "read {} · kept {} · dropped {} · dead-lettered {} · files {} · bytes {} · commits {}",
             summary.read,
             summary.kept,
@@ -257,7 +280,7 @@ pub fn run_produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
             producer.send(&line)?;
         }
     }
-    println!("sent {}", producer.finish()?);
+    weir::outln!("sent {}", producer.finish()?);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -279,7 +302,7 @@ pub fn run_generate(args: GenerateArgs) -> anyhow::Result<ExitCode> {
             writeln!(out, "{line}").with_context(|| format!("writing {}", path.display()))?;
         }
         out.flush()?;
-        println!("wrote {} events to {}", args.events, path.display());
+        weir::outln!("wrote {} events to {}", args.events, path.display());
         return Ok(ExitCode::SUCCESS);
     }
     let pipeline = args.pipeline.load()?;
@@ -289,7 +312,7 @@ pub fn run_generate(args: GenerateArgs) -> anyhow::Result<ExitCode> {
         ..GeneratorOptions::default()
     };
     let sent = generate(&pipeline, args.events, args.rate, options)?;
-    println!("sent {sent}");
+    weir::outln!("sent {sent}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -322,9 +345,9 @@ pub fn run_lake(command: LakeCommand) -> anyhow::Result<ExitCode> {
             let files = rt.block_on(table.files(&p.config.lake.partition_by, date.as_deref()))?;
             for f in files {
                 if json {
-                    println!("{}", serde_json::to_string(&f)?);
+                    weir::outln!("{}", serde_json::to_string(&f)?);
                 } else {
-                    println!("{}\t{} rows\t{} bytes", f.path, f.rows, f.bytes);
+                    weir::outln!("{}\t{} rows\t{} bytes", f.path, f.rows, f.bytes);
                 }
             }
         }
@@ -339,7 +362,7 @@ pub fn run_lake(command: LakeCommand) -> anyhow::Result<ExitCode> {
             rt.block_on(table.refresh())?;
             for entry in rt.block_on(table.history(Some(limit)))? {
                 if json {
-                    println!("{}", serde_json::to_string(&entry)?);
+                    weir::outln!("{}", serde_json::to_string(&entry)?);
                 } else {
                     let when = entry
                         .timestamp
@@ -357,7 +380,7 @@ pub fn run_lake(command: LakeCommand) -> anyhow::Result<ExitCode> {
                         .get("weir.kept")
                         .map(|v| v.to_string())
                         .unwrap_or_default();
-                    println!(
+                    weir::outln!(
                         "v{}\t{when}\t{}\t{digest}\t{kept}",
                         entry.version.unwrap_or(-1),
                         entry.operation.as_deref().unwrap_or("?")
@@ -368,7 +391,7 @@ pub fn run_lake(command: LakeCommand) -> anyhow::Result<ExitCode> {
         LakeCommand::Optimize { pipeline, date } => {
             let (_, mut lake) = open(pipeline)?;
             let report = rt.block_on(lake.optimize(date.as_deref()))?;
-            println!(
+            weir::outln!(
                 "{}: {} small files compacted into {} in {} partition(s); table version {}",
                 report.table,
                 report.files_removed,
@@ -387,12 +410,12 @@ pub fn run_lake(command: LakeCommand) -> anyhow::Result<ExitCode> {
             let reports = rt.block_on(lake.vacuum(Duration::from_secs(hours * 3600), dry_run))?;
             for report in reports {
                 for path in &report.removed {
-                    println!(
+                    weir::outln!(
                         "{} {path}",
                         if dry_run { "would remove" } else { "removed" }
                     );
                 }
-                println!(
+                weir::outln!(
                     "{}: {} files {}",
                     report.table,
                     report.removed.len(),
@@ -449,9 +472,9 @@ pub fn run_bench_ingest(args: BenchIngestArgs) -> anyhow::Result<ExitCode> {
     let lake = tempfile::tempdir().context("temporary lake directory")?;
     let r = weir::tools::bench_ingest::bench_ingest(&pipeline, args.events, lake.path())?;
     if args.json {
-        println!("{}", serde_json::to_string(&r)?);
+        weir::outln!("{}", serde_json::to_string(&r)?);
     } else {
-        println!(
+        weir::outln!(
             "input          {} events, {:.1} MB of JSON, weir's baseline RSS {:.0} MiB",
             args.events,
             r.input_bytes as f64 / 1e6,
@@ -461,12 +484,15 @@ pub fn run_bench_ingest(args: BenchIngestArgs) -> anyhow::Result<ExitCode> {
             ("decode only", &r.decode_only),
             ("end to end", &r.end_to_end),
         ] {
-            println!(
+            weir::outln!(
                 "{name:<14} {:>10.0} events/s  ({} events in {:.2} s, peak RSS {:.0} MiB)",
-                f.events_per_sec, f.events, f.seconds, f.peak_rss_mib
+                f.events_per_sec,
+                f.events,
+                f.seconds,
+                f.peak_rss_mib
             );
         }
-        println!(
+        weir::outln!(
             "ratio          end to end = {:.2} x decode only",
             r.end_to_end.events_per_sec / r.decode_only.events_per_sec.max(1e-9)
         );

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use weir::pipeline::{DeclaredSchema, FieldSpec};
-use weir::plugin::check::{BenchOptions, Sample, bench, check};
+use weir::pipeline::{DeclaredSchema, FieldSpec, Pipeline};
+use weir::plugin::check::{BenchOptions, CheckOptions, Sample, bench, check};
 use weir::plugin::diff::diff;
 use weir::plugin::{Limits, PluginEngine};
 
@@ -51,8 +51,13 @@ pub struct DiffArgs {
 
 #[derive(Debug, Args)]
 struct PluginArgs {
-    /// The plugin component (`.wasm`).
-    plugin: PathBuf,
+    /// The plugin component (`.wasm`); default: the pipeline's plugin.
+    plugin: Option<PathBuf>,
+    /// Take the input schema, plugin configuration and limits from this
+    /// pipeline file, and check that the plugin's output has the columns
+    /// the pipeline needs (its partition column, the aggregation's).
+    #[arg(long)]
+    pipeline: Option<PathBuf>,
     /// A plugin configuration entry; repeatable.
     #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     config: Vec<(String, String)>,
@@ -78,6 +83,10 @@ pub struct CheckArgs {
     /// Sample events, one JSON object per line.
     #[arg(long)]
     input: Option<PathBuf>,
+    /// Fail when the plugin rejects more than this share of the decoded
+    /// events (0..1).
+    #[arg(long, default_value_t = CheckOptions::default().max_rejected_share)]
+    max_rejected_share: f64,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -112,23 +121,63 @@ pub fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// What a plugin runs with: from the flags, or from `--pipeline` (flags
+/// still win).
+struct Setup {
+    plugin: PathBuf,
+    engine: std::sync::Arc<PluginEngine>,
+    schema: DeclaredSchema,
+    config: Vec<(String, String)>,
+    pipeline: Option<Pipeline>,
+}
+
 impl PluginArgs {
-    fn engine(&self) -> anyhow::Result<std::sync::Arc<PluginEngine>> {
-        let mut limits = Limits::default();
+    fn setup(&self) -> anyhow::Result<Setup> {
+        let pipeline = match &self.pipeline {
+            Some(path) => Some(Pipeline::load(path, &[])?),
+            None => None,
+        };
+        let mut limits = pipeline
+            .as_ref()
+            .map_or_else(Limits::default, |p| p.config.plugin.limits.clone());
         if let Some(ms) = self.call_timeout_ms {
             limits.call_timeout_ms = ms;
         }
         if let Some(mib) = self.memory_mib {
             limits.memory_mib = mib;
         }
-        Ok(PluginEngine::new(limits)?)
-    }
-
-    fn schema(&self) -> anyhow::Result<DeclaredSchema> {
-        match &self.schema {
-            None => Ok(DeclaredSchema::web_vitals()),
-            Some(path) => read_schema(path),
+        let plugin = match (&self.plugin, &pipeline) {
+            (Some(path), _) => path.clone(),
+            (None, Some(p)) => {
+                let location = p.plugin_location();
+                anyhow::ensure!(
+                    !location.contains("://"),
+                    "the pipeline's plugin is at {location}: give a local copy as the first argument"
+                );
+                PathBuf::from(location)
+            }
+            (None, None) => anyhow::bail!("expected a plugin file (or --pipeline P)"),
+        };
+        let schema = match (&self.schema, &pipeline) {
+            (Some(path), _) => read_schema(path)?,
+            (None, Some(p)) => p.schema.clone(),
+            (None, None) => DeclaredSchema::web_vitals(),
+        };
+        let mut config = pipeline
+            .as_ref()
+            .map(|p| p.plugin_config())
+            .unwrap_or_default();
+        for (key, value) in &self.config {
+            config.retain(|(k, _)| k != key);
+            config.push((key.clone(), value.clone()));
         }
+        Ok(Setup {
+            plugin,
+            engine: PluginEngine::new(limits)?,
+            schema,
+            config,
+            pipeline,
+        })
     }
 }
 
@@ -155,33 +204,65 @@ fn read_input(path: &Path) -> anyhow::Result<String> {
 }
 
 fn run_check(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let engine = args.plugin.engine()?;
-    let plugin = engine.load_file(&args.plugin.plugin)?;
-    let schema = args.plugin.schema()?;
+    let setup = args.plugin.setup()?;
+    let plugin = setup.engine.load_file(&setup.plugin)?;
     let text = match &args.input {
         Some(path) => read_input(path)?,
         None => String::new(),
     };
-    let sample = Sample::decode(&text, &schema, args.plugin.batch_size.max(1));
-    let report = check(&engine, &plugin, &schema, &args.plugin.config, &sample)?;
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.max_rejected_share),
+        "--max-rejected-share: expected a share between 0 and 1, got {}",
+        args.max_rejected_share
+    );
+    let sample = Sample::decode(&text, &setup.schema, args.plugin.batch_size.max(1));
+    let options = CheckOptions {
+        max_rejected_share: args.max_rejected_share,
+    };
+    let pipeline = setup.pipeline.as_ref();
+    let requirements =
+        |output: &DeclaredSchema| pipeline.map_or_else(Vec::new, |p| p.output_problems(output));
+    let report = check(
+        &setup.engine,
+        &plugin,
+        &setup.schema,
+        &setup.config,
+        &sample,
+        options,
+        &requirements,
+    )?;
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        weir::outln!("{}", serde_json::to_string(&report)?);
     } else {
-        println!("plugin     {} (sha256 {})", report.plugin, report.digest);
-        println!("contract   {}", report.accepted_versions.join(", "));
-        println!("output     {}", report.output_schema.join(", "));
-        println!("kept       {}", report.kept);
-        println!("dropped    {}", report.dropped);
-        println!("rejected   {}", report.rejected);
+        weir::outln!("plugin     {} (sha256 {})", report.plugin, report.digest);
+        weir::outln!("contract   {}", report.accepted_versions.join(", "));
+        weir::outln!("output     {}", report.output_schema.join(", "));
+        weir::outln!("kept       {}", report.kept);
+        weir::outln!("dropped    {}", report.dropped);
+        weir::outln!("rejected   {}", report.rejected);
         for (reason, count) in &report.reasons {
-            println!("  {count:>8}  {reason}");
+            weir::outln!("  {count:>8}  {reason}");
         }
-        match &report.idempotence_problem {
-            None => println!("idempotent yes"),
-            Some(problem) => println!("idempotent NO: {problem}"),
+        weir::outln!(
+            "idempotent {}",
+            if report.idempotent { "yes" } else { "NO" }
+        );
+        if report.passed {
+            weir::outln!("passed");
+        } else {
+            weir::outln!("FAILED");
+            for f in &report.failures {
+                let line = f.line.map_or_else(String::new, |l| format!(" (line {l})"));
+                let events = if f.events > 0 {
+                    format!("{} events", f.events)
+                } else {
+                    String::new()
+                };
+                weir::outln!("  {:<16} {events:>14}  e.g.{line}: {}", f.class, f.example);
+            }
         }
     }
-    Ok(if report.idempotent {
+    Ok(if report.passed {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -189,49 +270,59 @@ fn run_check(args: CheckArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let engine = args.plugin.engine()?;
-    let path = &args.plugin.plugin;
+    let setup = args.plugin.setup()?;
+    let path = &setup.plugin;
     let bytes =
         std::fs::read(path).with_context(|| format!("cannot read plugin {}", path.display()))?;
     let name = path.file_name().map_or_else(
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
-    let schema = args.plugin.schema()?;
     let text = read_input(&args.input)?;
     let options = BenchOptions {
         batch_size: args.plugin.batch_size.max(1),
         repeat: args.repeat,
     };
     let report = bench(
-        &engine,
+        &setup.engine,
         &name,
         &bytes,
-        &schema,
-        &args.plugin.config,
+        &setup.schema,
+        &setup.config,
         &text,
         options,
     )?;
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        weir::outln!("{}", serde_json::to_string(&report)?);
     } else {
-        println!(
+        weir::outln!(
             "plugin        {} ({} bytes)",
-            report.plugin, report.component_bytes
+            report.plugin,
+            report.component_bytes
         );
-        println!("compile       {:.1} ms (uncached)", report.compile_ms);
-        println!(
+        weir::outln!("compile       {:.1} ms (uncached)", report.compile_ms);
+        weir::outln!(
             "start-up      {:.2} ms (instantiate + init)",
             report.startup_ms
         );
-        println!(
+        weir::outln!(
             "throughput    {:.0} events/s over {} events",
-            report.events_per_sec, report.events
+            report.events_per_sec,
+            report.events
         );
-        println!(
+        weir::outln!(
             "decode only   {:.0} events/s ({:.1} MB/s)",
-            report.decode_events_per_sec, report.decode_mb_per_sec
+            report.decode_events_per_sec,
+            report.decode_mb_per_sec
         );
+    }
+    if report.failed_calls > 0 {
+        weir::errln!(
+            "error: {} calls failed, so the throughput means nothing (e.g. {}); run `weir plugin check`",
+            report.failed_calls,
+            report.failure_example.as_deref().unwrap_or("?")
+        );
+        return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -255,15 +346,20 @@ fn run_diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
         args.examples,
     )?;
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        weir::outln!("{}", serde_json::to_string(&report)?);
     } else {
         if let Some(schemas) = &report.schema_difference {
-            println!("output schemas differ:\n{schemas}");
+            weir::outln!("output schemas differ:\n{schemas}");
         }
         for d in &report.examples {
-            println!(
+            weir::outln!(
                 "line {}: {}\n  {}: {}\n  {}: {}",
-                d.line, d.input, left.name, d.left, right.name, d.right
+                d.line,
+                d.input,
+                left.name,
+                d.left,
+                right.name,
+                d.right
             );
         }
         let kinds: Vec<String> = report
@@ -271,7 +367,7 @@ fn run_diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|(k, n)| format!("{n} {k}"))
             .collect();
-        println!(
+        weir::outln!(
             "{} events compared ({} undecodable lines skipped): {}",
             report.events,
             report.undecodable,

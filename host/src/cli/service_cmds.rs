@@ -95,30 +95,34 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         args.top,
     ))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        weir::outln!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(ExitCode::SUCCESS);
     }
     let i = &s.ingest;
-    println!();
-    println!(
+    weir::outln!();
+    weir::outln!(
         "events sent {} · read {} · kept {} · dropped by the plugin {} · dead-lettered {}",
-        s.sent, i.read, i.kept, i.dropped, i.dead_lettered
+        s.sent,
+        i.read,
+        i.kept,
+        i.dropped,
+        i.dead_lettered
     );
     if i.read != s.sent {
-        println!(
+        weir::outln!(
             "warning: {} of the events sent were not read (the broker acknowledged every one; ingest stopped before the end)",
             s.sent.abs_diff(i.read)
         );
     }
-    println!(
+    weir::outln!(
         "{} files in {} Delta commits; {} dates aggregated into {} warehouse rows",
         i.files,
         i.commits,
         s.runs.len(),
         s.warehouse_rows
     );
-    println!();
-    println!("top pages (20 events or more) by p75 TTI per day:");
+    weir::outln!();
+    weir::outln!("top pages (20 events or more) by p75 TTI per day:");
     let keep = [
         "event_date",
         "page_url",
@@ -142,27 +146,27 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             .collect(),
     };
     print_table(&narrow);
-    println!();
-    println!(
+    weir::outln!();
+    weir::outln!(
         "lake:         {}   (a Delta table: _delta_log/ and event_date=*/ Parquet)",
         s.lake.display()
     );
-    println!(
+    weir::outln!(
         "dead letters: {}/_dead_letters   (a Delta table: raw payload, stage, reason, offset)",
         s.lake.display()
     );
-    println!(
+    weir::outln!(
         "warehouse:    {}   (tables page_metrics_daily, weir_load_audit)",
         s.warehouse.display()
     );
-    println!("checkpoints:  {}", s.checkpoints.display());
-    println!();
-    println!("look further:");
-    println!(
+    weir::outln!("checkpoints:  {}", s.checkpoints.display());
+    weir::outln!();
+    weir::outln!("look further:");
+    weir::outln!(
         "  sqlite3 {} 'SELECT * FROM page_metrics_daily ORDER BY p75_tti_ms DESC LIMIT 10'",
         s.warehouse.display()
     );
-    println!(
+    weir::outln!(
         "  duckdb -c \"INSTALL delta; LOAD delta; SELECT reason, count(*) FROM delta_scan('{}/_dead_letters') GROUP BY 1\"",
         s.lake.display()
     );

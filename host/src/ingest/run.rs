@@ -124,7 +124,7 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
     let brokers = if source.brokers == "embedded" {
         let broker = rt.block_on(EmbeddedBroker::start(&topics, source.embedded_partitions))?;
         let address = broker.bootstrap_servers();
-        eprintln!("embedded Kafka listening on {address}");
+        crate::errln!("embedded Kafka listening on {address}");
         _embedded = Some(broker);
         address
     } else {

@@ -87,7 +87,11 @@ pub enum CheckpointError {
         error: String,
     },
     /// The store's URL cannot be used.
-    #[error("checkpoints.url `{0}`: expected dynamodb://table or a directory path")]
+    #[error(
+        "checkpoints.url `{url}`: {expected}",
+        url = .0,
+        expected = crate::pipeline::orchestrate::CHECKPOINTS_URL_EXPECTED
+    )]
     Url(String),
 }
 

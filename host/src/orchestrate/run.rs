@@ -107,11 +107,12 @@ impl std::fmt::Debug for Orchestrator {
 
 /// Open the checkpoint store a `[checkpoints]` section names.
 pub async fn open_store(config: &CheckpointsConfig) -> Result<CheckpointStore, CheckpointError> {
+    crate::pipeline::orchestrate::check_checkpoints_url(&config.url)
+        .map_err(|_| CheckpointError::Url(config.url.clone()))?;
     match config.url.strip_prefix("dynamodb://") {
-        Some(table) if !table.is_empty() => Ok(CheckpointStore::Dynamo(
+        Some(table) => Ok(CheckpointStore::Dynamo(
             DynamoStore::open(table, &config.aws.settings()).await?,
         )),
-        Some(_) => Err(CheckpointError::Url(config.url.clone())),
         None => {
             let path = config.url.strip_prefix("file://").unwrap_or(&config.url);
             Ok(CheckpointStore::File(FileStore::new(path.into())))

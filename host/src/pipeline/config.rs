@@ -422,6 +422,30 @@ impl Pipeline {
                 return Err(key_error("warehouse.table", "expected a table name".into()));
             }
         }
+        // every URL a run opens, checked now with the message the run gives
+        let mut urls = vec![
+            ("lake.url", Some(&config.lake.url)),
+            (
+                "lake.dead_letters_url",
+                config.lake.dead_letters_url.as_ref(),
+            ),
+            ("plugin.path", Some(&config.plugin.path)),
+        ];
+        if let Some(w) = &config.warehouse {
+            urls.push((
+                "warehouse.copy.staging_url",
+                w.copy.as_ref().map(|c| &c.staging_url),
+            ));
+        }
+        for (key, url) in urls {
+            if let Some(url) = url {
+                crate::objstore::check_url(url).map_err(|e| key_error(key, e.to_string()))?;
+            }
+        }
+        if let Some(c) = &config.checkpoints {
+            super::orchestrate::check_checkpoints_url(&c.url)
+                .map_err(|message| key_error("checkpoints.url", message))?;
+        }
         let mut config = config;
         // relative local paths (lake directory, SQLite file, checkpoint
         // directory) are relative to the pipeline file, like the plugin path

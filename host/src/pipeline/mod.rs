@@ -5,6 +5,7 @@
 pub mod aggregate;
 pub mod config;
 pub mod orchestrate;
+pub mod requirements;
 pub mod schema;
 pub mod warehouse;
 

@@ -55,6 +55,23 @@ pub struct CheckpointsConfig {
     pub aws: AwsConfig,
 }
 
+/// What `checkpoints.url` may be.
+pub const CHECKPOINTS_URL_EXPECTED: &str = "expected dynamodb://table or a directory path";
+
+/// Check `checkpoints.url` (`dynamodb://table` or a local directory); the
+/// message is the one opening the store gives.
+pub fn check_checkpoints_url(url: &str) -> Result<(), String> {
+    let ok = match url.strip_prefix("dynamodb://") {
+        Some(table) => !table.is_empty(),
+        None => !url.strip_prefix("file://").unwrap_or(url).contains("://"),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("url `{url}`: {CHECKPOINTS_URL_EXPECTED}"))
+    }
+}
+
 /// `[orchestrator]`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

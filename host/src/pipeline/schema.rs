@@ -20,6 +20,8 @@ pub enum FieldType {
     /// UTF-8 text.
     String,
     /// milliseconds since the epoch, UTC; JSON: RFC 3339 with offset, or epoch ms.
+    /// (The WIT contract calls it `timestamp-ms`; both names are accepted.)
+    #[serde(alias = "timestamp-ms", alias = "timestamp_ms")]
     Timestamp,
     /// calendar date; JSON: `YYYY-MM-DD` or days since the epoch.
     Date,

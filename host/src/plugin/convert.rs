@@ -159,10 +159,9 @@ fn column_from_wit(
         None => None,
         Some(bits) => {
             if bits.len() < rows.div_ceil(8) {
-                return Err(format!(
-                    "validity bitmap of {} bytes for {rows} rows",
-                    bits.len()
-                ));
+                // no sizes in the text: one cause, one reason, whatever
+                // the piece of the batch it was met in
+                return Err("validity bitmap shorter than the number of rows".into());
             }
             let nulls = NullBuffer::new(BooleanBuffer::new(Buffer::from_vec(bits), 0, rows));
             (nulls.null_count() > 0).then_some(nulls)
@@ -175,7 +174,8 @@ fn column_from_wit(
         if n == rows {
             Ok(())
         } else {
-            Err(format!("{n} values for {rows} rows"))
+            tracing::debug!(values = n, rows, "output column of the wrong length");
+            Err("a number of values other than the number of kept rows".into())
         }
     }
     let array: ArrayRef = match (field.ty, column.values) {

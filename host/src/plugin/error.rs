@@ -23,6 +23,48 @@ pub enum CallFailure {
     BadOutput(String),
 }
 
+impl CallFailure {
+    /// The class of the failure, for summaries (`weir plugin check`).
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            CallFailure::Timeout(_) => FailureKind::Timeout,
+            CallFailure::OutOfMemory(_) => FailureKind::OutOfMemory,
+            CallFailure::Trap(_) => FailureKind::Trap,
+            CallFailure::Refused(_) => FailureKind::Refused,
+            CallFailure::BadOutput(_) => FailureKind::Contract,
+        }
+    }
+}
+
+/// The class of a failed call: what isolated an event, as opposed to the
+/// plugin's own verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    /// ran past its CPU deadline.
+    Timeout,
+    /// asked for more memory than its limit.
+    OutOfMemory,
+    /// trapped (panic, `unreachable`, stack overflow).
+    Trap,
+    /// answered `err` for a batch.
+    Refused,
+    /// answered output that breaks the contract.
+    Contract,
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FailureKind::Timeout => "timeout",
+            FailureKind::OutOfMemory => "out-of-memory",
+            FailureKind::Trap => "trap",
+            FailureKind::Refused => "refused-batch",
+            FailureKind::Contract => "contract",
+        })
+    }
+}
+
 /// An error of the plugin runtime.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {

@@ -18,6 +18,16 @@ pub struct Limits {
     /// Calls one failing batch may spend isolating its poison events; past
     /// it the remaining suspects are rejected together with the error.
     pub isolation_calls: usize,
+    /// CPU deadline of the calls that isolate events after a timeout, in
+    /// milliseconds: once a call of a batch timed out, its pieces run with
+    /// this deadline (or ten times what the plugin needed for as many
+    /// events in earlier calls, when that is longer), so an endless loop
+    /// costs a fraction of `call_timeout_ms` per piece.
+    pub isolation_timeout_ms: u64,
+    /// Wall-clock time one batch may spend isolating failing events, in
+    /// milliseconds; past it the remaining suspects are rejected together
+    /// with the error.
+    pub isolation_budget_ms: u64,
 }
 
 impl Default for Limits {
@@ -28,6 +38,8 @@ impl Default for Limits {
             stack_kib: 1024,
             output_bytes: 64 * 1024,
             isolation_calls: 256,
+            isolation_timeout_ms: 100,
+            isolation_budget_ms: 8_000,
         }
     }
 }

@@ -19,6 +19,6 @@ mod runner;
 mod sandbox;
 
 pub use engine::{ACCEPTED_VERSIONS, LoadedPlugin, PluginEngine, digest_of};
-pub use error::{CallFailure, PluginError};
+pub use error::{CallFailure, FailureKind, PluginError};
 pub use limits::Limits;
 pub use runner::{Excluded, PluginRunner, Processed, Verdict};

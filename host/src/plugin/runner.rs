@@ -5,9 +5,14 @@
 //! replaced (when it is no longer usable) and the batch is split in halves
 //! and retried until the failing events stand alone; those are rejected with
 //! the error, every other event gets its normal verdict. The number of calls
-//! one batch may spend on this is bounded by [`Limits::isolation_calls`].
+//! one batch may spend on this is bounded by [`Limits::isolation_calls`],
+//! and its wall-clock time by [`Limits::isolation_budget_ms`]; after the
+//! first timeout the pieces run with the shorter
+//! [`Limits::isolation_timeout_ms`]. One warning per batch says what was
+//! isolated, at most one per runner every ten seconds.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arrow::compute::concat_batches;
 use arrow::record_batch::RecordBatch;
@@ -16,10 +21,13 @@ use wasmtime::{Store, Trap};
 use super::bindings::Preprocessor;
 use super::convert::{batch_from_wit, batch_to_wit, schema_from_wit, schema_to_wit};
 use super::engine::{EPOCH_TICK, LoadedPlugin, PluginEngine};
-use super::error::{CallFailure, PluginError};
+use super::error::{CallFailure, FailureKind, PluginError};
 use super::limits::Limits;
 use super::sandbox::HostState;
 use crate::pipeline::DeclaredSchema;
+
+/// At most one warning about isolated events per runner and interval.
+const WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Why an input event is not in the output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -39,6 +47,9 @@ pub struct Excluded {
     pub verdict: Verdict,
     /// the plugin's reason, or the failure that isolated it.
     pub reason: Arc<str>,
+    /// the class of the failed call that isolated it; `None` when the
+    /// plugin itself dropped or rejected the event.
+    pub failure: Option<FailureKind>,
 }
 
 /// The result of one batch.
@@ -66,6 +77,11 @@ pub struct PluginRunner {
     config: Vec<(String, String)>,
     output: DeclaredSchema,
     instance: Option<Instance>,
+    /// CPU time per event of successful calls (moving average), to size
+    /// the deadlines of isolating calls.
+    nanos_per_row: Option<f64>,
+    /// the warning about isolated events, at most one per interval.
+    warnings: RateLimit,
 }
 
 impl std::fmt::Debug for PluginRunner {
@@ -74,6 +90,64 @@ impl std::fmt::Debug for PluginRunner {
             .field("plugin", &self.label)
             .field("output", &self.output)
             .finish()
+    }
+}
+
+/// The isolation of one batch's failing events: calls and time left, and
+/// the deadline its calls run with.
+struct Isolation {
+    calls_left: usize,
+    started: Instant,
+    budget: Duration,
+    deadline_ms: u64,
+    failed_calls: usize,
+    first_failure: Option<CallFailure>,
+}
+
+impl Isolation {
+    /// Why isolating must stop here, if it must.
+    fn spent(&self, limits: &Limits) -> Option<String> {
+        if self.calls_left == 0 {
+            Some(format!(
+                "isolation budget of {} calls spent",
+                limits.isolation_calls
+            ))
+        } else if self.failed_calls > 0 && self.started.elapsed() >= self.budget {
+            Some(format!(
+                "isolation budget of {} ms spent",
+                limits.isolation_budget_ms
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+/// At most one message per interval; counts what it held back.
+struct RateLimit {
+    interval: Duration,
+    next: Option<Instant>,
+    held_back: u64,
+}
+
+impl RateLimit {
+    fn new(interval: Duration) -> Self {
+        RateLimit {
+            interval,
+            next: None,
+            held_back: 0,
+        }
+    }
+
+    /// `Some(messages held back since the last one)` when one may go now.
+    fn admit(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self.next.is_some_and(|next| now < next) {
+            self.held_back += 1;
+            return None;
+        }
+        self.next = Some(now + self.interval);
+        Some(std::mem::take(&mut self.held_back))
     }
 }
 
@@ -102,6 +176,8 @@ impl PluginRunner {
             config: config.to_vec(),
             output,
             instance: Some(instance),
+            nanos_per_row: None,
+            warnings: RateLimit::new(WARNING_INTERVAL),
         })
     }
 
@@ -130,47 +206,85 @@ impl PluginRunner {
                 failed_calls: 0,
             };
         }
-        let mut budget = self.engine.limits().isolation_calls.max(1);
-        let mut failed_calls = 0;
-        let mut processed = self.run(batch, &mut budget, &mut failed_calls, None);
-        processed.failed_calls = failed_calls;
+        let limits = self.engine.limits().clone();
+        let mut isolation = Isolation {
+            calls_left: limits.isolation_calls.max(1),
+            started: Instant::now(),
+            budget: Duration::from_millis(limits.isolation_budget_ms),
+            deadline_ms: limits.call_timeout_ms,
+            failed_calls: 0,
+            first_failure: None,
+        };
+        let mut processed = self.run(batch, &mut isolation);
+        processed.failed_calls = isolation.failed_calls;
+        if let Some(first) = &isolation.first_failure {
+            self.warn_isolated(batch.num_rows(), &processed, first, &isolation);
+        }
         processed
     }
 
-    fn run(
+    /// One warning per batch that needed isolating, rate-limited.
+    fn warn_isolated(
         &mut self,
-        batch: &RecordBatch,
-        budget: &mut usize,
-        failed_calls: &mut usize,
-        last_failure: Option<&CallFailure>,
-    ) -> Processed {
-        if *budget == 0 {
-            let failure =
-                last_failure.map_or_else(|| "unknown failure".to_string(), |f| f.to_string());
-            return self.reject_all(
-                batch,
-                &format!("plugin {} {failure} (isolation budget spent)", self.label),
-            );
+        rows: usize,
+        processed: &Processed,
+        first: &CallFailure,
+        isolation: &Isolation,
+    ) {
+        let Some(held_back) = self.warnings.admit() else {
+            return;
+        };
+        let isolated = processed
+            .excluded
+            .iter()
+            .filter(|e| e.failure.is_some())
+            .count();
+        tracing::warn!(
+            plugin = %self.label,
+            rows,
+            isolated,
+            failed_calls = isolation.failed_calls,
+            elapsed_ms = isolation.started.elapsed().as_millis() as u64,
+            earlier_batches_not_logged = held_back,
+            failure = %first,
+            "plugin calls failed; the failing events were isolated and rejected"
+        );
+    }
+
+    fn run(&mut self, batch: &RecordBatch, isolation: &mut Isolation) -> Processed {
+        let limits = self.engine.limits().clone();
+        if let Some(spent) = isolation.spent(&limits) {
+            let failure = isolation
+                .first_failure
+                .clone()
+                .unwrap_or_else(|| CallFailure::Trap("unknown failure".into()));
+            return self.reject_all(batch, &failure, Some(&spent));
         }
-        *budget -= 1;
-        let failure = match self.call(batch) {
+        isolation.calls_left -= 1;
+        let deadline_ms = if isolation.failed_calls == 0 {
+            limits.call_timeout_ms
+        } else {
+            self.isolation_deadline(batch.num_rows(), isolation.deadline_ms, &limits)
+        };
+        let failure = match self.call(batch, deadline_ms) {
             Ok(processed) => return processed,
             Err(failure) => failure,
         };
-        *failed_calls += 1;
-        tracing::warn!(plugin = %self.label, rows = batch.num_rows(), %failure, "plugin call failed; isolating the failing events");
+        isolation.failed_calls += 1;
+        if matches!(failure, CallFailure::Timeout(_)) {
+            isolation.deadline_ms = isolation.deadline_ms.min(limits.isolation_timeout_ms);
+        }
+        tracing::debug!(plugin = %self.label, rows = batch.num_rows(), %failure, "plugin call failed; isolating the failing events");
+        if isolation.first_failure.is_none() {
+            isolation.first_failure = Some(failure.clone());
+        }
         let rows = batch.num_rows();
         if rows <= 1 {
-            return self.reject_all(batch, &format!("plugin {} {failure}", self.label));
+            return self.reject_all(batch, &failure, None);
         }
         let mid = rows / 2;
-        let left = self.run(&batch.slice(0, mid), budget, failed_calls, Some(&failure));
-        let right = self.run(
-            &batch.slice(mid, rows - mid),
-            budget,
-            failed_calls,
-            Some(&failure),
-        );
+        let left = self.run(&batch.slice(0, mid), isolation);
+        let right = self.run(&batch.slice(mid, rows - mid), isolation);
         let merged = concat_batches(self.output.arrow(), [&left.batch, &right.batch])
             .expect("both halves are in the output schema");
         let mut excluded = left.excluded;
@@ -185,8 +299,27 @@ impl PluginRunner {
         }
     }
 
-    fn reject_all(&self, batch: &RecordBatch, reason: &str) -> Processed {
-        let reason: Arc<str> = reason.into();
+    /// The deadline of an isolating call over `rows` events: the isolation
+    /// deadline, or ten times what that many events took in successful
+    /// calls when that is longer, never past `call_timeout_ms`.
+    fn isolation_deadline(&self, rows: usize, isolation_ms: u64, limits: &Limits) -> u64 {
+        let typical_ms = self
+            .nanos_per_row
+            .map_or(0, |n| (n * rows as f64 * 10.0 / 1e6).ceil() as u64);
+        isolation_ms.max(typical_ms).min(limits.call_timeout_ms)
+    }
+
+    fn reject_all(
+        &self,
+        batch: &RecordBatch,
+        failure: &CallFailure,
+        spent: Option<&str>,
+    ) -> Processed {
+        let reason: Arc<str> = match spent {
+            None => format!("plugin {} {failure}", self.label).into(),
+            Some(spent) => format!("plugin {} {failure} ({spent})", self.label).into(),
+        };
+        let kind = Some(failure.kind());
         Processed {
             batch: RecordBatch::new_empty(self.output.arrow().clone()),
             excluded: (0..batch.num_rows())
@@ -194,14 +327,16 @@ impl PluginRunner {
                     row,
                     verdict: Verdict::Reject,
                     reason: reason.clone(),
+                    failure: kind,
                 })
                 .collect(),
             failed_calls: 0,
         }
     }
 
-    /// One `process` call; on a trap the instance is discarded.
-    fn call(&mut self, batch: &RecordBatch) -> Result<Processed, CallFailure> {
+    /// One `process` call under `deadline_ms`; on a trap the instance is
+    /// discarded.
+    fn call(&mut self, batch: &RecordBatch, deadline_ms: u64) -> Result<Processed, CallFailure> {
         if self.instance.is_none() {
             let (instance, _) = instantiate(
                 &self.engine,
@@ -216,23 +351,32 @@ impl PluginRunner {
         let limits = self.engine.limits().clone();
         let instance = self.instance.as_mut().expect("instantiated above");
         let input = batch_to_wit(batch);
-        arm(&mut instance.store, &limits);
+        arm(&mut instance.store, deadline_ms);
+        let started = Instant::now();
         let result = instance
             .bindings
             .weir_preprocess_plugin()
             .call_process(&mut instance.store, &input);
-        instance.store.data().flush_output();
+        let elapsed = started.elapsed();
+        instance.store.data_mut().flush_output();
         let output = match result {
             Ok(Ok(output)) => output,
             Ok(Err(message)) => return Err(CallFailure::Refused(message)),
             Err(error) => {
-                let failure = classify(&error, &instance.store, &limits);
+                let failure = classify(&error, &instance.store, &limits, deadline_ms);
                 self.instance = None;
                 return Err(failure);
             }
         };
-        self.accept(output, batch.num_rows())
-            .map_err(CallFailure::BadOutput)
+        let processed = self
+            .accept(output, batch.num_rows())
+            .map_err(CallFailure::BadOutput)?;
+        let per_row = elapsed.as_nanos() as f64 / batch.num_rows() as f64;
+        self.nanos_per_row = Some(match self.nanos_per_row {
+            None => per_row,
+            Some(previous) => 0.8 * previous + 0.2 * per_row,
+        });
+        Ok(processed)
     }
 
     /// Check the plugin's answer and convert it.
@@ -251,15 +395,17 @@ impl PluginRunner {
         let mut previous: Option<u32> = None;
         for e in &output.exclusions {
             if e.row as usize >= rows || previous.is_some_and(|p| p >= e.row) {
-                return Err(format!(
-                    "exclusion of row {} is out of order or out of range ({rows} rows)",
-                    e.row
-                ));
+                // no sizes in the reason: one cause, one reason
+                tracing::debug!(plugin = %self.label, row = e.row, rows, "exclusion out of order or out of range");
+                return Err(
+                    "exclusions out of order or out of range (each input row at most once, in increasing order)"
+                        .into(),
+                );
             }
             previous = Some(e.row);
             let reason = reasons
                 .get(e.reason as usize)
-                .ok_or_else(|| format!("reason index {} out of range", e.reason))?;
+                .ok_or("an exclusion names a reason index past the end of `reasons`")?;
             let verdict = match e.verdict {
                 WitVerdict::Drop => Verdict::Drop,
                 WitVerdict::Reject => Verdict::Reject,
@@ -268,14 +414,12 @@ impl PluginRunner {
                 row: e.row as usize,
                 verdict,
                 reason: reason.clone(),
+                failure: None,
             });
         }
         if output.batch.num_rows as usize + excluded.len() != rows {
-            return Err(format!(
-                "{} kept + {} excluded events for {rows} input events",
-                output.batch.num_rows,
-                excluded.len()
-            ));
+            tracing::debug!(plugin = %self.label, kept = output.batch.num_rows, excluded = excluded.len(), rows, "kept + excluded rows differ from the input rows");
+            return Err("kept + excluded rows differ from the input rows".into());
         }
         let batch = batch_from_wit(output.batch, &self.output)?;
         Ok(Processed {
@@ -286,28 +430,41 @@ impl PluginRunner {
     }
 }
 
-/// Set the CPU deadline and reset the out-of-memory flag before a call.
-fn arm(store: &mut Store<HostState>, limits: &Limits) {
-    let ticks = limits
-        .call_timeout_ms
-        .div_ceil(EPOCH_TICK.as_millis() as u64)
-        .max(1)
-        + 1;
+/// Set the CPU deadline, reset the out-of-memory flag and forget the
+/// plugin's last words before a call.
+fn arm(store: &mut Store<HostState>, deadline_ms: u64) {
+    let ticks = deadline_ms.div_ceil(EPOCH_TICK.as_millis() as u64).max(1) + 1;
     store.set_epoch_deadline(ticks);
     store.data_mut().limiter.refused = false;
+    store.data_mut().last_words = None;
 }
 
-fn classify(error: &wasmtime::Error, store: &Store<HostState>, limits: &Limits) -> CallFailure {
+/// What a failed call was; a trap carries what the plugin said last (a
+/// panic message, through the SDK's hook or on stderr), since the trap
+/// itself only says "`unreachable` executed".
+fn classify(
+    error: &wasmtime::Error,
+    store: &Store<HostState>,
+    limits: &Limits,
+    deadline_ms: u64,
+) -> CallFailure {
     if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-        CallFailure::Timeout(limits.call_timeout_ms)
-    } else if store.data().limiter.refused {
-        CallFailure::OutOfMemory(limits.memory_bytes())
-    } else if let Some(trap) = error.downcast_ref::<Trap>() {
-        CallFailure::Trap(trap.to_string())
-    } else {
-        let cause = error.root_cause().to_string();
-        CallFailure::Trap(cause.lines().next().unwrap_or("unknown trap").to_string())
+        return CallFailure::Timeout(deadline_ms);
     }
+    if store.data().limiter.refused {
+        return CallFailure::OutOfMemory(limits.memory_bytes());
+    }
+    let trap = match error.downcast_ref::<Trap>() {
+        Some(trap) => trap.to_string(),
+        None => {
+            let cause = error.root_cause().to_string();
+            cause.lines().next().unwrap_or("unknown trap").to_string()
+        }
+    };
+    CallFailure::Trap(match &store.data().last_words {
+        Some(words) => format!("{trap}; the plugin's last words: {words}"),
+        None => trap,
+    })
 }
 
 /// A fresh instance, initialised; the error is the plugin's own message.
@@ -322,7 +479,7 @@ fn instantiate(
     let mut store = Store::new(engine.engine(), HostState::new(label.clone(), limits));
     store.limiter(|state| &mut state.limiter);
     store.epoch_deadline_trap();
-    arm(&mut store, limits);
+    arm(&mut store, limits.call_timeout_ms);
     let bindings = plugin
         .pre
         .instantiate(&mut store)
@@ -331,11 +488,14 @@ fn instantiate(
         bindings
             .weir_preprocess_plugin()
             .call_init(&mut store, &schema_to_wit(input), config);
-    store.data().flush_output();
+    store.data_mut().flush_output();
     let fields = match result {
         Ok(Ok(fields)) => fields,
         Ok(Err(message)) => return Err(message),
-        Err(error) => return Err(format!("init {}", classify(&error, &store, limits))),
+        Err(error) => {
+            let failure = classify(&error, &store, limits, limits.call_timeout_ms);
+            return Err(format!("init {failure}"));
+        }
     };
     let output = schema_from_wit(&fields)?;
     Ok((Instance { store, bindings }, output))

@@ -25,6 +25,9 @@ pub(crate) struct HostState {
     stderr: CapturedOutput,
     /// `name (sha256 abcdef012345)`, for log lines.
     label: Arc<str>,
+    /// What the plugin said last in the current call (its last `logging`
+    /// line, or what it wrote to stderr), attached to a trap's reason.
+    pub(crate) last_words: Option<String>,
 }
 
 impl HostState {
@@ -49,15 +52,23 @@ impl HostState {
             stdout,
             stderr,
             label,
+            last_words: None,
         }
     }
 
-    /// Write what the plugin printed during the last call to the log.
-    pub(crate) fn flush_output(&self) {
+    /// Write what the plugin printed during the last call to the log; what
+    /// it wrote to stderr becomes its last words (a panic message of a
+    /// plugin without the SDK's hook lands there).
+    pub(crate) fn flush_output(&mut self) {
         for (stream, captured) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
             let (text, dropped) = captured.take();
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
                 tracing::info!(plugin = %self.label, stream, "{line}");
+            }
+            if stream == "stderr"
+                && let Some(words) = last_words(&text)
+            {
+                self.last_words = Some(words);
             }
             if dropped > 0 {
                 tracing::warn!(plugin = %self.label, stream, dropped_bytes = dropped, "plugin output over the limit was dropped");
@@ -84,6 +95,9 @@ impl logging::Host for HostState {
             end -= 1;
         }
         let message = &message[..end];
+        if let Some(words) = last_words(message) {
+            self.last_words = Some(words);
+        }
         let plugin = &*self.label;
         match level {
             logging::Level::Trace => tracing::trace!(plugin, "{message}"),
@@ -93,6 +107,28 @@ impl logging::Host for HostState {
             logging::Level::Error => tracing::error!(plugin, "{message}"),
         }
     }
+}
+
+/// Longest "last words" attached to a trap's reason.
+const MAX_LAST_WORDS: usize = 400;
+
+/// `text` on one line, without Rust's backtrace hint, cut to
+/// [`MAX_LAST_WORDS`]; `None` when nothing is left.
+fn last_words(text: &str) -> Option<String> {
+    let joined = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if joined.is_empty() {
+        return None;
+    }
+    let mut end = joined.len().min(MAX_LAST_WORDS);
+    while !joined.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(joined[..end].to_string())
 }
 
 /// Refuses linear-memory growth past the limit and remembers that it did,

@@ -154,7 +154,7 @@ pub async fn run_service(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| listen.into());
-    eprintln!("weir listening on {address}");
+    crate::errln!("weir listening on {address}");
     tracing::info!(%address, pipeline = %pipeline.config.name, "serving /healthz /metrics /events /plugins/reload");
     let stopping = stop.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {

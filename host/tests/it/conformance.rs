@@ -1,7 +1,7 @@
-//! Two implementations of the web-vitals rules, Rust and Python, held to one
-//! behaviour by `weir plugin diff` over a large, messy sample: the rule
-//! cases, the edge cases, and thousands of generated events with every kind
-//! of bad input.
+//! Four implementations of the web-vitals rules, in Rust, Python,
+//! JavaScript and C, held to one behaviour by `weir plugin diff` over a
+//! large, messy sample: the rule cases, the edge cases, and thousands of
+//! generated events with every kind of bad input.
 
 use serde_json::Value;
 use weir::tools::generate::{Generator, GeneratorOptions};
@@ -36,17 +36,17 @@ fn messy_sample(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
-#[test]
-fn rust_and_python_web_vitals_agree_on_every_event() {
+/// `weir plugin diff` of the Rust plugin and `other`: no difference.
+fn agrees_with_rust(other: &str) {
     let dir = tempfile::tempdir().unwrap();
     let sample = messy_sample(dir.path());
     let rust = wasm("weir_plugin_web_vitals");
-    let python = wasm("weir_plugin_web_vitals_py");
+    let other = wasm(other);
     let out = weir_ok(&mut weir_cmd(&[
         "plugin",
         "diff",
         rust.to_str().unwrap(),
-        python.to_str().unwrap(),
+        other.to_str().unwrap(),
         "--input",
         sample.to_str().unwrap(),
         "--json",
@@ -55,6 +55,29 @@ fn rust_and_python_web_vitals_agree_on_every_event() {
     let report: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["differing"], 0, "{report}");
     assert!(report["events"].as_u64().unwrap() > 4000, "{report}");
+    // and it passes the gate on its own: no failed call, idempotent
+    weir_ok(&mut weir_cmd(&[
+        "plugin",
+        "check",
+        other.to_str().unwrap(),
+        "--input",
+        sample.to_str().unwrap(),
+    ]));
+}
+
+#[test]
+fn rust_and_python_web_vitals_agree_on_every_event() {
+    agrees_with_rust("weir_plugin_web_vitals_py");
+}
+
+#[test]
+fn rust_and_javascript_web_vitals_agree_on_every_event() {
+    agrees_with_rust("weir_plugin_web_vitals_js");
+}
+
+#[test]
+fn rust_and_c_web_vitals_agree_on_every_event() {
+    agrees_with_rust("weir_plugin_web_vitals_c");
 }
 
 #[test]

@@ -83,7 +83,45 @@ fn assert_isolated(runner: &mut PluginRunner, n: usize, poison: &[usize], needle
 fn a_trap_on_one_event_rejects_only_that_event() {
     let mut runner = hostile("trap", Limits::default(), &[]);
     assert_isolated(&mut runner, 1000, &[500], "trapped");
-    assert_isolated(&mut runner, 64, &[0, 63], "trapped");
+    // the panic's text, through the SDK's hook, not only `unreachable`
+    assert_isolated(
+        &mut runner,
+        64,
+        &[0, 63],
+        "the plugin's last words: panicked at",
+    );
+    assert_isolated(&mut runner, 8, &[4], "poison event");
+}
+
+#[test]
+fn endless_loops_in_a_large_batch_are_isolated_with_short_deadlines() {
+    // the default limits: 2 s per call, then 100 ms per isolating call
+    let mut runner = hostile("loop", Limits::default(), &[]);
+    let poison = [100, 2000, 4000];
+    assert_isolated(&mut runner, 4096, &poison, "timed out after 100 ms");
+    let next = runner.process(&events(4096, &[]));
+    assert_eq!(next.batch.num_rows(), 4096);
+}
+
+#[test]
+fn isolation_stops_at_its_wall_clock_budget() {
+    let limits = Limits {
+        call_timeout_ms: 200,
+        isolation_budget_ms: 1,
+        ..Limits::default()
+    };
+    let mut runner = hostile("loop", limits, &[]);
+    let out = runner.process(&events(64, &[5]));
+    assert_eq!(out.excluded.len(), 64);
+    assert_eq!(out.batch.num_rows(), 0);
+    for e in &out.excluded {
+        assert!(
+            e.reason
+                .contains("timed out after 200 ms (isolation budget of 1 ms spent)"),
+            "{}",
+            e.reason
+        );
+    }
 }
 
 #[test]

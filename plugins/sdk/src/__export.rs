@@ -25,6 +25,7 @@ pub fn init<P: Plugin>(
     input: WitSchema,
     config: Vec<(String, String)>,
 ) -> Result<WitSchema, String> {
+    install_panic_hook();
     let input = Schema::new(input.into_iter().map(field_from_wit).collect());
     let mut config = Config::new(config);
     let (plugin, output) = P::init(&input, &mut config)?;
@@ -80,6 +81,17 @@ pub fn process<P: Plugin>(input: WitBatch) -> Result<WitOutput, String> {
             reasons: out.reasons,
         })
     })
+}
+
+/// Send a panic's message through `logging` (the host attaches the
+/// plugin's last log line to the trap it reports) instead of stderr.
+fn install_panic_hook() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            crate::log::error(&info.to_string());
+        }));
+    });
 }
 
 fn field_from_wit(f: wit::Field) -> Field {

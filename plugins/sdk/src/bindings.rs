@@ -5,7 +5,7 @@
 #![allow(missing_docs, unsafe_op_in_unsafe_fn, clippy::all)]
 
 wit_bindgen::generate!({
-    path: "../../wit",
+    path: "wit",
     world: "weir:preprocess/preprocessor@0.1.0",
     pub_export_macro: true,
     export_macro_name: "__export_world",

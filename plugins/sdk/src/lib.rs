@@ -23,6 +23,7 @@
 //! unit-tested natively with plain `cargo test` (see [`testing`]).
 
 mod batch;
+mod columnar;
 mod config;
 mod kind;
 pub mod log;
@@ -38,6 +39,7 @@ pub mod __export;
 pub mod bindings;
 
 pub use batch::{Batch, Column, ColumnValues};
+pub use columnar::{ColumnarOutput, Columns};
 pub use config::Config;
 pub use kind::{Bool, Date, F64, I64, Kind, Str, TimestampMs};
 pub use output::{BatchBuilder, Exclusion, Output, OutputBuilder, Verdict};
@@ -62,8 +64,8 @@ pub trait Plugin: Sized + 'static {
 /// Everything a plugin author usually needs.
 pub mod prelude {
     pub use crate::{
-        Batch, BatchBuilder, Bool, Config, Date, F64, Field, FieldRef, FieldType, I64, Output,
-        OutputBuilder, Plugin, Schema, Str, TimestampMs, export_plugin,
+        Batch, BatchBuilder, Bool, Columns, Config, Date, F64, Field, FieldRef, FieldType, I64,
+        Output, OutputBuilder, Plugin, Schema, Str, TimestampMs, export_plugin,
     };
 }
 

@@ -45,3 +45,8 @@ pub fn info(message: &str) {
 pub fn warn(message: &str) {
     log(Level::Warn, message);
 }
+
+/// Log at error level.
+pub fn error(message: &str) {
+    log(Level::Error, message);
+}
