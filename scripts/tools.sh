@@ -30,6 +30,28 @@ ADAPTER_VERSION=48.0.8
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 mkdir -p "$TOOLS"
 
+# extract_crates DIR NAME@VERSION...: the published sources of crates, through
+# cargo (its registry and cache), unpacked as DIR/NAME-VERSION
+extract_crates() {
+    local dir="$1"
+    shift
+    local fetch="$dir/.fetch"
+    mkdir -p "$fetch/src"
+    {
+        printf '[package]\nname = "weir-fetch"\nversion = "0.0.0"\nedition = "2021"\n[dependencies]\n'
+        for spec in "$@"; do
+            printf '%s = { version = "=%s", default-features = false }\n' "${spec%@*}" "${spec#*@}"
+        done
+    } >"$fetch/Cargo.toml"
+    touch "$fetch/src/lib.rs"
+    cargo fetch --manifest-path "$fetch/Cargo.toml" >&2
+    local cache="${CARGO_HOME:-$HOME/.cargo}/registry/cache"
+    for spec in "$@"; do
+        tar xzf "$(ls "$cache"/*/"${spec%@*}-${spec#*@}.crate" | head -1)" -C "$dir"
+    done
+    rm -rf "$fetch"
+}
+
 install_tansu() {
     local dir="$TOOLS/tansu"
     local patch="$ROOT/scripts/tansu-$TANSU_VERSION.patch"
@@ -40,24 +62,9 @@ install_tansu() {
     fi
     echo "building tansu $TANSU_VERSION with weir's patch into $dir (a release build, once per machine)" >&2
     local src="$dir/src"
-    rm -rf "$src" && mkdir -p "$src/fetch/src"
-    # the published sources of the binary crate and the two libraries patched, through cargo
-    cat >"$src/fetch/Cargo.toml" <<TOML
-[package]
-name = "weir-tansu-fetch"
-version = "0.0.0"
-edition = "2021"
-[dependencies]
-tansu = { version = "=$TANSU_VERSION", default-features = false }
-tansu-broker = "=$TANSU_VERSION"
-tansu-storage = "=$TANSU_VERSION"
-TOML
-    touch "$src/fetch/src/lib.rs"
-    cargo fetch --manifest-path "$src/fetch/Cargo.toml" >&2
-    local cache="${CARGO_HOME:-$HOME/.cargo}/registry/cache"
-    for crate in tansu tansu-broker tansu-storage; do
-        tar xzf "$(ls "$cache"/*/"$crate-$TANSU_VERSION.crate" | head -1)" -C "$src"
-    done
+    rm -rf "$src" && mkdir -p "$src"
+    # the published sources of the binary crate and the two libraries patched
+    extract_crates "$src" "tansu@$TANSU_VERSION" "tansu-broker@$TANSU_VERSION" "tansu-storage@$TANSU_VERSION"
     # two fixes to tansu 0.6.0 (see the patch): its group coordinator left a
     # formed group formed when a member missed its session (the dead member's
     # partitions were consumed by nobody), and a fetch from an offset inside a
@@ -115,22 +122,10 @@ install_c() {
     local adapter="$TOOLS/adapter/$ADAPTER_VERSION/wasi_snapshot_preview1.reactor.wasm"
     if [ ! -f "$adapter" ]; then
         local fetch="$TOOLS/adapter/fetch"
-        rm -rf "$fetch" && mkdir -p "$fetch/src"
-        cat >"$fetch/Cargo.toml" <<TOML
-[package]
-name = "weir-adapter-fetch"
-version = "0.0.0"
-edition = "2021"
-[dependencies]
-wasi-preview1-component-adapter-provider = "=$ADAPTER_VERSION"
-TOML
-        touch "$fetch/src/lib.rs"
-        cargo fetch --manifest-path "$fetch/Cargo.toml" >&2
-        local cache="${CARGO_HOME:-$HOME/.cargo}/registry/cache"
-        mkdir -p "$fetch/crate"
-        tar xzf "$(ls "$cache"/*/"wasi-preview1-component-adapter-provider-$ADAPTER_VERSION.crate" | head -1)" -C "$fetch/crate"
+        rm -rf "$fetch" && mkdir -p "$fetch"
+        extract_crates "$fetch" "wasi-preview1-component-adapter-provider@$ADAPTER_VERSION"
         mkdir -p "$(dirname "$adapter")"
-        cp "$fetch/crate/wasi-preview1-component-adapter-provider-$ADAPTER_VERSION/artefacts/wasi_snapshot_preview1.reactor.wasm" "$adapter"
+        cp "$fetch/wasi-preview1-component-adapter-provider-$ADAPTER_VERSION/artefacts/wasi_snapshot_preview1.reactor.wasm" "$adapter"
         rm -rf "$fetch"
     fi
 }

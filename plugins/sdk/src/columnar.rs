@@ -11,11 +11,9 @@
 //! columns into the answer (no copy when every row is kept; a copy of the
 //! kept ranges otherwise).
 
-use std::collections::HashMap;
-
 use crate::batch::{Batch, Column, ColumnValues};
 use crate::kind::{Kind, empty_values};
-use crate::output::{Exclusion, Output, Verdict};
+use crate::output::{Output, Verdict, Verdicts};
 use crate::schema::{FieldRef, Schema};
 
 /// Which output columns pass through from which input column; planned once.
@@ -96,9 +94,7 @@ impl Columns {
             plan: self,
             batch,
             computed,
-            exclusions: Vec::new(),
-            reasons: Vec::new(),
-            reason_ids: HashMap::new(),
+            verdicts: Verdicts::default(),
         }
     }
 }
@@ -117,9 +113,7 @@ pub struct ColumnarOutput<'a> {
     plan: &'a Columns,
     batch: Batch,
     computed: Vec<Option<ComputedColumn>>,
-    exclusions: Vec<Exclusion>,
-    reasons: Vec<String>,
-    reason_ids: HashMap<String, u32>,
+    verdicts: Verdicts,
 }
 
 impl ColumnarOutput<'_> {
@@ -151,29 +145,12 @@ impl ColumnarOutput<'_> {
 
     /// Drop input row `row` with `reason` (e.g. `bot`).
     pub fn drop_row(&mut self, row: usize, reason: &str) {
-        self.exclude(row, Verdict::Drop, reason);
+        self.verdicts.exclude(row, Verdict::Drop, reason);
     }
 
     /// Reject input row `row` with `reason`; it goes to the dead letters.
     pub fn reject_row(&mut self, row: usize, reason: &str) {
-        self.exclude(row, Verdict::Reject, reason);
-    }
-
-    fn exclude(&mut self, row: usize, verdict: Verdict, reason: &str) {
-        let reason = match self.reason_ids.get(reason) {
-            Some(&id) => id,
-            None => {
-                let id = self.reasons.len() as u32;
-                self.reasons.push(reason.to_string());
-                self.reason_ids.insert(reason.to_string(), id);
-                id
-            }
-        };
-        self.exclusions.push(Exclusion {
-            row: row as u32,
-            verdict,
-            reason,
-        });
+        self.verdicts.exclude(row, Verdict::Reject, reason);
     }
 
     /// Finish: pass-through columns keep the rows not excluded; every
@@ -183,19 +160,17 @@ impl ColumnarOutput<'_> {
         if self.computed.len() != self.plan.sources.len() {
             return Err("a value was pushed to a pass-through column".into());
         }
-        if self.exclusions.windows(2).any(|w| w[0].row >= w[1].row)
-            || self
-                .exclusions
-                .last()
-                .is_some_and(|e| e.row as usize >= rows)
+        let exclusions = self.verdicts.exclusions();
+        if exclusions.windows(2).any(|w| w[0].row >= w[1].row)
+            || exclusions.last().is_some_and(|e| e.row as usize >= rows)
         {
             return Err("exclusions must name each row once, in increasing order".into());
         }
-        let kept_rows = rows - self.exclusions.len();
+        let kept_rows = rows - exclusions.len();
         // the kept ranges of input rows, between the exclusions
-        let mut kept = Vec::with_capacity(self.exclusions.len() + 1);
+        let mut kept = Vec::with_capacity(exclusions.len() + 1);
         let mut start = 0;
-        for e in &self.exclusions {
+        for e in exclusions {
             let row = e.row as usize;
             if row > start {
                 kept.push((start, row));
@@ -221,7 +196,7 @@ impl ColumnarOutput<'_> {
                         inputs[*source].clone()
                     }
                     .ok_or("input column used twice")?;
-                    if self.exclusions.is_empty() {
+                    if kept_rows == rows {
                         input
                     } else {
                         filter(&input, &kept, kept_rows)
@@ -243,13 +218,9 @@ impl ColumnarOutput<'_> {
             };
             columns.push(column);
         }
-        Ok(Output {
-            batch: Batch {
-                num_rows: kept_rows,
-                columns,
-            },
-            exclusions: self.exclusions,
-            reasons: self.reasons,
+        self.verdicts.answer(Batch {
+            num_rows: kept_rows,
+            columns,
         })
     }
 }

@@ -133,43 +133,18 @@ impl Output {
     }
 }
 
-/// Builds an [`Output`]: push the values of each kept row, or exclude it.
-#[derive(Debug)]
-pub struct OutputBuilder {
-    batch: BatchBuilder,
+/// The exclusions of an answer and their distinct reasons, shared by
+/// [`OutputBuilder`] and [`crate::ColumnarOutput`].
+#[derive(Debug, Default)]
+pub(crate) struct Verdicts {
     exclusions: Vec<Exclusion>,
     reasons: Vec<String>,
     reason_ids: HashMap<String, u32>,
 }
 
-impl OutputBuilder {
-    /// An empty output in `schema` with room for `capacity` rows.
-    pub fn new(schema: &Schema, capacity: usize) -> Self {
-        OutputBuilder {
-            batch: BatchBuilder::new(schema, capacity),
-            exclusions: Vec::new(),
-            reasons: Vec::new(),
-            reason_ids: HashMap::new(),
-        }
-    }
-
-    /// Append a value of a kept row.
-    #[inline]
-    pub fn push<K: Kind>(&mut self, field: FieldRef<K>, value: Option<K::Value<'_>>) {
-        self.batch.push(field, value);
-    }
-
-    /// Drop input row `row` with `reason` (e.g. `bot`).
-    pub fn drop_row(&mut self, row: usize, reason: &str) {
-        self.exclude(row, Verdict::Drop, reason);
-    }
-
-    /// Reject input row `row` with `reason`; it goes to the dead letters.
-    pub fn reject_row(&mut self, row: usize, reason: &str) {
-        self.exclude(row, Verdict::Reject, reason);
-    }
-
-    fn exclude(&mut self, row: usize, verdict: Verdict, reason: &str) {
+impl Verdicts {
+    /// Exclude input row `row` with `reason`.
+    pub(crate) fn exclude(&mut self, row: usize, verdict: Verdict, reason: &str) {
         let reason = match self.reason_ids.get(reason) {
             Some(&id) => id,
             None => {
@@ -186,9 +161,13 @@ impl OutputBuilder {
         });
     }
 
-    /// Finish; checks that columns agree and exclusions are in row order.
-    pub fn finish(self) -> Result<Output, String> {
-        let batch = self.batch.finish()?;
+    /// The excluded rows, in the order given.
+    pub(crate) fn exclusions(&self) -> &[Exclusion] {
+        &self.exclusions
+    }
+
+    /// The answer for `batch`; exclusions must be in increasing row order.
+    pub(crate) fn answer(self, batch: Batch) -> Result<Output, String> {
         if self.exclusions.windows(2).any(|w| w[0].row >= w[1].row) {
             return Err("exclusions must name each row once, in increasing order".into());
         }
@@ -197,5 +176,44 @@ impl OutputBuilder {
             exclusions: self.exclusions,
             reasons: self.reasons,
         })
+    }
+}
+
+/// Builds an [`Output`]: push the values of each kept row, or exclude it.
+#[derive(Debug)]
+pub struct OutputBuilder {
+    batch: BatchBuilder,
+    verdicts: Verdicts,
+}
+
+impl OutputBuilder {
+    /// An empty output in `schema` with room for `capacity` rows.
+    pub fn new(schema: &Schema, capacity: usize) -> Self {
+        OutputBuilder {
+            batch: BatchBuilder::new(schema, capacity),
+            verdicts: Verdicts::default(),
+        }
+    }
+
+    /// Append a value of a kept row.
+    #[inline]
+    pub fn push<K: Kind>(&mut self, field: FieldRef<K>, value: Option<K::Value<'_>>) {
+        self.batch.push(field, value);
+    }
+
+    /// Drop input row `row` with `reason` (e.g. `bot`).
+    pub fn drop_row(&mut self, row: usize, reason: &str) {
+        self.verdicts.exclude(row, Verdict::Drop, reason);
+    }
+
+    /// Reject input row `row` with `reason`; it goes to the dead letters.
+    pub fn reject_row(&mut self, row: usize, reason: &str) {
+        self.verdicts.exclude(row, Verdict::Reject, reason);
+    }
+
+    /// Finish; checks that columns agree and exclusions are in row order.
+    pub fn finish(self) -> Result<Output, String> {
+        let batch = self.batch.finish()?;
+        self.verdicts.answer(batch)
     }
 }
