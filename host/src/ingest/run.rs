@@ -276,7 +276,25 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
             }
             let settled =
                 last_message.elapsed() >= DRAIN_QUIET || since.elapsed() >= DRAIN_SETTLE_MAX;
-            if (done && settled) || (keys.is_empty() && started.elapsed() > Duration::from_secs(30))
+            // a last look at the end offsets before stopping: one read low at
+            // first (tansu 0.6) may have moved on, and a loaded consumer can
+            // be quiet for longer than DRAIN_QUIET
+            let mut moved = false;
+            if done && settled {
+                for key in &keys {
+                    if let Ok((_, high)) =
+                        consumer.fetch_watermarks(&key.0, key.1, METADATA_TIMEOUT)
+                        && drain_targets.get(key).is_some_and(|&target| high > target)
+                    {
+                        drain_targets.insert(key.clone(), high);
+                        moved = true;
+                    }
+                }
+            }
+            if moved {
+                drained_since = None;
+            } else if (done && settled)
+                || (keys.is_empty() && started.elapsed() > Duration::from_secs(30))
             {
                 tracing::info!("drained every assigned partition");
                 break;
