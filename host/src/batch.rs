@@ -211,7 +211,8 @@ impl BatchJob {
             .ok_or_else(|| config_error("no [warehouse] section: nowhere to load".into()))?;
         let lake = Lake::open(&pipeline.config.lake, &pipeline.config.name)?;
         let warehouse = Warehouse::open(&warehouse_config, &pipeline.config.lake)?;
-        let (mut plugin, schema) = probe_plugin(pipeline).await?;
+        let (mut plugin, output) = probe_plugin(pipeline).await?;
+        let schema = output.arrow().clone();
         plugin.skips_own_files = !aggregate.reapply_own_files;
         let query = Query::plan(pipeline, &aggregate, &schema)
             .await
@@ -1050,12 +1051,11 @@ impl Query {
         })
     }
 
-    /// `weir validate`: load the plugin and plan the pipeline's aggregation
-    /// (nothing is read or written).
-    pub async fn check(pipeline: &Pipeline) -> Result<Query, BatchError> {
+    /// `weir validate`: plan the pipeline's aggregation over the plugin's
+    /// `output` (from [`plugin_output`]; nothing is read or written).
+    pub async fn check(pipeline: &Pipeline, output: &DeclaredSchema) -> Result<Query, BatchError> {
         let aggregate = aggregate_config(pipeline)?;
-        let (_, schema) = probe_plugin(pipeline).await?;
-        Query::plan(pipeline, &aggregate, &schema)
+        Query::plan(pipeline, &aggregate, output.arrow())
             .await
             .map_err(|message| BatchError::Config {
                 file: pipeline.file.display().to_string(),
@@ -1067,11 +1067,7 @@ impl Query {
 /// `weir validate`: load the pipeline's plugin, initialise it with the
 /// pipeline's schema and configuration, and answer its output schema.
 pub async fn plugin_output(pipeline: &Pipeline) -> Result<DeclaredSchema, BatchError> {
-    let (_, schema) = probe_plugin(pipeline).await?;
-    DeclaredSchema::from_arrow(&schema).map_err(|e| BatchError::Config {
-        file: pipeline.file.display().to_string(),
-        message: format!("the plugin's output schema: {e}"),
-    })
+    Ok(probe_plugin(pipeline).await?.1)
 }
 
 /// `weir query`: run `sql` over the lake's rows of the selected dates, as
@@ -1100,7 +1096,8 @@ pub async fn query_lake(
         .into_values()
         .flat_map(|p| p.files)
         .collect();
-    let (plugin, schema) = probe_plugin(pipeline).await?;
+    let (plugin, output) = probe_plugin(pipeline).await?;
+    let schema = output.arrow().clone();
     let engine = Engine::new(EngineOptions::from_config(
         pipeline.config.aggregate.as_ref(),
     ))
@@ -1135,9 +1132,7 @@ fn aggregate_config(pipeline: &Pipeline) -> Result<AggregateConfig, BatchError> 
 
 /// Load the pipeline's plugin and instantiate it once: the plugin and its
 /// output for the pipeline's input (the lake's schema).
-async fn probe_plugin(
-    pipeline: &Pipeline,
-) -> Result<(BatchPlugin, arrow::datatypes::SchemaRef), BatchError> {
+async fn probe_plugin(pipeline: &Pipeline) -> Result<(BatchPlugin, DeclaredSchema), BatchError> {
     let engine = PluginEngine::new(pipeline.config.plugin.limits.clone())?;
     let loaded = load_plugin(pipeline, &engine).await?;
     let config = pipeline.plugin_config();
@@ -1157,7 +1152,7 @@ async fn probe_plugin(
     })
     .await
     .expect("plugin probe")?;
-    Ok((plugin, output.arrow().clone()))
+    Ok((plugin, output))
 }
 
 /// Load the plugin a pipeline names, off the async threads.

@@ -1,7 +1,6 @@
 //! Command-line arguments and dispatch. Library errors are wrapped with
 //! `anyhow` here, at the edge, and printed as one line. Commands print their
 //! results on stdout through `weir::outln!` (a closed pipe is not a panic).
-#![allow(clippy::print_stdout)]
 
 mod batch_cmds;
 mod orchestrate_cmds;

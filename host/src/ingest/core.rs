@@ -22,7 +22,7 @@ use crate::lake::{
     SchemaChange, StagedFile, TableKind, dead_letter_schema, dead_letters_batch, encode_parquet,
     split_by_partition,
 };
-use crate::pipeline::Pipeline;
+use crate::pipeline::{DeclaredSchema, Pipeline};
 use crate::plugin::{PluginRunner, Verdict};
 
 /// Counts reported at exit (`--json` keys as named).
@@ -79,6 +79,20 @@ pub(crate) struct Core {
     pub metrics: Option<Arc<crate::telemetry::Metrics>>,
 }
 
+/// The position of the partition column in a plugin's output, or what
+/// is wrong with it (the pipeline's requirement, as `weir validate` says it).
+fn partition_column(pipeline: &Pipeline, output: &DeclaredSchema) -> Result<usize, String> {
+    let requirement = pipeline.partition_requirement();
+    if let Some(problem) = requirement.problem(output) {
+        return Err(problem);
+    }
+    output
+        .fields()
+        .iter()
+        .position(|f| f.name == requirement.column)
+        .ok_or(requirement.key)
+}
+
 impl Core {
     pub fn new(
         pipeline: Pipeline,
@@ -86,18 +100,8 @@ impl Core {
         runner: PluginRunner,
         rt: Handle,
     ) -> Result<Self, String> {
-        let column = &pipeline.config.lake.partition_by;
-        let partition_column = runner
-            .output_schema()
-            .fields()
-            .iter()
-            .position(|f| &f.name == column)
-            .ok_or_else(|| {
-                format!(
-                    "lake.partition_by: the plugin's output has no column `{column}` (output: {})",
-                    runner.output_schema()
-                )
-            })?;
+        let partition_column = partition_column(&pipeline, runner.output_schema())
+            .map_err(|problem| format!("{problem} (output: {})", runner.output_schema()))?;
         Ok(Core {
             pipeline,
             lake,
@@ -114,13 +118,8 @@ impl Core {
     /// Switch to another plugin (validated by the caller); every buffer
     /// must be empty. The digest now in use, or why not.
     pub fn replace_runner(&mut self, runner: PluginRunner) -> Result<String, String> {
-        let column = &self.pipeline.config.lake.partition_by;
-        let position = runner
-            .output_schema()
-            .fields()
-            .iter()
-            .position(|f| &f.name == column)
-            .ok_or_else(|| format!("the new version's output has no column `{column}`"))?;
+        let position = partition_column(&self.pipeline, runner.output_schema())
+            .map_err(|problem| format!("the new version: {problem}"))?;
         if self.partitions.values().any(|b| !b.is_empty()) {
             return Err("rows of the old version are still buffered".into());
         }

@@ -41,15 +41,20 @@ impl Requirement {
 }
 
 impl Pipeline {
+    /// The lake's partition column: a date (or a timestamp, by its UTC
+    /// date), since the batch path selects dates.
+    pub fn partition_requirement(&self) -> Requirement {
+        Requirement {
+            column: self.config.lake.partition_by.clone(),
+            types: vec![FieldType::Date, FieldType::Timestamp],
+            key: "lake.partition_by".into(),
+        }
+    }
+
     /// The columns this pipeline reads from its plugin's output. A custom
     /// `aggregate.sql` is checked by planning it (`weir validate`), not here.
     pub fn output_requirements(&self) -> Vec<Requirement> {
-        let partition = &self.config.lake.partition_by;
-        let mut required = vec![Requirement {
-            column: partition.clone(),
-            types: vec![FieldType::Date, FieldType::Timestamp],
-            key: "lake.partition_by".into(),
-        }];
+        let mut required = vec![self.partition_requirement()];
         let Some(aggregate) = self.config.aggregate.as_ref().filter(|a| a.sql.is_none()) else {
             return required;
         };

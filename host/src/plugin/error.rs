@@ -38,8 +38,7 @@ impl CallFailure {
 
 /// The class of a failed call: what isolated an event, as opposed to the
 /// plugin's own verdict.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FailureKind {
     /// ran past its CPU deadline.
     Timeout,

@@ -23,7 +23,7 @@ use super::convert::{batch_from_wit, batch_to_wit, schema_from_wit, schema_to_wi
 use super::engine::{EPOCH_TICK, LoadedPlugin, PluginEngine};
 use super::error::{CallFailure, FailureKind, PluginError};
 use super::limits::Limits;
-use super::sandbox::HostState;
+use super::sandbox::{HostState, last_words};
 use crate::pipeline::DeclaredSchema;
 
 /// At most one warning about isolated events per runner and interval.
@@ -98,10 +98,10 @@ impl std::fmt::Debug for PluginRunner {
 struct Isolation {
     calls_left: usize,
     started: Instant,
-    budget: Duration,
-    deadline_ms: u64,
     failed_calls: usize,
     first_failure: Option<CallFailure>,
+    /// a call of this batch timed out: the pieces get the shorter deadline.
+    timed_out: bool,
 }
 
 impl Isolation {
@@ -112,7 +112,9 @@ impl Isolation {
                 "isolation budget of {} calls spent",
                 limits.isolation_calls
             ))
-        } else if self.failed_calls > 0 && self.started.elapsed() >= self.budget {
+        } else if self.failed_calls > 0
+            && self.started.elapsed() >= Duration::from_millis(limits.isolation_budget_ms)
+        {
             Some(format!(
                 "isolation budget of {} ms spent",
                 limits.isolation_budget_ms
@@ -210,10 +212,9 @@ impl PluginRunner {
         let mut isolation = Isolation {
             calls_left: limits.isolation_calls.max(1),
             started: Instant::now(),
-            budget: Duration::from_millis(limits.isolation_budget_ms),
-            deadline_ms: limits.call_timeout_ms,
             failed_calls: 0,
             first_failure: None,
+            timed_out: false,
         };
         let mut processed = self.run(batch, &mut isolation);
         processed.failed_calls = isolation.failed_calls;
@@ -261,19 +262,17 @@ impl PluginRunner {
             return self.reject_all(batch, &failure, Some(&spent));
         }
         isolation.calls_left -= 1;
-        let deadline_ms = if isolation.failed_calls == 0 {
-            limits.call_timeout_ms
+        let deadline_ms = if isolation.timed_out {
+            self.isolation_deadline(batch.num_rows(), &limits)
         } else {
-            self.isolation_deadline(batch.num_rows(), isolation.deadline_ms, &limits)
+            limits.call_timeout_ms
         };
         let failure = match self.call(batch, deadline_ms) {
             Ok(processed) => return processed,
             Err(failure) => failure,
         };
         isolation.failed_calls += 1;
-        if matches!(failure, CallFailure::Timeout(_)) {
-            isolation.deadline_ms = isolation.deadline_ms.min(limits.isolation_timeout_ms);
-        }
+        isolation.timed_out |= matches!(failure, CallFailure::Timeout(_));
         tracing::debug!(plugin = %self.label, rows = batch.num_rows(), %failure, "plugin call failed; isolating the failing events");
         if isolation.first_failure.is_none() {
             isolation.first_failure = Some(failure.clone());
@@ -302,11 +301,14 @@ impl PluginRunner {
     /// The deadline of an isolating call over `rows` events: the isolation
     /// deadline, or ten times what that many events took in successful
     /// calls when that is longer, never past `call_timeout_ms`.
-    fn isolation_deadline(&self, rows: usize, isolation_ms: u64, limits: &Limits) -> u64 {
+    fn isolation_deadline(&self, rows: usize, limits: &Limits) -> u64 {
         let typical_ms = self
             .nanos_per_row
             .map_or(0, |n| (n * rows as f64 * 10.0 / 1e6).ceil() as u64);
-        isolation_ms.max(typical_ms).min(limits.call_timeout_ms)
+        limits
+            .isolation_timeout_ms
+            .max(typical_ms)
+            .min(limits.call_timeout_ms)
     }
 
     fn reject_all(
@@ -461,7 +463,8 @@ fn classify(
             cause.lines().next().unwrap_or("unknown trap").to_string()
         }
     };
-    CallFailure::Trap(match &store.data().last_words {
+    let words = store.data().last_words.as_deref().map(last_words);
+    CallFailure::Trap(match words.filter(|w| !w.is_empty()) {
         Some(words) => format!("{trap}; the plugin's last words: {words}"),
         None => trap,
     })

@@ -26,7 +26,8 @@ pub(crate) struct HostState {
     /// `name (sha256 abcdef012345)`, for log lines.
     label: Arc<str>,
     /// What the plugin said last in the current call (its last `logging`
-    /// line, or what it wrote to stderr), attached to a trap's reason.
+    /// line, or what it wrote to stderr), as it said it; a trap's reason
+    /// carries it ([`last_words`] puts it on one line, only then).
     pub(crate) last_words: Option<String>,
 }
 
@@ -65,13 +66,11 @@ impl HostState {
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
                 tracing::info!(plugin = %self.label, stream, "{line}");
             }
-            if stream == "stderr"
-                && let Some(words) = last_words(&text)
-            {
-                self.last_words = Some(words);
-            }
             if dropped > 0 {
                 tracing::warn!(plugin = %self.label, stream, dropped_bytes = dropped, "plugin output over the limit was dropped");
+            }
+            if stream == "stderr" && !text.trim().is_empty() {
+                self.last_words = Some(text);
             }
         }
     }
@@ -89,15 +88,8 @@ impl WasiView for HostState {
 impl types::Host for HostState {}
 
 impl logging::Host for HostState {
-    fn log(&mut self, level: logging::Level, message: String) {
-        let mut end = message.len().min(MAX_LOG_LINE);
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        let message = &message[..end];
-        if let Some(words) = last_words(message) {
-            self.last_words = Some(words);
-        }
+    fn log(&mut self, level: logging::Level, mut message: String) {
+        message.truncate(message.floor_char_boundary(MAX_LOG_LINE));
         let plugin = &*self.label;
         match level {
             logging::Level::Trace => tracing::trace!(plugin, "{message}"),
@@ -106,6 +98,9 @@ impl logging::Host for HostState {
             logging::Level::Warn => tracing::warn!(plugin, "{message}"),
             logging::Level::Error => tracing::error!(plugin, "{message}"),
         }
+        if !message.trim().is_empty() {
+            self.last_words = Some(message);
+        }
     }
 }
 
@@ -113,22 +108,16 @@ impl logging::Host for HostState {
 const MAX_LAST_WORDS: usize = 400;
 
 /// `text` on one line, without Rust's backtrace hint, cut to
-/// [`MAX_LAST_WORDS`]; `None` when nothing is left.
-fn last_words(text: &str) -> Option<String> {
-    let joined = text
+/// [`MAX_LAST_WORDS`] (only when a trap's reason is written).
+pub(crate) fn last_words(text: &str) -> String {
+    let mut joined = text
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
         .collect::<Vec<_>>()
         .join(" ");
-    if joined.is_empty() {
-        return None;
-    }
-    let mut end = joined.len().min(MAX_LAST_WORDS);
-    while !joined.is_char_boundary(end) {
-        end -= 1;
-    }
-    Some(joined[..end].to_string())
+    joined.truncate(joined.floor_char_boundary(MAX_LAST_WORDS));
+    joined
 }
 
 /// Refuses linear-memory growth past the limit and remembers that it did,

@@ -12,8 +12,8 @@
 //! kept ranges otherwise).
 
 use crate::batch::{Batch, Column, ColumnValues};
-use crate::kind::{Kind, empty_values};
-use crate::output::{Output, Verdict, Verdicts};
+use crate::kind::Kind;
+use crate::output::{ColumnBuilder, Output, Verdict, Verdicts};
 use crate::schema::{FieldRef, Schema};
 
 /// Which output columns pass through from which input column; planned once.
@@ -81,30 +81,16 @@ impl Columns {
             .fields
             .iter()
             .zip(&self.sources)
-            .map(|(f, source)| {
-                source.is_none().then(|| ComputedColumn {
-                    values: empty_values(f.ty, rows),
-                    validity: Vec::with_capacity(rows.div_ceil(8)),
-                    len: 0,
-                    nulls: 0,
-                })
-            })
+            .map(|(f, source)| source.is_none().then(|| ColumnBuilder::new(f.ty, rows)))
             .collect();
         ColumnarOutput {
             plan: self,
             batch,
             computed,
             verdicts: Verdicts::default(),
+            pushed_to_pass_through: false,
         }
     }
-}
-
-#[derive(Debug)]
-struct ComputedColumn {
-    values: ColumnValues,
-    validity: Vec<u8>,
-    len: usize,
-    nulls: usize,
 }
 
 /// The answer to one batch, built column-wise (see [`Columns`]).
@@ -112,8 +98,10 @@ struct ComputedColumn {
 pub struct ColumnarOutput<'a> {
     plan: &'a Columns,
     batch: Batch,
-    computed: Vec<Option<ComputedColumn>>,
+    computed: Vec<Option<ColumnBuilder>>,
     verdicts: Verdicts,
+    /// a value was pushed to a column that passes through: `finish` fails.
+    pushed_to_pass_through: bool,
 }
 
 impl ColumnarOutput<'_> {
@@ -126,21 +114,10 @@ impl ColumnarOutput<'_> {
     /// Pushing to a pass-through column is an error reported by `finish`.
     #[inline]
     pub fn push<K: Kind>(&mut self, field: FieldRef<K>, value: Option<K::Value<'_>>) {
-        let Some(Some(c)) = self.computed.get_mut(field.index()) else {
-            // a pass-through column: counted as a length mismatch at finish
-            self.computed.push(None);
-            return;
-        };
-        if c.len & 7 == 0 {
-            c.validity.push(0);
+        match self.computed.get_mut(field.index()) {
+            Some(Some(c)) => c.push::<K>(value),
+            _ => self.pushed_to_pass_through = true,
         }
-        if value.is_some() {
-            *c.validity.last_mut().expect("pushed above") |= 1 << (c.len & 7);
-        } else {
-            c.nulls += 1;
-        }
-        c.len += 1;
-        K::push(&mut c.values, value);
     }
 
     /// Drop input row `row` with `reason` (e.g. `bot`).
@@ -157,29 +134,11 @@ impl ColumnarOutput<'_> {
     /// computed column must have one value per kept row.
     pub fn finish(self) -> Result<Output, String> {
         let rows = self.batch.num_rows();
-        if self.computed.len() != self.plan.sources.len() {
+        if self.pushed_to_pass_through {
             return Err("a value was pushed to a pass-through column".into());
         }
-        let exclusions = self.verdicts.exclusions();
-        if exclusions.windows(2).any(|w| w[0].row >= w[1].row)
-            || exclusions.last().is_some_and(|e| e.row as usize >= rows)
-        {
-            return Err("exclusions must name each row once, in increasing order".into());
-        }
-        let kept_rows = rows - exclusions.len();
-        // the kept ranges of input rows, between the exclusions
-        let mut kept = Vec::with_capacity(exclusions.len() + 1);
-        let mut start = 0;
-        for e in exclusions {
-            let row = e.row as usize;
-            if row > start {
-                kept.push((start, row));
-            }
-            start = row + 1;
-        }
-        if start < rows {
-            kept.push((start, rows));
-        }
+        let kept = self.verdicts.kept_ranges(rows)?;
+        let kept_rows = rows - self.verdicts.len();
         let mut inputs: Vec<Option<Column>> = self.batch.columns.into_iter().map(Some).collect();
         let mut uses = vec![0usize; inputs.len()];
         for source in self.plan.sources.iter().flatten() {
@@ -209,10 +168,7 @@ impl ColumnarOutput<'_> {
                             self.plan.output.fields[i].name, c.len
                         ));
                     }
-                    Column {
-                        validity: (c.nulls > 0).then_some(c.validity),
-                        values: c.values,
-                    }
+                    c.finish()
                 }
                 (None, None) => return Err("computed column without a builder".into()),
             };

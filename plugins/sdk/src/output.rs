@@ -2,9 +2,9 @@
 
 use std::collections::HashMap;
 
-use crate::batch::{Batch, Column};
+use crate::batch::{Batch, Column, ColumnValues};
 use crate::kind::{Kind, empty_values};
-use crate::schema::{FieldRef, Schema};
+use crate::schema::{FieldRef, FieldType, Schema};
 
 /// Builds a batch column by column, row by row. Every row gets exactly one
 /// value per column; [`BatchBuilder::finish`] checks it.
@@ -13,11 +13,49 @@ pub struct BatchBuilder {
     columns: Vec<ColumnBuilder>,
 }
 
+/// One column being built row by row: values and a validity bitmap,
+/// dropped at the end when nothing was null.
 #[derive(Debug)]
-struct ColumnBuilder {
-    column: Column,
-    len: usize,
+pub(crate) struct ColumnBuilder {
+    values: ColumnValues,
+    validity: Vec<u8>,
+    pub(crate) len: usize,
     nulls: usize,
+}
+
+impl ColumnBuilder {
+    /// An empty column of type `ty` with room for `capacity` rows.
+    pub(crate) fn new(ty: FieldType, capacity: usize) -> Self {
+        ColumnBuilder {
+            values: empty_values(ty, capacity),
+            validity: Vec::with_capacity(capacity.div_ceil(8)),
+            len: 0,
+            nulls: 0,
+        }
+    }
+
+    /// Append a value (or a null).
+    #[inline]
+    pub(crate) fn push<K: Kind>(&mut self, value: Option<K::Value<'_>>) {
+        if self.len & 7 == 0 {
+            self.validity.push(0);
+        }
+        if value.is_some() {
+            *self.validity.last_mut().expect("pushed above") |= 1 << (self.len & 7);
+        } else {
+            self.nulls += 1;
+        }
+        self.len += 1;
+        K::push(&mut self.values, value);
+    }
+
+    /// The column.
+    pub(crate) fn finish(self) -> Column {
+        Column {
+            validity: (self.nulls > 0).then_some(self.validity),
+            values: self.values,
+        }
+    }
 }
 
 impl BatchBuilder {
@@ -26,14 +64,7 @@ impl BatchBuilder {
         let columns = schema
             .fields
             .iter()
-            .map(|f| ColumnBuilder {
-                column: Column {
-                    validity: Some(Vec::with_capacity(capacity.div_ceil(8))),
-                    values: empty_values(f.ty, capacity),
-                },
-                len: 0,
-                nulls: 0,
-            })
+            .map(|f| ColumnBuilder::new(f.ty, capacity))
             .collect();
         BatchBuilder { columns }
     }
@@ -41,18 +72,7 @@ impl BatchBuilder {
     /// Append a value (or a null) to the column of `field`.
     #[inline]
     pub fn push<K: Kind>(&mut self, field: FieldRef<K>, value: Option<K::Value<'_>>) {
-        let b = &mut self.columns[field.index()];
-        let bits = b.column.validity.as_mut().expect("builders keep a bitmap");
-        if b.len & 7 == 0 {
-            bits.push(0);
-        }
-        if value.is_some() {
-            *bits.last_mut().expect("pushed above") |= 1 << (b.len & 7);
-        } else {
-            b.nulls += 1;
-        }
-        b.len += 1;
-        K::push(&mut b.column.values, value);
+        self.columns[field.index()].push::<K>(value);
     }
 
     /// Finish: every column must have the same number of rows.
@@ -67,12 +87,7 @@ impl BatchBuilder {
         let columns = self
             .columns
             .into_iter()
-            .map(|mut c| {
-                if c.nulls == 0 {
-                    c.column.validity = None;
-                }
-                c.column
-            })
+            .map(ColumnBuilder::finish)
             .collect();
         Ok(Batch {
             num_rows: rows,
@@ -161,9 +176,37 @@ impl Verdicts {
         });
     }
 
-    /// The excluded rows, in the order given.
-    pub(crate) fn exclusions(&self) -> &[Exclusion] {
-        &self.exclusions
+    /// The kept rows of an input of `rows` rows, as half-open ranges
+    /// between the exclusions (which must be in increasing order, in range).
+    pub(crate) fn kept_ranges(&self, rows: usize) -> Result<Vec<(usize, usize)>, String> {
+        if self
+            .exclusions
+            .last()
+            .is_some_and(|e| e.row as usize >= rows)
+        {
+            return Err(format!("an exclusion names a row past the batch's {rows}"));
+        }
+        let mut kept = Vec::with_capacity(self.exclusions.len() + 1);
+        let mut start = 0;
+        for e in &self.exclusions {
+            let row = e.row as usize;
+            if row < start {
+                return Err("exclusions must name each row once, in increasing order".into());
+            }
+            if row > start {
+                kept.push((start, row));
+            }
+            start = row + 1;
+        }
+        if start < rows {
+            kept.push((start, rows));
+        }
+        Ok(kept)
+    }
+
+    /// How many rows were excluded.
+    pub(crate) fn len(&self) -> usize {
+        self.exclusions.len()
     }
 
     /// The answer for `batch`; exclusions must be in increasing row order.
