@@ -107,10 +107,11 @@ pub async fn run_demo(
         lake.display()
     );
     let ingested = {
-        let p = p.clone();
+        let (p, rt) = (p.clone(), tokio::runtime::Handle::current());
         tokio::task::spawn_blocking(move || {
             ingest(
                 p,
+                &rt,
                 IngestOptions {
                     drain: true,
                     stop: Arc::default(),

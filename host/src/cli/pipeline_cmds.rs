@@ -230,8 +230,10 @@ pub fn run_ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
     for signal in [signal_hook_like::SIGINT, signal_hook_like::SIGTERM] {
         signal_hook_like::register(signal, stop.clone());
     }
+    let rt = super::runtime()?;
     let summary = ingest(
         pipeline,
+        rt.handle(),
         IngestOptions {
             drain: args.drain,
             stop,
@@ -460,36 +462,67 @@ mod signal_hook_like {
 pub struct BenchIngestArgs {
     #[command(flatten)]
     pipeline: PipelineArgs,
-    /// How many synthetic events.
+    /// How many synthetic events (produced to the embedded broker).
     #[arg(long, default_value_t = 500_000)]
     events: u64,
+    /// Read an existing topic of this Kafka-protocol broker instead.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        requires = "topic",
+        conflicts_with = "source"
+    )]
+    brokers: Option<String>,
+    /// The topic to read (with `--brokers`), from the beginning.
+    #[arg(long, value_name = "T", requires = "brokers")]
+    topic: Option<String>,
+    /// Read a file of JSON lines instead: the same workers, no Kafka.
+    #[arg(long, value_name = "FILE")]
+    source: Option<PathBuf>,
+    /// Workers of the end-to-end phase (default: `ingest.workers`, one per core).
+    #[arg(long)]
+    workers: Option<usize>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run_bench_ingest(args: BenchIngestArgs) -> anyhow::Result<ExitCode> {
+    use weir::tools::bench_ingest::BenchSource;
     let pipeline = args.pipeline.load()?;
     let lake = tempfile::tempdir().context("temporary lake directory")?;
-    let r = weir::tools::bench_ingest::bench_ingest(&pipeline, args.events, lake.path())?;
+    let source = match (args.source, args.brokers, args.topic) {
+        (Some(file), _, _) => BenchSource::File(file),
+        (None, Some(brokers), Some(topic)) => BenchSource::Broker { brokers, topic },
+        _ => BenchSource::Generated(args.events),
+    };
+    let r = weir::tools::bench_ingest::bench_ingest(&pipeline, &source, args.workers, lake.path())?;
     if args.json {
         weir::outln!("{}", serde_json::to_string(&r)?);
     } else {
         weir::outln!(
-            "input          {} events, {:.1} MB of JSON, weir's baseline RSS {:.0} MiB",
-            args.events,
+            "input          {}: {} events, {:.1} MB of JSON, weir's baseline RSS {:.0} MiB",
+            r.source,
+            r.end_to_end.events,
             r.input_bytes as f64 / 1e6,
             r.baseline_rss_mib
+        );
+        weir::outln!(
+            "workers        {} (end to end; max_buffer_bytes {:.0} MiB)",
+            r.workers,
+            r.max_buffer_mib
         );
         for (name, f) in [
             ("decode only", &r.decode_only),
             ("end to end", &r.end_to_end),
         ] {
             weir::outln!(
-                "{name:<14} {:>10.0} events/s  ({} events in {:.2} s, peak RSS {:.0} MiB)",
+                "{name:<14} {:>10.0} events/s  {:>10.0} events/CPU-s  ({} events in {:.2} s, {:.2} CPU-s, peak RSS {:.0} MiB)",
                 f.events_per_sec,
+                f.events_per_cpu_sec,
                 f.events,
                 f.seconds,
+                f.cpu_seconds,
                 f.peak_rss_mib
             );
         }

@@ -30,6 +30,16 @@ impl RawMessages {
         self.timestamps.push(timestamp);
     }
 
+    /// Messages held.
+    pub fn len(&self) -> usize {
+        self.offsets.len()
+    }
+
+    /// Whether no message is held.
+    pub fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+
     /// Offset, Kafka timestamp and payload of row `row`.
     pub fn get(&self, row: usize) -> (i64, Option<i64>, &[u8]) {
         let start = if row == 0 { 0 } else { self.ends[row - 1] };
@@ -66,6 +76,9 @@ pub(crate) struct PartitionBuffer {
     /// that comes back after that is the log's own (compaction,
     /// transaction markers) and is accepted.
     pub gap_reread: Option<i64>,
+    /// a re-read was asked for and the consumer not yet sent back: later
+    /// offsets are not taken (they come again after the seek).
+    pub seek_pending: bool,
     /// first and last offsets buffered since the last commit.
     pub first_offset: Option<i64>,
     pub last_offset: i64,
@@ -96,6 +109,7 @@ impl PartitionBuffer {
             next_offset,
             anchored: resume.data.is_some(),
             gap_reread: None,
+            seek_pending: false,
             first_offset: None,
             last_offset: -1,
             decoder: JsonDecoder::new(schema, batch_rows),
@@ -122,6 +136,7 @@ impl PartitionBuffer {
         self.next_offset = next_offset;
         self.anchored = true;
         self.gap_reread = None;
+        self.seek_pending = false;
         self.first_offset = None;
         self.last_offset = -1;
         self.decoder.flush();

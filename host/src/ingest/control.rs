@@ -72,12 +72,11 @@ impl IngestControl {
     }
 
     /// Record the version ingest runs now (at start and after a swap).
-    pub(crate) fn set_running(&self, runner: &PluginRunner) {
-        let digest = runner.plugin().digest.clone();
-        *self.metrics.plugin_digest.lock().expect("metrics") = digest.clone();
+    pub(crate) fn set_running(&self, digest: &str, output: &DeclaredSchema) {
+        *self.metrics.plugin_digest.lock().expect("metrics") = digest.to_string();
         *self.running.lock().expect("running") = Some(Running {
-            digest,
-            output: runner.output_schema().clone(),
+            digest: digest.to_string(),
+            output: output.clone(),
         });
     }
 

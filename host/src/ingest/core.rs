@@ -1,29 +1,32 @@
-//! The state shared by the consume loop and the rebalance callback: the
-//! partition buffers, the plugin, the lake. A flush cycle writes the data
-//! and dead-letter files of every partition due, then makes one Delta commit
-//! per table for all of them (a `txn` action per Kafka partition). A
-//! partition another host committed first is dropped from the cycle and
-//! resumes after the winner.
+//! The coordinator of ingest: it owns the Kafka side and the lake, and the
+//! [`Workers`] own the data. Messages are routed in runs to the worker that
+//! holds their partition; a flush cycle asks the workers holding the
+//! partitions due to stage their files (all workers at once), uploads every
+//! file concurrently, then makes one Delta commit per table for all of them
+//! (a `txn` action per Kafka partition) and tells each worker where its
+//! partitions now stand. A partition another host committed first is
+//! dropped from the cycle and resumes after the winner. The rebalance
+//! callback reaches the workers through the same commands.
 
-use std::collections::HashMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::record_batch::RecordBatch;
+use futures::future::try_join_all;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use tokio::runtime::Handle;
 
-use super::buffer::PartitionBuffer;
+use super::buffer::RawMessages;
+use super::worker::{Command, Event, StageError, WorkerGone, Workers};
+pub(crate) use super::writer::PartitionKey;
+use super::writer::{Counts, Staged, Writer};
 use crate::lake::{
-    DeadLetter, FileMetadata, Lake, LakeError, PartitionFlush, PartitionOutcome, Provenance,
-    SchemaChange, StagedFile, TableKind, dead_letter_schema, dead_letters_batch, encode_parquet,
-    split_by_partition,
+    Lake, LakeError, PartitionOutcome, Provenance, Resume, SchemaChange, TableKind,
+    dead_letter_schema,
 };
 use crate::pipeline::{DeclaredSchema, Pipeline};
-use crate::plugin::{PluginRunner, Verdict};
+use crate::plugin::PluginRunner;
 
 /// Counts reported at exit (`--json` keys as named).
 #[derive(Clone, Debug, Default, Serialize)]
@@ -46,81 +49,167 @@ pub struct IngestSummary {
     pub conflicts: u64,
     /// milliseconds from the first message to the end of the run.
     pub busy_ms: Option<u64>,
+    /// workers that ran (decode, plugin, Parquet).
+    pub workers: usize,
 }
-
-pub(crate) type PartitionKey = (Arc<str>, i32);
 
 /// How long a seek may wait for the fetcher to take the new position.
 const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What became of one message (see [`Core::on_message`]).
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Taken {
-    /// buffered for its partition, or skipped as already committed.
-    Buffered(PartitionKey),
-    /// not taken: offsets before it were skipped; re-read from this one.
-    Reread(PartitionKey, i64),
-    /// not a partition assigned here.
-    NotAssigned,
+/// Messages of one partition gathered before they go to its worker.
+const RUN_MESSAGES: usize = 1024;
+
+/// What the coordinator needs of its source of messages: send a partition
+/// back to an offset, and hear that offsets up to one were committed.
+pub(crate) trait Positions {
+    /// Deliver `key` again from `offset`.
+    fn seek(&self, key: &PartitionKey, offset: i64) -> Result<(), String>;
+    /// Everything of `key` before `next` is in the lake.
+    fn committed(&self, key: &PartitionKey, next: i64);
 }
 
+impl<C: ConsumerContext> Positions for BaseConsumer<C> {
+    fn seek(&self, key: &PartitionKey, offset: i64) -> Result<(), String> {
+        Consumer::seek(self, &key.0, key.1, Offset::Offset(offset), SEEK_TIMEOUT)
+            .map_err(|e| e.to_string())
+    }
+
+    fn committed(&self, key: &PartitionKey, next: i64) {
+        // a hint for the group: the table's `txn` versions are the truth
+        let mut tpl = TopicPartitionList::new();
+        let _ = tpl.add_partition_offset(&key.0, key.1, Offset::Offset(next));
+        if let Err(e) = self.commit(&tpl, CommitMode::Async) {
+            tracing::debug!(partition = %format!("{}/{}", key.0, key.1), error = %e, "kafka offset hint not committed");
+        }
+    }
+}
+
+/// A source read once from start to end (a file): nothing to seek.
+pub(crate) struct ReadOnce;
+
+impl Positions for ReadOnce {
+    fn seek(&self, _: &PartitionKey, offset: i64) -> Result<(), String> {
+        Err(format!(
+            "a source read once cannot go back to offset {offset}"
+        ))
+    }
+
+    fn committed(&self, _: &PartitionKey, _: i64) {}
+}
+
+/// Why a flush cycle did not commit.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FlushError {
+    /// The lake refused or stayed unreachable past the retry window.
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    /// A worker stopped.
+    #[error(transparent)]
+    Gone(#[from] WorkerGone),
+}
+
+impl From<StageError> for FlushError {
+    fn from(e: StageError) -> Self {
+        match e {
+            StageError::Lake(e) => FlushError::Lake(e),
+            StageError::Gone(e) => FlushError::Gone(e),
+        }
+    }
+}
+
+/// What the coordinator knows of one assigned partition: its worker, the
+/// messages not yet sent to it, and what was read since its last commit.
+pub(crate) struct Track {
+    pub key: PartitionKey,
+    worker: usize,
+    pending: RawMessages,
+    /// messages and bytes routed since the last commit.
+    read: u64,
+    bytes: usize,
+    /// when the first of them arrived.
+    since: Option<Instant>,
+    /// one past the highest offset routed.
+    pub routed_next: i64,
+    /// one past the last offset in the data table.
+    pub committed_next: i64,
+}
+
+impl Track {
+    /// Whether anything was read since the last commit.
+    pub fn is_empty(&self) -> bool {
+        self.read == 0
+    }
+}
+
+/// The coordinator's state, shared by the consume loop and the rebalance
+/// callback (both on the consumer's thread).
 pub(crate) struct Core {
     pub pipeline: Pipeline,
     pub lake: Lake,
-    pub runner: PluginRunner,
     pub rt: Handle,
-    pub partitions: HashMap<PartitionKey, PartitionBuffer>,
+    workers: Workers,
+    /// assigned partitions (few: a linear search beats hashing per message).
+    pub partitions: Vec<Track>,
     pub summary: IngestSummary,
-    /// position of the partition column in the plugin's output.
-    partition_column: usize,
+    /// the plugin version the workers run.
+    digest: String,
+    output: DeclaredSchema,
     /// give up retrying after this instant (set at shutdown).
     pub deadline: Option<Instant>,
     /// where counters and latencies go, inside the service.
     pub metrics: Option<Arc<crate::telemetry::Metrics>>,
 }
 
-/// The position of the partition column in a plugin's output, or what
-/// is wrong with it (the pipeline's requirement, as `weir validate` says it).
-fn partition_column(pipeline: &Pipeline, output: &DeclaredSchema) -> Result<usize, String> {
-    let requirement = pipeline.partition_requirement();
-    if let Some(problem) = requirement.problem(output) {
-        return Err(problem);
-    }
-    output
-        .fields()
-        .iter()
-        .position(|f| f.name == requirement.column)
-        .ok_or(requirement.key)
-}
-
 impl Core {
+    /// Start `pipeline.config.ingest.workers` workers, each with its own
+    /// instance of `runner`'s plugin.
     pub fn new(
         pipeline: Pipeline,
         lake: Lake,
         runner: PluginRunner,
         rt: Handle,
+        metrics: Option<Arc<crate::telemetry::Metrics>>,
     ) -> Result<Self, String> {
-        let partition_column = partition_column(&pipeline, runner.output_schema())
-            .map_err(|problem| format!("{problem} (output: {})", runner.output_schema()))?;
+        let count = pipeline.config.ingest.worker_count();
+        let digest = runner.plugin().digest.clone();
+        let output = runner.output_schema().clone();
+        let mut writers = Vec::with_capacity(count);
+        for _ in 1..count {
+            let another = runner.another().map_err(|e| e.to_string())?;
+            writers.push(Writer::new(&pipeline, another, metrics.clone())?);
+        }
+        writers.push(Writer::new(&pipeline, runner, metrics.clone())?);
+        let workers = Workers::start(&pipeline, writers)
+            .map_err(|e| format!("cannot start the ingest workers: {e}"))?;
+        tracing::info!(workers = workers.len(), "ingest workers started");
         Ok(Core {
+            summary: IngestSummary {
+                workers: workers.len(),
+                ..IngestSummary::default()
+            },
             pipeline,
             lake,
-            runner,
             rt,
-            partitions: HashMap::new(),
-            summary: IngestSummary::default(),
-            partition_column,
+            workers,
+            partitions: Vec::new(),
+            digest,
+            output,
             deadline: None,
-            metrics: None,
+            metrics,
         })
     }
 
-    /// Switch to another plugin (validated by the caller); every buffer
-    /// must be empty. The digest now in use, or why not.
+    /// The plugin version the workers run, and its output schema.
+    pub fn running(&self) -> (&str, &DeclaredSchema) {
+        (&self.digest, &self.output)
+    }
+
+    /// Switch to another plugin (validated by the caller); every partition
+    /// must have been committed. The digest now in use, or why not.
     pub fn replace_runner(&mut self, runner: PluginRunner) -> Result<String, String> {
-        let position = partition_column(&self.pipeline, runner.output_schema())
+        super::writer::partition_column(&self.pipeline, runner.output_schema())
             .map_err(|problem| format!("the new version: {problem}"))?;
-        if self.partitions.values().any(|b| !b.is_empty()) {
+        if self.partitions.iter().any(|t| !t.is_empty()) {
             return Err("rows of the old version are still buffered".into());
         }
         // the table must take the new version's output: the same columns,
@@ -133,22 +222,38 @@ impl Core {
             SchemaChange::Refuse => table.check_schema(&schema),
         };
         accepted.map_err(|e| format!("the lake refuses the new version's output: {e}"))?;
-        let old = self.runner.plugin().digest.clone();
-        self.runner = runner;
-        self.partition_column = position;
-        let digest = self.runner.plugin().digest.clone();
+        let digest = runner.plugin().digest.clone();
+        let output = runner.output_schema().clone();
+        let mut runners = Vec::with_capacity(self.workers.len());
+        for _ in 1..self.workers.len() {
+            runners.push(
+                runner
+                    .another()
+                    .map_err(|e| format!("the new version: {e}"))?,
+            );
+        }
+        runners.push(runner);
+        self.workers.swap(runners)?;
+        let old = std::mem::replace(&mut self.digest, digest.clone());
+        self.output = output;
         tracing::info!(old = %old, new = %digest, "plugin switched at a batch boundary");
         Ok(digest)
     }
 
-    /// Bytes buffered over all partitions.
+    /// Bytes read since the last commit over all partitions.
     pub fn buffered_bytes(&self) -> usize {
-        self.partitions.values().map(|p| p.bytes).sum()
+        self.partitions.iter().map(|t| t.bytes).sum()
     }
 
-    /// One message from Kafka: buffered for its partition, skipped as
-    /// already in the lake, or refused because offsets were skipped before
-    /// it (the consumer must re-read from the expected one).
+    /// The index of a partition assigned here.
+    fn find(&self, topic: &str, partition: i32) -> Option<usize> {
+        self.partitions
+            .iter()
+            .position(|t| t.key.1 == partition && &*t.key.0 == topic)
+    }
+
+    /// One message from Kafka, routed to its partition's worker (in runs).
+    /// The partition's index, or `None` when it is not assigned here.
     pub fn on_message(
         &mut self,
         topic: &str,
@@ -156,140 +261,97 @@ impl Core {
         offset: i64,
         timestamp: Option<i64>,
         payload: &[u8],
-    ) -> Taken {
-        let batch_rows = self.pipeline.config.ingest.batch_rows;
-        let Some(key) = self
-            .partitions
-            .keys()
-            .find(|(t, p)| &**t == topic && *p == partition)
-            .cloned()
-        else {
+    ) -> Result<Option<usize>, WorkerGone> {
+        let Some(i) = self.find(topic, partition) else {
             tracing::debug!(
                 topic,
                 partition,
                 offset,
                 "message of a partition not assigned here; ignored"
             );
-            return Taken::NotAssigned;
+            return Ok(None);
         };
-        let buffer = self.partitions.get_mut(&key).expect("found above");
-        if offset < buffer.next_offset {
-            return Taken::Buffered(key); // already in the lake or in this buffer (a replay after seek)
+        let track = &mut self.partitions[i];
+        if track.since.is_none() {
+            track.since = Some(Instant::now());
         }
-        if offset > buffer.next_offset
-            && buffer.anchored
-            && buffer.gap_reread != Some(buffer.next_offset)
-        {
-            // offsets skipped: the consumer ran ahead of this buffer (a seek
-            // after a conflict that did not take, or messages fetched before
-            // it) or the log has none there. Taking this message would
-            // commit the gap as done, so re-read from the expected offset
-            // once; a gap that comes back is the log's own.
-            let expected = buffer.next_offset;
-            buffer.gap_reread = Some(expected);
-            tracing::warn!(
-                partition = %buffer.label(), expected, received = offset,
-                "offsets skipped; re-reading from the expected one"
-            );
-            return Taken::Reread(key, expected);
+        track.read += 1;
+        track.bytes += payload.len();
+        track.routed_next = track.routed_next.max(offset + 1);
+        track.pending.push(offset, timestamp, payload);
+        if track.pending.len() >= RUN_MESSAGES {
+            self.send_pending(i)?;
         }
-        buffer.note_message(offset, payload.len());
-        // dead letters up to the dead-letter table's txn version are in it
-        // already (a crash between the two commits): a replay skips them
-        let dead_done = buffer.resume.dead.is_some_and(|d| offset <= d);
-        match buffer.decoder.push(payload) {
-            Ok(()) => buffer.decoded_raw.push(offset, timestamp, payload),
-            Err(_) if dead_done => {}
-            Err(e) => buffer.dead.push(DeadLetter {
-                topic: buffer.topic.clone(),
-                partition,
-                offset,
-                kafka_timestamp: timestamp,
-                stage: "decode",
-                reason: e.reason(),
-                payload: payload.to_vec(),
-            }),
-        }
-        if buffer.decoder.len() >= batch_rows {
-            self.run_plugin(&key);
-        }
-        Taken::Buffered(key)
+        Ok(Some(i))
     }
 
-    /// Send the consumer of `key` back to `offset`. When the seek does not
-    /// take, the next gap asks again (nothing past `offset` is taken until
-    /// the consumer delivers it or the log shows it has none).
-    pub fn reread<C: ConsumerContext>(
+    /// Send partition `i`'s gathered messages to its worker.
+    fn send_pending(&mut self, i: usize) -> Result<(), WorkerGone> {
+        let track = &mut self.partitions[i];
+        if track.pending.is_empty() {
+            return Ok(());
+        }
+        let run = std::mem::take(&mut track.pending);
+        self.workers
+            .send(track.worker, Command::Messages(track.key.clone(), run))
+    }
+
+    /// Send every partition's gathered messages to its worker.
+    pub fn send_all_pending(&mut self) -> Result<(), WorkerGone> {
+        for i in 0..self.partitions.len() {
+            self.send_pending(i)?;
+        }
+        Ok(())
+    }
+
+    /// Serve what the workers asked for: re-reads after skipped offsets.
+    pub fn serve_events(&mut self, consumer: &impl Positions) -> Result<(), WorkerGone> {
+        while let Some(event) = self.workers.event() {
+            match event {
+                Event::Reread(key, offset) => self.reread(consumer, &key, offset)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Send the consumer of `key` back to `offset` and tell its worker
+    /// whether the seek was made (when not, the next gap asks again).
+    pub fn reread(
         &mut self,
-        consumer: &BaseConsumer<C>,
+        consumer: &impl Positions,
         key: &PartitionKey,
         offset: i64,
-    ) {
-        if let Err(e) = consumer.seek(&key.0, key.1, Offset::Offset(offset), SEEK_TIMEOUT) {
-            tracing::warn!(partition = %format!("{}/{}", key.0, key.1), offset, error = %e, "seek failed; retried at the next message");
-            if let Some(buffer) = self.partitions.get_mut(key) {
-                buffer.gap_reread = None;
+    ) -> Result<(), WorkerGone> {
+        let Some(i) = self.find(&key.0, key.1) else {
+            return Ok(());
+        };
+        // what was gathered was fetched before the seek
+        self.partitions[i].pending = RawMessages::default();
+        let made = match consumer.seek(key, offset) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(partition = %format!("{}/{}", key.0, key.1), offset, error = %e, "seek failed; retried at the next gap");
+                false
             }
-        }
+        };
+        let worker = self.partitions[i].worker;
+        self.workers
+            .send(worker, Command::Seeked(key.clone(), made))
     }
 
-    /// Run the decoded rows of one partition through the plugin.
-    fn run_plugin(&mut self, key: &PartitionKey) {
-        let buffer = self.partitions.get_mut(key).expect("assigned partition");
-        if buffer.decoder.is_empty() {
-            return;
-        }
-        let batch = buffer.decoder.flush();
-        let started = Instant::now();
-        let processed = self.runner.process(&batch);
-        if let Some(m) = &self.metrics {
-            m.plugin_batch_seconds.observe(started.elapsed());
-            let drops = processed
-                .excluded
-                .iter()
-                .filter(|e| e.verdict == Verdict::Drop);
-            m.dropped(drops.map(|e| &*e.reason));
-        }
-        for e in processed.excluded {
-            match e.verdict {
-                Verdict::Drop => buffer.dropped += 1,
-                Verdict::Reject => {
-                    let (offset, kafka_timestamp, payload) = buffer.decoded_raw.get(e.row);
-                    if buffer.resume.dead.is_some_and(|d| offset <= d) {
-                        continue;
-                    }
-                    buffer.dead.push(DeadLetter {
-                        topic: buffer.topic.clone(),
-                        partition: buffer.partition,
-                        offset,
-                        kafka_timestamp,
-                        stage: "plugin",
-                        reason: e.reason.to_string(),
-                        payload: payload.to_vec(),
-                    });
-                }
-            }
-        }
-        buffer.decoded_raw.clear();
-        if processed.batch.num_rows() > 0 {
-            buffer.kept_rows += processed.batch.num_rows();
-            buffer.kept.push(processed.batch);
-        }
-    }
-
-    /// Whether a partition should roll now: by count or size, and with
+    /// Whether partition `i` should roll now: by count or size, and with
     /// `by_age` also by the age of its oldest event (the periodic sweep asks
     /// for that; the per-message check skips the clock read).
-    pub fn due(&self, key: &PartitionKey, by_age: bool) -> bool {
-        let Some(b) = self.partitions.get(key) else {
+    pub fn due(&self, i: usize, by_age: bool) -> bool {
+        let Some(t) = self.partitions.get(i) else {
             return false;
         };
         let cfg = &self.pipeline.config.ingest;
-        !b.is_empty()
-            && (b.read as usize >= cfg.flush_rows
-                || b.bytes >= cfg.flush_bytes
+        !t.is_empty()
+            && (t.read as usize >= cfg.flush_rows
+                || t.bytes >= cfg.flush_bytes
                 || (by_age
-                    && b.since
+                    && t.since
                         .is_some_and(|s| s.elapsed() >= Duration::from_millis(cfg.flush_age_ms))))
     }
 
@@ -297,14 +359,15 @@ impl Core {
     /// half their age limit (they ride along instead of costing a commit
     /// of their own soon after). Empty when none is due.
     pub fn cycle(&self) -> Vec<PartitionKey> {
-        if !self.partitions.keys().any(|k| self.due(k, true)) {
+        if !(0..self.partitions.len()).any(|i| self.due(i, true)) {
             return Vec::new();
         }
         let half = Duration::from_millis(self.pipeline.config.ingest.flush_age_ms / 2);
         self.partitions
             .iter()
-            .filter(|(k, b)| self.due(k, true) || b.since.is_some_and(|s| s.elapsed() >= half))
-            .map(|(k, _)| k.clone())
+            .enumerate()
+            .filter(|(i, t)| self.due(*i, true) || t.since.is_some_and(|s| s.elapsed() >= half))
+            .map(|(_, t)| t.key.clone())
             .collect()
     }
 
@@ -312,64 +375,56 @@ impl Core {
     pub fn non_empty(&self) -> Vec<PartitionKey> {
         self.partitions
             .iter()
-            .filter(|(_, b)| !b.is_empty())
-            .map(|(k, _)| k.clone())
+            .filter(|t| !t.is_empty())
+            .map(|t| t.key.clone())
             .collect()
     }
 
     /// Flush and commit the partitions `keys` in one cycle: their files
-    /// first, then one commit per table. Storage failures are retried with
-    /// backoff until they pass (or until the shutdown deadline).
-    pub fn flush<C: ConsumerContext>(
+    /// first (staged by their workers at once, uploaded concurrently), then
+    /// one commit per table. Storage failures are retried with backoff
+    /// until they pass (or until the shutdown deadline).
+    pub fn flush(
         &mut self,
         keys: &[PartitionKey],
-        consumer: &BaseConsumer<C>,
-    ) -> Result<(), LakeError> {
-        let keys: Vec<PartitionKey> = keys
-            .iter()
-            .filter(|k| self.partitions.get(*k).is_some_and(|b| !b.is_empty()))
-            .cloned()
-            .collect();
-        if keys.is_empty() {
+        consumer: &impl Positions,
+    ) -> Result<(), FlushError> {
+        let mut owned = Vec::with_capacity(keys.len());
+        for key in keys {
+            let Some(i) = self.find(&key.0, key.1) else {
+                continue;
+            };
+            if self.partitions[i].is_empty() {
+                continue;
+            }
+            self.send_pending(i)?;
+            owned.push((self.partitions[i].worker, key.clone()));
+        }
+        if owned.is_empty() {
             return Ok(());
         }
-        for key in &keys {
-            self.run_plugin(key);
-        }
         let started = Instant::now();
-        let mut parts = Vec::with_capacity(keys.len());
-        let mut counts = Counts::default();
-        let mut per_partition = Vec::with_capacity(keys.len());
-        for key in &keys {
-            let (part, files) = self.encode(key);
-            let label = self.partitions[key].label();
-            for (kind, path, bytes) in &files {
-                let table = match kind {
-                    TableKind::Data => self.lake.data(),
-                    TableKind::DeadLetters => self.lake.dead_letters(),
-                };
-                self.retry(&label, || async {
-                    Ok(table.location().put(path, bytes.clone()).await?)
-                })?;
+        let staged = self.workers.stage(&owned)?;
+        if staged.is_empty() {
+            // every message was a replay of what the lake holds
+            for (_, key) in &owned {
+                if let Some(i) = self.find(&key.0, key.1) {
+                    self.partitions[i].clear();
+                }
             }
-            let b = &self.partitions[key];
-            let c = Counts {
-                read: b.read,
-                kept: b.kept_rows as u64,
-                dropped: b.dropped,
-                dead_lettered: b.dead.len() as u64,
-                files: files.len() as u64,
-                bytes: files.iter().map(|(_, _, f)| f.len() as u64).sum(),
-            };
-            counts.add(&c);
-            per_partition.push(c);
-            parts.push(part);
+            return Ok(());
         }
+        self.upload(&staged)?;
         let flushed = started.elapsed();
+        let mut counts = Counts::default();
+        for s in &staged {
+            counts.add(&s.counts);
+        }
         let provenance = Provenance {
-            plugin_digest: self.runner.plugin().digest.clone(),
+            plugin_digest: self.digest.clone(),
             counts: counts.as_map(),
         };
+        let mut parts: Vec<_> = staged.iter().map(|s| s.part.clone()).collect();
         let mut backoff = self.backoff();
         let report = loop {
             match self.rt.block_on(self.lake.commit(&mut parts, &provenance)) {
@@ -381,33 +436,23 @@ impl Core {
             m.flush_seconds.observe(flushed);
             m.commit_seconds.observe(started.elapsed() - flushed);
         }
-        let mut rereads = Vec::new();
-        for ((key, part), (outcome, c)) in keys
-            .iter()
-            .zip(&parts)
-            .zip(report.outcomes.iter().zip(&per_partition))
-        {
-            let buffer = self.partitions.get_mut(key).expect("assigned partition");
-            let label = buffer.label();
-            match *outcome {
+        for (s, (part, outcome)) in staged.iter().zip(parts.iter().zip(&report.outcomes)) {
+            let label = format!("{}/{}", s.key.0, s.key.1);
+            let (resume, next) = match *outcome {
                 PartitionOutcome::Committed => {
-                    self.summary.add(c);
+                    self.summary.add(&s.counts);
                     if let Some(m) = &self.metrics {
-                        record_commit(m, c);
+                        record_commit(m, &s.counts);
                     }
                     let mut resume = part.expected;
                     resume.data = Some(part.last_offset);
-                    let next = part.last_offset + 1;
-                    buffer.reset(resume, next);
                     tracing::debug!(
-                        partition = %label, last = part.last_offset, kept = c.kept,
-                        dead_lettered = c.dead_lettered, files = c.files, "committed"
+                        partition = %label, last = part.last_offset, kept = s.counts.kept,
+                        dead_lettered = s.counts.dead_lettered, files = s.counts.files, "committed"
                     );
-                    let mut tpl = TopicPartitionList::new();
-                    let _ = tpl.add_partition_offset(&key.0, key.1, Offset::Offset(next));
-                    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-                        tracing::debug!(partition = %label, error = %e, "kafka offset hint not committed");
-                    }
+                    let next = part.last_offset + 1;
+                    consumer.committed(&s.key, next);
+                    (resume, next)
                 }
                 PartitionOutcome::Fenced(resume) => {
                     self.summary.conflicts += 1;
@@ -420,15 +465,33 @@ impl Core {
                         partition = %label, resume_at = next,
                         "another host committed this partition first; dropping uncommitted work"
                     );
-                    buffer.reset(resume, next);
-                    rereads.push((key.clone(), next));
+                    (resume, next)
+                }
+            };
+            let Some(i) = self.find(&s.key.0, s.key.1) else {
+                continue;
+            };
+            self.partitions[i].clear();
+            self.partitions[i].committed_next = next;
+            let worker = self.partitions[i].worker;
+            self.workers
+                .send(worker, Command::Reset(s.key.clone(), resume, next))?;
+            if let PartitionOutcome::Fenced(_) = outcome {
+                // messages fetched past the resume point before the seek
+                // took are refused as a gap (see `Writer::take`)
+                self.partitions[i].routed_next = next;
+                if let Err(e) = consumer.seek(&s.key, next) {
+                    tracing::warn!(partition = %label, offset = next, error = %e, "seek failed; retried at the next gap");
                 }
             }
         }
-        // messages fetched past a fenced partition's resume point before its
-        // seek took are refused as a gap (see `on_message`)
-        for (key, next) in rereads {
-            self.reread(consumer, &key, next);
+        // partitions staged with nothing (replays only) are clear as well
+        for (_, key) in &owned {
+            if !staged.iter().any(|s| &s.key == key)
+                && let Some(i) = self.find(&key.0, key.1)
+            {
+                self.partitions[i].clear();
+            }
         }
         if report.data_version.is_some() {
             self.summary.commits += 1;
@@ -437,78 +500,30 @@ impl Core {
             }
         }
         tracing::info!(
-            partitions = keys.len(), version = ?report.data_version, dead_letters_version = ?report.dead_version,
+            partitions = staged.len(), version = ?report.data_version, dead_letters_version = ?report.dead_version,
             kept = counts.kept, dead_lettered = counts.dead_lettered, files = counts.files,
             elapsed_ms = started.elapsed().as_millis() as u64, "flush cycle committed"
         );
         Ok(())
     }
 
-    /// Encode one partition's buffered output as files (not yet written),
-    /// and its share of the cycle's commit.
-    #[allow(clippy::type_complexity)]
-    fn encode(
-        &self,
-        key: &PartitionKey,
-    ) -> (PartitionFlush, Vec<(TableKind, String, bytes::Bytes)>) {
-        let buffer = &self.partitions[key];
-        let lake = &self.pipeline.config.lake;
-        let first = buffer.first_offset.expect("not empty");
-        let meta = FileMetadata {
-            plugin_digest: self.runner.plugin().digest.clone(),
-            topic: buffer.topic.to_string(),
-            partition: buffer.partition,
-            first_offset: first,
-            last_offset: buffer.last_offset,
-            writer_token: FileMetadata::new_token(),
-        };
-        let mut by_value: std::collections::BTreeMap<String, Vec<RecordBatch>> = Default::default();
-        // Delta keeps partition values in the log, not in the files
-        let stored: Vec<usize> = (0..self.runner.output_schema().fields().len())
-            .filter(|i| *i != self.partition_column)
-            .collect();
-        for batch in &buffer.kept {
-            for (value, part) in split_by_partition(batch, self.partition_column) {
-                let part = part.project(&stored).expect("columns in range");
-                by_value.entry(value).or_default().push(part);
+    /// Write every staged file, all at once, retrying with backoff.
+    fn upload(&self, staged: &[Staged]) -> Result<(), LakeError> {
+        let files: Vec<_> = staged.iter().flat_map(|s| &s.files).collect();
+        let mut backoff = self.backoff();
+        loop {
+            let puts = files.iter().map(|f| {
+                let table = match f.table {
+                    TableKind::Data => self.lake.data(),
+                    TableKind::DeadLetters => self.lake.dead_letters(),
+                };
+                table.location().put(&f.path, f.bytes.clone())
+            });
+            match self.rt.block_on(try_join_all(puts)) {
+                Ok(_) => return Ok(()),
+                Err(e) => backoff.wait("files", e.into())?,
             }
         }
-        let mut part = PartitionFlush {
-            topic: buffer.topic.to_string(),
-            partition: buffer.partition,
-            expected: buffer.resume,
-            last_offset: buffer.last_offset,
-            data_files: Vec::new(),
-            dead_files: Vec::new(),
-        };
-        let mut files = Vec::new();
-        for (value, batches) in by_value {
-            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-            let bytes = encode_parquet(&batches, &lake.compression, lake.row_group_rows, &meta)
-                .expect("encoding in memory");
-            let path = meta.data_path(&lake.partition_by, &value);
-            part.data_files.push(StagedFile {
-                path: path.clone(),
-                partition_value: Some(value),
-                rows: rows as u64,
-                bytes: bytes.len() as u64,
-            });
-            files.push((TableKind::Data, path, bytes));
-        }
-        if !buffer.dead.is_empty() {
-            let batch = dead_letters_batch(&buffer.dead);
-            let bytes = encode_parquet(&[batch], &lake.compression, lake.row_group_rows, &meta)
-                .expect("encoding in memory");
-            let path = meta.dead_letter_path();
-            part.dead_files.push(StagedFile {
-                path: path.clone(),
-                partition_value: None,
-                rows: buffer.dead.len() as u64,
-                bytes: bytes.len() as u64,
-            });
-            files.push((TableKind::DeadLetters, path, bytes));
-        }
-        (part, files)
     }
 
     /// Backoff for lake operations: at most `ingest.retry_window_ms`, never
@@ -524,25 +539,10 @@ impl Core {
         }
     }
 
-    /// Run `op` until it succeeds, backing off between failures.
-    fn retry<T, F, Fut>(&self, label: &str, op: F) -> Result<T, LakeError>
-    where
-        F: Fn() -> Fut,
-        Fut: Future<Output = Result<T, LakeError>>,
-    {
-        let mut backoff = self.backoff();
-        loop {
-            match self.rt.block_on(op()) {
-                Ok(v) => return Ok(v),
-                Err(e) => backoff.wait(label, e)?,
-            }
-        }
-    }
-
     /// Create the lake's tables unless they exist (the data table with the
     /// plugin's output schema).
     pub fn ensure_tables(&mut self) -> Result<(), LakeError> {
-        let schema = self.runner.output_schema().arrow().clone();
+        let schema = self.output.arrow().clone();
         let change = SchemaChange::allowed(self.pipeline.config.plugin.allow_schema_change);
         let mut backoff = self.backoff();
         loop {
@@ -558,32 +558,55 @@ impl Core {
     }
 
     /// New partitions: resume each from the tables' `txn` versions (Kafka's
-    /// committed offsets are only a hint).
+    /// committed offsets are only a hint) and give it to a worker; the
+    /// consumer is sent to where each resumes.
     pub fn assign<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
         assigned: &TopicPartitionList,
-    ) {
+    ) -> Result<(), WorkerGone> {
+        let wanted = assigned
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect::<Vec<_>>();
+        let mut tpl = TopicPartitionList::new();
+        for (key, resume) in self.take_partitions(&wanted)? {
+            let offset = match resume.data {
+                None => Offset::Beginning,
+                Some(_) => Offset::Offset(resume.next_offset()),
+            };
+            let _ = tpl.add_partition_offset(&key.0, key.1, offset);
+        }
+        if let Err(e) = consumer.assign(&tpl) {
+            tracing::error!(error = %e, "assigning partitions failed");
+        }
+        Ok(())
+    }
+
+    /// Take partitions: each resumes from the tables' `txn` versions and
+    /// goes to the worker holding fewest. Those whose versions cannot be
+    /// read are left out (and not consumed).
+    pub fn take_partitions(
+        &mut self,
+        wanted: &[(String, i32)],
+    ) -> Result<Vec<(PartitionKey, Resume)>, WorkerGone> {
         let mut backoff = self.backoff();
-        let refreshed = loop {
+        loop {
             match self.rt.block_on(self.lake.refresh()) {
-                Ok(()) => break true,
+                Ok(()) => break,
                 Err(e) => {
                     if let Err(e) = backoff.wait("assign", e) {
                         tracing::error!(error = %e, "cannot read the lake's tables; not consuming the assigned partitions");
-                        break false;
+                        return Ok(Vec::new());
                     }
                 }
             }
-        };
-        let mut tpl = TopicPartitionList::new();
-        for elem in assigned.elements() {
-            let (topic, partition) = (elem.topic().to_string(), elem.partition());
+        }
+        let mut taken = Vec::with_capacity(wanted.len());
+        for (topic, partition) in wanted {
             let label = format!("{topic}/{partition}");
-            if !refreshed {
-                continue;
-            }
-            let resume = match self.rt.block_on(self.lake.resume(&topic, partition)) {
+            let resume = match self.rt.block_on(self.lake.resume(topic, *partition)) {
                 Ok(resume) => resume,
                 Err(e) => {
                     tracing::error!(partition = %label, error = %e, "cannot read the table's txn versions; not consuming this partition");
@@ -591,55 +614,75 @@ impl Core {
                 }
             };
             let next = resume.next_offset();
-            let offset = if resume.data.is_none() {
-                Offset::Beginning
-            } else {
-                Offset::Offset(next)
-            };
-            let _ = tpl.add_partition_offset(&topic, partition, offset);
-            tracing::info!(partition = %label, resume_at = next, dead_letters_at = ?resume.dead, "partition assigned");
-            let buffer = PartitionBuffer::new(
-                topic.as_str().into(),
-                partition,
-                resume,
-                next,
-                &self.pipeline.schema,
-                self.pipeline.config.ingest.batch_rows,
-            );
-            self.partitions
-                .insert((buffer.topic.clone(), partition), buffer);
+            let key: PartitionKey = (topic.as_str().into(), *partition);
+            if let Some(i) = self.find(topic, *partition) {
+                // assigned again without a revoke in between: start over
+                let old = self.partitions.swap_remove(i);
+                self.workers.unplace(old.worker);
+                self.workers.send(old.worker, Command::Remove(old.key))?;
+            }
+            let worker = self.workers.place();
+            tracing::info!(partition = %label, resume_at = next, dead_letters_at = ?resume.dead, worker, "partition assigned");
+            self.workers
+                .send(worker, Command::Assign(key.clone(), resume, next))?;
+            self.partitions.push(Track {
+                key: key.clone(),
+                worker,
+                pending: RawMessages::default(),
+                read: 0,
+                bytes: 0,
+                since: None,
+                routed_next: next,
+                committed_next: next,
+            });
+            taken.push((key, resume));
         }
-        if let Err(e) = consumer.assign(&tpl) {
-            tracing::error!(error = %e, "assigning partitions failed");
-        }
+        Ok(taken)
     }
 
-    /// Partitions taken away: flush and commit what belongs to them.
+    /// Partitions taken away: flush and commit what belongs to them, then
+    /// take them from their workers.
     pub fn revoke<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
         revoked: &TopicPartitionList,
-    ) {
+    ) -> Result<(), WorkerGone> {
         let keys: Vec<PartitionKey> = revoked
             .elements()
             .iter()
-            .filter_map(|elem| {
-                self.partitions
-                    .keys()
-                    .find(|(t, p)| &**t == elem.topic() && *p == elem.partition())
-                    .cloned()
-            })
+            .filter_map(|elem| self.find(elem.topic(), elem.partition()))
+            .map(|i| self.partitions[i].key.clone())
             .collect();
-        if let Err(e) = self.flush(&keys, consumer) {
-            tracing::warn!(error = %e, "flush on revoke failed; the next owner re-reads the range");
+        match self.flush(&keys, consumer) {
+            Ok(()) => {}
+            Err(FlushError::Gone(e)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "flush on revoke failed; the next owner re-reads the range")
+            }
         }
         for key in &keys {
-            self.partitions.remove(key);
+            if let Some(i) = self.find(&key.0, key.1) {
+                let track = self.partitions.swap_remove(i);
+                self.workers.unplace(track.worker);
+                self.workers
+                    .send(track.worker, Command::Remove(track.key))?;
+            }
             tracing::info!(partition = %format!("{}/{}", key.0, key.1), "partition revoked");
         }
         if let Err(e) = consumer.unassign() {
             tracing::error!(error = %e, "unassigning partitions failed");
         }
+        Ok(())
+    }
+}
+
+impl Track {
+    /// Forget what was read since the last commit (it was committed or
+    /// dropped).
+    fn clear(&mut self) {
+        self.read = 0;
+        self.bytes = 0;
+        self.since = None;
     }
 }
 
@@ -665,39 +708,6 @@ impl Backoff {
         self.delay = (self.delay * 2).min(self.max);
         self.attempt += 1;
         Ok(())
-    }
-}
-
-/// What one partition's flush carried.
-#[derive(Clone, Copy, Debug, Default)]
-struct Counts {
-    read: u64,
-    kept: u64,
-    dropped: u64,
-    dead_lettered: u64,
-    files: u64,
-    bytes: u64,
-}
-
-impl Counts {
-    fn add(&mut self, other: &Counts) {
-        self.read += other.read;
-        self.kept += other.kept;
-        self.dropped += other.dropped;
-        self.dead_lettered += other.dead_lettered;
-        self.files += other.files;
-        self.bytes += other.bytes;
-    }
-
-    fn as_map(&self) -> std::collections::BTreeMap<&'static str, u64> {
-        [
-            ("read", self.read),
-            ("kept", self.kept),
-            ("dropped", self.dropped),
-            ("dead_lettered", self.dead_lettered),
-        ]
-        .into_iter()
-        .collect()
     }
 }
 

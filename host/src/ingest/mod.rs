@@ -3,16 +3,26 @@
 //! - [`source`]: the Kafka consumer, its settings and rebalance handling;
 //! - [`broker`]: the real broker behind `brokers = "embedded"` (tansu);
 //! - [`buffer`]: what one Kafka partition holds between two commits;
-//! - [`core`]: flushing a partition (files, then one conditional commit);
+//! - [`writer`]: a worker's partitions and plugin instance, Kafka-free
+//!   (decode, plugin, Parquet files);
+//! - [`worker`]: the partition-parallel workers and their commands;
+//! - [`core`]: the coordinator: routing, flush cycles (files staged by the
+//!   workers, then one conditional commit), rebalances;
 //! - [`run`]: the consume loop, rolling, draining, shutdown, the summary;
+//! - [`file`]: the same workers fed from a file of JSON lines;
 //! - [`produce`]: `weir produce`;
 
 pub mod broker;
 mod buffer;
 pub mod control;
 mod core;
+mod file;
 pub mod produce;
 mod run;
 pub mod source;
+mod worker;
+mod writer;
 
+pub use file::ingest_file;
 pub use run::{IngestError, IngestOptions, IngestSummary, ingest, load_plugin, read_plugin};
+pub use worker::WorkerGone;

@@ -14,8 +14,9 @@ use rdkafka::message::Message;
 
 use super::broker::{BrokerError, EmbeddedBroker};
 pub use super::core::IngestSummary;
-use super::core::{Core, PartitionKey, Taken};
+use super::core::{Core, FlushError, PartitionKey, Track};
 use super::source::{METADATA_TIMEOUT, WeirContext, consumer_config};
+use super::worker::WorkerGone;
 use crate::lake::{Lake, LakeError};
 use crate::objstore::{Location, StoreError};
 use crate::pipeline::Pipeline;
@@ -66,6 +67,9 @@ pub enum IngestError {
     /// The async runtime could not start.
     #[error("runtime: {0}")]
     Runtime(std::io::Error),
+    /// A worker stopped (a bug: it panicked).
+    #[error(transparent)]
+    Worker(#[from] WorkerGone),
 }
 
 /// Load the plugin a pipeline names (file path or object store URL).
@@ -107,16 +111,18 @@ const DRAIN_QUIET: Duration = Duration::from_millis(500);
 /// `--drain`: the longest it waits for that quiet once every end offset is reached.
 const DRAIN_SETTLE_MAX: Duration = Duration::from_secs(3);
 
-/// Run the streaming path until stopped (or drained).
-pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummary, IngestError> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(IngestError::Runtime)?;
+/// Run the streaming path until stopped (or drained), on `rt` (the
+/// process's one runtime: object-store requests and the embedded broker run
+/// there; this thread consumes and coordinates, the workers decode, run the
+/// plugin and encode on threads of their own).
+pub fn ingest(
+    pipeline: Pipeline,
+    rt: &tokio::runtime::Handle,
+    options: IngestOptions,
+) -> Result<IngestSummary, IngestError> {
     let lake = Lake::open(&pipeline.config.lake, &pipeline.config.name)?;
     let engine = PluginEngine::new(pipeline.config.plugin.limits.clone())?;
-    let plugin = load_plugin(&pipeline, &engine, rt.handle())?;
+    let plugin = load_plugin(&pipeline, &engine, rt)?;
     let runner = PluginRunner::new(engine, plugin, &pipeline.schema, &pipeline.plugin_config())?;
     let source = pipeline.config.source.clone();
     let topics = source.topics();
@@ -132,13 +138,13 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
         source.brokers.clone()
     };
     let file = pipeline.file.display().to_string();
-    let mut core = Core::new(pipeline.clone(), lake, runner, rt.handle().clone())
+    let metrics = options.control.as_ref().map(|c| c.metrics.clone());
+    let mut core = Core::new(pipeline.clone(), lake, runner, rt.clone(), metrics.clone())
         .map_err(|message| IngestError::Config { file, message })?;
     core.ensure_tables()?;
-    let metrics = options.control.as_ref().map(|c| c.metrics.clone());
-    core.metrics = metrics.clone();
     if let Some(control) = &options.control {
-        control.set_running(&core.runner);
+        let (digest, output) = core.running();
+        control.set_running(digest, output);
     }
     let core = Arc::new(Mutex::new(core));
     let mut client = consumer_config(&source, &brokers);
@@ -171,6 +177,8 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
     let mut last_message = Instant::now();
     let mut drained_since: Option<Instant> = None;
     let mut stall: Option<Stall> = None;
+    // messages since the clock was last read (read once per SWEEP_EVERY)
+    let mut unswept = 0usize;
     loop {
         if options.stop.load(Ordering::Relaxed) {
             tracing::info!("stop requested; flushing");
@@ -178,38 +186,46 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
         }
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => {
-                first_message.get_or_insert_with(Instant::now);
-                last_message = Instant::now();
+                unswept += 1;
                 let mut c = core.lock().unwrap_or_else(|p| p.into_inner());
-                let partition = message.partition();
-                let taken = c.on_message(
+                let routed = c.on_message(
                     message.topic(),
-                    partition,
+                    message.partition(),
                     message.offset(),
                     message.timestamp().to_millis(),
                     message.payload().unwrap_or_default(),
-                );
-                match taken {
-                    Taken::Buffered(key) if c.due(&key, false) => {
-                        let cycle = c.cycle();
-                        flush_or_pause(&mut c, &cycle, &consumer, &mut stall);
-                    }
-                    Taken::Reread(key, offset) => c.reread(&consumer, &key, offset),
-                    Taken::Buffered(_) | Taken::NotAssigned => {}
+                )?;
+                if let Some(i) = routed
+                    && c.due(i, false)
+                {
+                    let cycle = c.cycle();
+                    flush_or_pause(&mut c, &cycle, &consumer, &mut stall)?;
+                }
+                if unswept < SWEEP_EVERY {
+                    continue;
                 }
             }
             Some(Err(e)) => tracing::warn!(error = %e, "kafka consumer error"),
             None => {}
         }
-        if last_sweep.elapsed() < Duration::from_millis(100) {
+        let now = Instant::now();
+        if unswept > 0 {
+            first_message.get_or_insert(now);
+            last_message = now;
+            unswept = 0;
+        }
+        let mut c = core.lock().unwrap_or_else(|p| p.into_inner());
+        // a quiet poll or a sweep: every run gathered goes to its worker
+        c.send_all_pending()?;
+        c.serve_events(&consumer)?;
+        if now.duration_since(last_sweep) < Duration::from_millis(100) {
             continue;
         }
-        last_sweep = Instant::now();
-        let mut c = core.lock().unwrap_or_else(|p| p.into_inner());
-        let keys: Vec<PartitionKey> = c.partitions.keys().cloned().collect();
+        last_sweep = now;
+        let keys: Vec<PartitionKey> = c.partitions.iter().map(|t| t.key.clone()).collect();
         if let Some(control) = &options.control {
             if let Some(request) = control.take_swap() {
-                swap_plugin(&mut c, &keys, &consumer, request, control);
+                swap_plugin(&mut c, &keys, &consumer, request, control)?;
             }
             match &stall {
                 Some(_) => control.set_health(
@@ -225,15 +241,15 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
         }
         let cycle = c.cycle();
         if !cycle.is_empty() {
-            flush_or_pause(&mut c, &cycle, &consumer, &mut stall);
+            flush_or_pause(&mut c, &cycle, &consumer, &mut stall)?;
         }
         if stall.is_none() && c.buffered_bytes() > cfg.max_buffer_bytes {
             tracing::debug!("buffer cap reached; flushing every partition in one cycle");
             let all = c.non_empty();
-            flush_or_pause(&mut c, &all, &consumer, &mut stall);
+            flush_or_pause(&mut c, &all, &consumer, &mut stall)?;
         }
         if options.drain {
-            drain_targets.retain(|k, _| c.partitions.contains_key(k));
+            drain_targets.retain(|k, _| keys.contains(k));
             for key in &keys {
                 if !drain_targets.contains_key(key) {
                     match consumer.fetch_watermarks(&key.0, key.1, METADATA_TIMEOUT) {
@@ -246,36 +262,29 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
                     }
                 }
             }
-            let mut done = !keys.is_empty();
-            let reached: Vec<PartitionKey> = keys
+            let target = |t: &Track| drain_targets.get(&t.key).copied();
+            let ready: Vec<PartitionKey> = c
+                .partitions
                 .iter()
-                .filter(|k| {
-                    drain_targets
-                        .get(*k)
-                        .is_some_and(|&high| c.partitions[*k].next_offset >= high)
-                })
-                .cloned()
-                .collect();
-            let ready: Vec<PartitionKey> = reached
-                .iter()
-                .filter(|k| !c.partitions[*k].is_empty())
-                .cloned()
+                .filter(|t| !t.is_empty() && target(t).is_some_and(|high| t.routed_next >= high))
+                .map(|t| t.key.clone())
                 .collect();
             if !ready.is_empty() {
-                flush_or_pause(&mut c, &ready, &consumer, &mut stall);
+                flush_or_pause(&mut c, &ready, &consumer, &mut stall)?;
             }
-            for key in &keys {
-                done &= reached.contains(key) && c.partitions[key].is_empty();
-            }
+            let done = !c.partitions.is_empty()
+                && c.partitions.iter().all(|t| {
+                    t.is_empty() && target(t).is_some_and(|high| t.committed_next >= high)
+                });
             // the end offsets come from the broker's high watermark; one that
             // reports it a little low (tansu 0.6) still serves what lies past
             // it, so stop only once nothing more arrived for a moment (bounded)
-            let since = *drained_since.get_or_insert_with(Instant::now);
+            let since = *drained_since.get_or_insert(now);
             if !done {
                 drained_since = None;
             }
-            let settled =
-                last_message.elapsed() >= DRAIN_QUIET || since.elapsed() >= DRAIN_SETTLE_MAX;
+            let settled = now.duration_since(last_message) >= DRAIN_QUIET
+                || now.duration_since(since) >= DRAIN_SETTLE_MAX;
             // a last look at the end offsets before stopping: one read low at
             // first (tansu 0.6) may have moved on, and a loaded consumer can
             // be quiet for longer than DRAIN_QUIET
@@ -303,9 +312,14 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
     }
     let mut c = core.lock().unwrap_or_else(|p| p.into_inner());
     c.deadline = Some(Instant::now() + Duration::from_millis(cfg.shutdown_timeout_ms));
+    c.send_all_pending()?;
     let keys = c.non_empty();
-    if let Err(e) = c.flush(&keys, &consumer) {
-        tracing::error!(error = %e, "final flush failed; the uncommitted ranges will be re-read");
+    match c.flush(&keys, &consumer) {
+        Ok(()) => {}
+        Err(FlushError::Gone(e)) => return Err(e.into()),
+        Err(e) => {
+            tracing::error!(error = %e, "final flush failed; the uncommitted ranges will be re-read")
+        }
     }
     let mut summary = c.summary.clone();
     summary.busy_ms = first_message.map(|t| t.elapsed().as_millis() as u64);
@@ -313,6 +327,10 @@ pub fn ingest(pipeline: Pipeline, options: IngestOptions) -> Result<IngestSummar
     consumer.unsubscribe();
     Ok(summary)
 }
+
+/// Messages between two looks at the clock (sweeps, the first and last
+/// message times), so that the hot path reads no clock per message.
+const SWEEP_EVERY: usize = 256;
 
 /// Switch plugins at a batch boundary: every partition's rows processed by
 /// the old version are flushed and committed first, so no file mixes two
@@ -323,18 +341,24 @@ fn swap_plugin(
     consumer: &BaseConsumer<WeirContext>,
     request: super::control::SwapRequest,
     control: &super::control::IngestControl,
-) {
-    if let Err(e) = c.flush(keys, consumer) {
-        let _ = request.reply.send(Err(format!(
-            "the old version's rows could not be committed first ({e}); still running the old version"
-        )));
-        return;
+) -> Result<(), WorkerGone> {
+    match c.flush(keys, consumer) {
+        Ok(()) => {}
+        Err(FlushError::Gone(e)) => return Err(e),
+        Err(e) => {
+            let _ = request.reply.send(Err(format!(
+                "the old version's rows could not be committed first ({e}); still running the old version"
+            )));
+            return Ok(());
+        }
     }
     let reply = c.replace_runner(request.runner);
     if reply.is_ok() {
-        control.set_running(&c.runner);
+        let (digest, output) = c.running();
+        control.set_running(digest, output);
     }
     let _ = request.reply.send(reply);
+    Ok(())
 }
 
 /// Consumption paused because the lake stayed unreachable.
@@ -355,9 +379,9 @@ fn flush_or_pause(
     keys: &[PartitionKey],
     consumer: &BaseConsumer<WeirContext>,
     stall: &mut Option<Stall>,
-) {
+) -> Result<(), WorkerGone> {
     if stall.as_ref().is_some_and(|s| Instant::now() < s.until) {
-        return;
+        return Ok(());
     }
     let cfg = &c.pipeline.config.ingest;
     let (initial, max) = (
@@ -376,7 +400,8 @@ fn flush_or_pause(
                 tracing::info!("lake reachable again; consumption resumed");
             }
         }
-        Err(e) => {
+        Err(FlushError::Gone(e)) => return Err(e),
+        Err(FlushError::Lake(e)) => {
             let delay = stall.as_ref().map_or(initial, |s| (s.delay * 2).min(max));
             if stall.is_none() {
                 if let Ok(tpl) = &assignment
@@ -392,4 +417,5 @@ fn flush_or_pause(
             });
         }
     }
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! The Kafka consumer: client settings (with librdkafka pass-through) and
-//! the rebalance callback that flushes revoked
-//! partitions and resumes assigned ones from the commit log.
+//! the rebalance callback, which has the coordinator flush revoked
+//! partitions and hand assigned ones to its workers (the callback runs on
+//! the consumer's thread, inside `poll`: the lock is never contended).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -43,13 +44,18 @@ impl ConsumerContext for WeirContext {
         tpl: &mut TopicPartitionList,
     ) {
         let mut core = self.core.lock().unwrap_or_else(|p| p.into_inner());
-        match err {
+        let served = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => core.assign(consumer, tpl),
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => core.revoke(consumer, tpl),
             other => {
                 tracing::error!(error = ?other, "rebalance failed");
                 let _ = rdkafka::consumer::Consumer::unassign(consumer);
+                Ok(())
             }
+        };
+        // the consume loop meets the same stopped worker at its next send
+        if let Err(e) = served {
+            tracing::error!(error = %e, "rebalance not served");
         }
     }
 }

@@ -56,6 +56,14 @@ pub enum LakeError {
         /// what differs, and what was expected.
         message: String,
     },
+    /// A file could not be encoded.
+    #[error("cannot encode `{path}` as Parquet: {reason}")]
+    Encode {
+        /// the file's path under its table.
+        path: String,
+        /// the encoder's error.
+        reason: String,
+    },
     /// A commit kept losing to concurrent writers.
     #[error(
         "delta table `{url}`: gave up after {attempts} commit attempts lost to concurrent writers"

@@ -250,6 +250,20 @@ pub struct IngestConfig {
     pub retry_window_ms: u64,
     /// how long shutdown may take to flush and commit.
     pub shutdown_timeout_ms: u64,
+    /// partition-parallel workers (decode, plugin, Parquet), each with its
+    /// own plugin instance; 0 (the default) means one per core. A Kafka
+    /// partition belongs to one worker at a time.
+    pub workers: usize,
+}
+
+impl IngestConfig {
+    /// The number of workers to run: `workers`, or one per core.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
 }
 
 impl Default for IngestConfig {
@@ -264,6 +278,7 @@ impl Default for IngestConfig {
             retry_max_ms: 10_000,
             retry_window_ms: 30_000,
             shutdown_timeout_ms: 30_000,
+            workers: 0,
         }
     }
 }

@@ -183,6 +183,17 @@ impl PluginRunner {
         })
     }
 
+    /// Another instance of the same plugin, initialised with the same
+    /// schema and configuration (one per ingest worker).
+    pub fn another(&self) -> Result<Self, PluginError> {
+        PluginRunner::new(
+            self.engine.clone(),
+            self.plugin.clone(),
+            &self.input,
+            &self.config,
+        )
+    }
+
     /// The schema the plugin declared for its output.
     pub fn output_schema(&self) -> &DeclaredSchema {
         &self.output

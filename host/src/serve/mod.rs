@@ -80,11 +80,13 @@ pub async fn run_service(
         })?;
     let ingest_thread = {
         let (p, stop, control) = (pipeline.clone(), stop.clone(), control.clone());
+        let rt = tokio::runtime::Handle::current();
         std::thread::Builder::new()
             .name("weir-ingest".into())
             .spawn(move || {
                 ingest(
                     p,
+                    &rt,
                     IngestOptions {
                         drain: false,
                         stop,

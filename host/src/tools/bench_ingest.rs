@@ -1,17 +1,24 @@
 //! `weir bench ingest`: the streaming path's speed and memory, measured
 //! side by side with its floor in the same run.
 //!
-//! Events are generated and produced to the embedded broker first (not
-//! timed; a tansu child process, so its memory is not weir's). Then, from the first message polled to the last:
-//! 1. **decode only**: consume every message and decode it into Arrow (after
-//!    one unmeasured warm-up pass);
-//! 2. **end to end**: `weir ingest --drain` into a fresh local lake (decode,
-//!    web-vitals plugin, Parquet, commits).
+//! The input is one of:
+//! - synthetic events produced to the embedded broker first (not timed; a
+//!   tansu child process, so its memory and CPU are not weir's);
+//! - a topic of any Kafka-protocol broker (`--brokers ADDR --topic T`);
+//! - a file of JSON lines (`--source FILE`): the same worker pipeline with
+//!   no Kafka at all, to measure how it scales by itself.
 //!
-//! Peak memory is the process's high-water mark (`VmHWM`), reset before each
-//! phase.
+//! Two phases, each timed from its first message to its end:
+//! 1. **decode only**: every message decoded into Arrow on one thread (from
+//!    Kafka after one unmeasured warm-up pass, or from the file);
+//! 2. **end to end**: ingest into a fresh local lake (decode, web-vitals
+//!    plugin, Parquet, Delta commits) with `--workers` workers.
+//!
+//! Each phase reports wall-clock events/s, events per CPU-second (user +
+//! system time of this process, from `getrusage`) and the process's peak
+//! RSS (`VmHWM`, reset before the phase).
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -23,9 +30,10 @@ use super::generate::{Generator, GeneratorOptions};
 use crate::decode::JsonDecoder;
 use crate::ingest::broker::EmbeddedBroker;
 use crate::ingest::produce::EventProducer;
-use crate::ingest::source::client_config;
-use crate::ingest::{IngestError, IngestOptions, ingest};
+use crate::ingest::source::{METADATA_TIMEOUT, client_config};
+use crate::ingest::{IngestError, IngestOptions, ingest, ingest_file, load_plugin};
 use crate::pipeline::Pipeline;
+use crate::plugin::PluginEngine;
 
 /// One measured phase.
 #[derive(Clone, Debug, Serialize)]
@@ -34,8 +42,12 @@ pub struct PhaseFigures {
     pub events: u64,
     /// seconds from the first message to the end.
     pub seconds: f64,
-    /// events per second.
+    /// events per second, wall clock.
     pub events_per_sec: f64,
+    /// user + system CPU seconds of this process during the phase.
+    pub cpu_seconds: f64,
+    /// events per CPU-second.
+    pub events_per_cpu_sec: f64,
     /// peak resident memory of the process during the phase, MiB.
     pub peak_rss_mib: f64,
 }
@@ -43,57 +55,129 @@ pub struct PhaseFigures {
 /// What `weir bench ingest` reports.
 #[derive(Clone, Debug, Serialize)]
 pub struct IngestBenchReport {
-    /// bytes of JSON produced.
+    /// where the events came from.
+    pub source: String,
+    /// bytes of JSON in the input (0 when unknown: an outside broker).
     pub input_bytes: u64,
     /// resident memory of weir before the phases, MiB.
     pub baseline_rss_mib: f64,
-    /// decoding alone.
+    /// workers of the end-to-end phase.
+    pub workers: usize,
+    /// `ingest.max_buffer_bytes` of the end-to-end phase, MiB.
+    pub max_buffer_mib: f64,
+    /// decoding alone, one thread.
     pub decode_only: PhaseFigures,
-    /// Kafka → decode → plugin → Parquet → commit.
+    /// source → decode → plugin → Parquet → commit.
     pub end_to_end: PhaseFigures,
 }
 
-/// Run the benchmark with `events` synthetic events through `pipeline`
-/// (its source and lake are replaced by the embedded broker and `lake_dir`).
+/// Where `weir bench ingest` takes its events from.
+#[derive(Clone, Debug)]
+pub enum BenchSource {
+    /// this many synthetic events, produced to the embedded broker.
+    Generated(u64),
+    /// an existing topic of a Kafka-protocol broker.
+    Broker {
+        /// bootstrap servers.
+        brokers: String,
+        /// the topic, read from the beginning.
+        topic: String,
+    },
+    /// a file of JSON lines.
+    File(PathBuf),
+}
+
+/// CPU seconds (user + system) this process used so far.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(usage.ru_utime) + t(usage.ru_stime)
+}
+
+/// Figures of a phase that handled `events` in `seconds`, having started
+/// at `cpu_before` CPU seconds.
+fn figures(events: u64, seconds: f64, cpu_before: f64) -> PhaseFigures {
+    let cpu = cpu_seconds() - cpu_before;
+    PhaseFigures {
+        events,
+        seconds,
+        events_per_sec: events as f64 / seconds.max(1e-9),
+        cpu_seconds: cpu,
+        events_per_cpu_sec: events as f64 / cpu.max(1e-9),
+        peak_rss_mib: rss_mib("VmHWM"),
+    }
+}
+
+/// Run the benchmark from `source` through `pipeline` (its lake is replaced
+/// by `lake_dir`, its workers by `workers` when given).
 pub fn bench_ingest(
     pipeline: &Pipeline,
-    events: u64,
-    lake_dir: &std::path::Path,
+    source: &BenchSource,
+    workers: Option<usize>,
+    lake_dir: &Path,
 ) -> Result<IngestBenchReport, IngestError> {
-    let topic = "weir-bench".to_string();
-    let partitions = pipeline.config.source.embedded_partitions;
-    let kafka = EmbeddedBroker::start_blocking(std::slice::from_ref(&topic), partitions)?;
-    let brokers = kafka.bootstrap_servers();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(IngestError::Runtime)?;
     let mut p = pipeline.clone();
+    p.config.lake.url = lake_dir.display().to_string();
+    p.config.lake.dead_letters_url = None;
+    if let Some(n) = workers {
+        p.config.ingest.workers = n;
+    }
+    // compile the plugin once, unmeasured (later loads hit the cache)
+    let engine = PluginEngine::new(p.config.plugin.limits.clone())?;
+    load_plugin(&p, &engine, rt.handle())?;
+    let workers = p.config.ingest.worker_count();
+    let max_buffer_mib = p.config.ingest.max_buffer_bytes as f64 / (1 << 20) as f64;
+    if let BenchSource::File(path) = source {
+        let baseline_rss_mib = rss_mib("VmRSS");
+        reset_peak();
+        let (input_bytes, decode_only) = decode_file(&p, path)?;
+        reset_peak();
+        let cpu = cpu_seconds();
+        let summary = ingest_file(p.clone(), rt.handle(), path, workers)?;
+        let seconds = summary.busy_ms.unwrap_or(0) as f64 / 1e3;
+        let end_to_end = figures(summary.read, seconds, cpu);
+        return Ok(IngestBenchReport {
+            source: format!("file {}", path.display()),
+            input_bytes,
+            baseline_rss_mib,
+            workers,
+            max_buffer_mib,
+            decode_only,
+            end_to_end,
+        });
+    }
+    let (_kafka, brokers, topic, input_bytes) = match source {
+        BenchSource::Generated(events) => {
+            let topic = "weir-bench".to_string();
+            let partitions = p.config.source.embedded_partitions;
+            let kafka = rt.block_on(EmbeddedBroker::start(
+                std::slice::from_ref(&topic),
+                partitions,
+            ))?;
+            let brokers = kafka.bootstrap_servers();
+            p.config.source.brokers = brokers.clone();
+            p.config.source.topic = topic.clone();
+            let input_bytes = produce(&p, *events)?;
+            (Some(kafka), brokers, topic, input_bytes)
+        }
+        BenchSource::Broker { brokers, topic } => (None, brokers.clone(), topic.clone(), 0),
+        BenchSource::File(_) => unreachable!("handled above"),
+    };
     p.config.source.brokers = brokers.clone();
     p.config.source.topic = topic.clone();
-    p.config.source.group = "weir-bench-ingest".into();
-    p.config.lake.url = lake_dir.display().to_string();
-
-    let mut producer = EventProducer::new(&p).map_err(|e| IngestError::Config {
-        file: "bench".into(),
-        message: e.to_string(),
-    })?;
-    let mut generator = Generator::new(GeneratorOptions::default());
-    let mut line = String::new();
-    let mut input_bytes = 0;
-    for _ in 0..events {
-        generator.next_into(&mut line);
-        input_bytes += line.len() as u64;
-        producer
-            .send(line.as_bytes())
-            .map_err(|e| IngestError::Config {
-                file: "bench".into(),
-                message: e.to_string(),
-            })?;
-    }
-    producer.finish().map_err(|e| IngestError::Config {
-        file: "bench".into(),
-        message: e.to_string(),
-    })?;
+    p.config.source.group = format!("weir-bench-ingest-{}", std::process::id());
+    let (partitions, events) = topic_extent(&p, &brokers, &topic)?;
     let baseline_rss_mib = rss_mib("VmRSS");
 
-    // a first decode pass warms the cluster's fetch path; the second is measured
+    // a first decode pass warms the broker's fetch path; the second is measured
     decode_phase(
         &p,
         &brokers,
@@ -113,30 +197,114 @@ pub fn bench_ingest(
     )?;
     reset_peak();
     let started = Instant::now();
+    let cpu = cpu_seconds();
     let summary = ingest(
         p,
+        rt.handle(),
         IngestOptions {
             drain: true,
-            stop: Arc::default(),
+            stop: Default::default(),
             control: None,
         },
     )?;
     let seconds = summary
         .busy_ms
         .map_or_else(|| started.elapsed().as_secs_f64(), |ms| ms as f64 / 1e3);
-    let end_to_end = PhaseFigures {
-        events: summary.read,
-        seconds,
-        events_per_sec: summary.read as f64 / seconds.max(1e-9),
-        peak_rss_mib: rss_mib("VmHWM"),
-    };
-    drop(kafka);
+    let end_to_end = figures(summary.read, seconds, cpu);
     Ok(IngestBenchReport {
+        source: format!("kafka {brokers} topic {topic}"),
         input_bytes,
         baseline_rss_mib,
+        workers,
+        max_buffer_mib,
         decode_only,
         end_to_end,
     })
+}
+
+/// Produce `events` synthetic events to the pipeline's topic; the bytes sent.
+fn produce(p: &Pipeline, events: u64) -> Result<u64, IngestError> {
+    let config_error = |e: &dyn std::fmt::Display| IngestError::Config {
+        file: "bench".into(),
+        message: e.to_string(),
+    };
+    let mut producer = EventProducer::new(p).map_err(|e| config_error(&e))?;
+    let mut generator = Generator::new(GeneratorOptions::default());
+    let mut line = String::new();
+    let mut input_bytes = 0;
+    for _ in 0..events {
+        generator.next_into(&mut line);
+        input_bytes += line.len() as u64;
+        producer
+            .send(line.as_bytes())
+            .map_err(|e| config_error(&e))?;
+    }
+    producer.finish().map_err(|e| config_error(&e))?;
+    Ok(input_bytes)
+}
+
+/// The partitions of `topic` and the messages they hold (high watermarks).
+fn topic_extent(p: &Pipeline, brokers: &str, topic: &str) -> Result<(i32, u64), IngestError> {
+    let kafka_error = |error| IngestError::Kafka {
+        brokers: brokers.to_string(),
+        error,
+    };
+    let consumer: BaseConsumer = client_config(&p.config.source, brokers)
+        .create()
+        .map_err(kafka_error)?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+        .map_err(kafka_error)?;
+    let partitions = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map_or(0, |t| t.partitions().len() as i32);
+    let mut events = 0u64;
+    for partition in 0..partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
+            .map_err(kafka_error)?;
+        events += (high - low).max(0) as u64;
+    }
+    Ok((partitions, events))
+}
+
+/// Decode every line of `path` on one thread: the bytes read and the figures.
+fn decode_file(p: &Pipeline, path: &Path) -> Result<(u64, PhaseFigures), IngestError> {
+    use std::io::BufRead;
+    let io_error = |e: std::io::Error| IngestError::Config {
+        file: path.display().to_string(),
+        message: format!("cannot read the source: {e}"),
+    };
+    let batch_rows = p.config.ingest.batch_rows;
+    let mut decoder = JsonDecoder::new(&p.schema, batch_rows);
+    let mut reader =
+        std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path).map_err(io_error)?);
+    let mut line = Vec::with_capacity(4096);
+    let (mut events, mut bytes, mut rows) = (0u64, 0u64, 0usize);
+    let started = Instant::now();
+    let cpu = cpu_seconds();
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line).map_err(io_error)?;
+        if n == 0 {
+            break;
+        }
+        bytes += n as u64;
+        let payload = line.strip_suffix(b"\n").unwrap_or(&line);
+        if payload.is_empty() {
+            continue;
+        }
+        events += 1;
+        let _ = decoder.push(payload);
+        if decoder.len() >= batch_rows {
+            rows += decoder.flush().num_rows();
+        }
+    }
+    rows += decoder.flush().num_rows();
+    tracing::debug!(rows, "decode-only phase done");
+    Ok((bytes, figures(events, started.elapsed().as_secs_f64(), cpu)))
 }
 
 fn decode_phase(
@@ -170,6 +338,7 @@ fn decode_phase(
     let mut decoder = JsonDecoder::new(&p.schema, batch_rows);
     let (mut seen, mut rows) = (0u64, 0usize);
     let mut started = None;
+    let mut cpu = cpu_seconds();
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut last_report = Instant::now();
     while seen < events && Instant::now() < deadline {
@@ -178,7 +347,10 @@ fn decode_phase(
             last_report = Instant::now();
         }
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            started.get_or_insert_with(Instant::now);
+            if started.is_none() {
+                started = Some(Instant::now());
+                cpu = cpu_seconds();
+            }
             seen += 1;
             let _ = decoder.push(m.payload().unwrap_or_default());
             if decoder.len() >= batch_rows {
@@ -189,12 +361,7 @@ fn decode_phase(
     rows += decoder.flush().num_rows();
     let seconds = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
     tracing::debug!(rows, "decode-only phase done");
-    Ok(PhaseFigures {
-        events: seen,
-        seconds,
-        events_per_sec: seen as f64 / seconds.max(1e-9),
-        peak_rss_mib: rss_mib("VmHWM"),
-    })
+    Ok(figures(seen, seconds, cpu))
 }
 
 /// A `/proc/self/status` memory figure in MiB (0 where unavailable).

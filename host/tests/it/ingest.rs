@@ -184,6 +184,64 @@ fn vacuum_removes_only_files_no_version_references() {
 
 const FAST_ROLL: &str = "[ingest]\nflush_rows = 300\nflush_age_ms = 150\nbatch_rows = 256\n";
 
+#[test]
+fn a_file_through_two_workers_lands_exactly_once_without_kafka() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let pipeline = crate::support::write_pipeline(
+        dir.path(),
+        "unused:9092",
+        "unused",
+        lake.to_str().unwrap(),
+        "[ingest]\nworkers = 2\nflush_rows = 1500\nbatch_rows = 256",
+    );
+    let good = good_events("f", 6000);
+    let bad = bad_events();
+    let mut lines = good.clone();
+    lines.extend(bots(40));
+    lines.extend(bad.iter().map(|(p, _, _)| p.clone()));
+    let source = dir.path().join("events.jsonl");
+    std::fs::write(&source, lines.join("\n") + "\n").unwrap();
+
+    let p = weir::pipeline::Pipeline::load(&pipeline, &[]).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // four partitions over two workers, rolled every 1500 messages
+    let summary = weir::ingest::ingest_file(p.clone(), rt.handle(), &source, 4).unwrap();
+    assert_eq!(summary.workers, 2);
+    assert_eq!(summary.read, lines.len() as u64, "{summary:?}");
+    assert_eq!(summary.kept, 6000, "{summary:?}");
+    assert_eq!(summary.dropped, 40, "{summary:?}");
+    assert_eq!(summary.dead_lettered, bad.len() as u64, "{summary:?}");
+    assert!(summary.commits >= 2, "{summary:?}");
+
+    let found = read_delta(lake.to_str().unwrap(), "f", 6000, &[]);
+    assert_eq!(found["rows"], 6000, "{found}");
+    assert_eq!(found["distinct"], 6000, "{found}");
+    assert_eq!(found["missing"], 0, "{found}");
+    assert_eq!(found["unexpected"], 0, "{found}");
+    assert_eq!(found["dead"], bad.len(), "{found}");
+    assert_eq!(found["dead_distinct"], bad.len(), "{found}");
+    assert_eq!(found["orphans"], 0, "{found}");
+    let contents = read_lake(&pipeline);
+    assert_exactly_once(&contents, "f", 6000);
+    for (id, dir, _) in &contents.kept {
+        let i: usize = id[1..].parse().unwrap();
+        assert_eq!(
+            dir,
+            &good_event_date(i),
+            "{id} is in the wrong date partition"
+        );
+    }
+
+    // the same file again: every partition resumes past its lines
+    let again = weir::ingest::ingest_file(p, rt.handle(), &source, 4).unwrap();
+    assert_eq!(again.read, 0, "{again:?}");
+    assert_eq!(
+        read_delta(lake.to_str().unwrap(), "f", 6000, &[])["rows"],
+        6000
+    );
+}
+
 /// Messages in the volume test: more than 600 MB of JSON, far past what
 /// librdkafka's mock cluster keeps (5 MiB or 100 000 messages a partition).
 const VOLUME_EVENTS: usize = 2_000_000;
@@ -223,7 +281,9 @@ const KILLS: usize = 20;
 
 #[test]
 fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
-    let rig = rig("crash", 3, None, FAST_ROLL);
+    // two workers whatever the machine: partitions are staged by both at once
+    let extra = FAST_ROLL.replace("[ingest]", "[ingest]\nworkers = 2");
+    let rig = rig("crash", 3, None, &extra);
     let (k, pipeline) = (&rig.kafka, rig.pipeline.clone());
     // events (one in ten followed by a message that is not JSON) keep
     // arriving for the whole test, until `stop`

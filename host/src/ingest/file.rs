@@ -1,0 +1,115 @@
+//! Ingest from a file of JSON lines through the same coordinator and
+//! workers as Kafka, with no broker: `weir bench ingest --source`, to
+//! measure the worker pipeline by itself. Lines are dealt in runs to
+//! `partitions` partitions of a topic named after the file (offsets count
+//! each partition's lines), so every worker gets its share; the lake's
+//! `txn` versions say where each partition resumes, as with Kafka.
+
+use std::io::BufRead;
+use std::path::Path;
+
+use super::core::{Core, FlushError, IngestSummary, ReadOnce};
+use super::run::{IngestError, load_plugin};
+use crate::lake::Lake;
+use crate::pipeline::Pipeline;
+use crate::plugin::{PluginEngine, PluginRunner};
+
+/// Lines dealt to one partition before the next partition's turn.
+const DEAL: usize = 4096;
+
+/// Ingest every line of `path` into the pipeline's lake, dealt over
+/// `partitions` partitions, and commit it all.
+pub fn ingest_file(
+    pipeline: Pipeline,
+    rt: &tokio::runtime::Handle,
+    path: &Path,
+    partitions: usize,
+) -> Result<IngestSummary, IngestError> {
+    let started = std::time::Instant::now();
+    let input = std::fs::File::open(path).map_err(|e| IngestError::Config {
+        file: path.display().to_string(),
+        message: format!("cannot read the source: {e}"),
+    })?;
+    let lake = Lake::open(&pipeline.config.lake, &pipeline.config.name)?;
+    let engine = PluginEngine::new(pipeline.config.plugin.limits.clone())?;
+    let plugin = load_plugin(&pipeline, &engine, rt)?;
+    let runner = PluginRunner::new(engine, plugin, &pipeline.schema, &pipeline.plugin_config())?;
+    let file = pipeline.file.display().to_string();
+    let max_buffer = pipeline.config.ingest.max_buffer_bytes;
+    let mut core = Core::new(pipeline, lake, runner, rt.clone(), None)
+        .map_err(|message| IngestError::Config { file, message })?;
+    core.ensure_tables()?;
+    let topic = path
+        .file_stem()
+        .map_or_else(|| "file".into(), |s| s.to_string_lossy().into_owned());
+    let wanted: Vec<(String, i32)> = (0..partitions.max(1) as i32)
+        .map(|p| (topic.clone(), p))
+        .collect();
+    let taken = core.take_partitions(&wanted)?;
+    // where each partition resumes, and how many of its lines were dealt
+    let mut offsets: Vec<(i64, i64)> = taken
+        .iter()
+        .map(|(_, resume)| (resume.next_offset(), 0))
+        .collect();
+    if offsets.len() != wanted.len() {
+        return Err(IngestError::Config {
+            file: path.display().to_string(),
+            message: "the lake's txn versions cannot be read".into(),
+        });
+    }
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, input);
+    let mut line = Vec::with_capacity(4096);
+    let mut dealt = 0usize;
+    loop {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| IngestError::Config {
+                file: path.display().to_string(),
+                message: format!("cannot read the source: {e}"),
+            })?;
+        if n == 0 {
+            break;
+        }
+        let payload = line.strip_suffix(b"\n").unwrap_or(&line);
+        let payload = payload.strip_suffix(b"\r").unwrap_or(payload);
+        if payload.is_empty() {
+            continue;
+        }
+        let p = (dealt / DEAL) % offsets.len();
+        dealt += 1;
+        let (resume_at, ref mut next) = offsets[p];
+        let offset = *next;
+        *next += 1;
+        if offset < resume_at {
+            continue; // in the lake already
+        }
+        let routed = core.on_message(&topic, p as i32, offset, None, payload)?;
+        if let Some(i) = routed
+            && core.due(i, false)
+        {
+            let cycle = core.cycle();
+            flush(&mut core, &cycle)?;
+        }
+        if dealt.is_multiple_of(DEAL) && core.buffered_bytes() > max_buffer {
+            let all = core.non_empty();
+            flush(&mut core, &all)?;
+        }
+    }
+    core.send_all_pending()?;
+    let all = core.non_empty();
+    flush(&mut core, &all)?;
+    let mut summary = core.summary.clone();
+    summary.busy_ms = Some(started.elapsed().as_millis() as u64);
+    Ok(summary)
+}
+
+/// One flush cycle (failures of the lake end the run: there is no
+/// consumer to pause).
+fn flush(core: &mut Core, keys: &[super::core::PartitionKey]) -> Result<(), IngestError> {
+    match core.flush(keys, &ReadOnce) {
+        Ok(()) => Ok(()),
+        Err(FlushError::Gone(e)) => Err(e.into()),
+        Err(FlushError::Lake(e)) => Err(e.into()),
+    }
+}

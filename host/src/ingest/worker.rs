@@ -1,0 +1,217 @@
+//! Partition-parallel workers: each one a thread of its own with a
+//! [`Writer`] (its own plugin instance) and the partitions given to it. The
+//! coordinator talks to them only through commands on a bounded channel
+//! (full channels hold the consumer back: that is the backpressure), and
+//! they answer on the reply channel a command carries, or with an
+//! [`Event`]. Commands to one worker are handled in the order sent, so a
+//! stage asked after some messages covers them.
+
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
+use std::thread::JoinHandle;
+
+use super::buffer::RawMessages;
+use super::writer::{PartitionKey, Staged, Writer};
+use crate::lake::{LakeError, Resume};
+use crate::pipeline::Pipeline;
+use crate::plugin::PluginRunner;
+
+/// Message runs a worker may have waiting before the consumer waits.
+const QUEUE_DEPTH: usize = 4;
+
+/// What the coordinator asks of a worker.
+pub(crate) enum Command {
+    /// take this partition, resuming at the offset given.
+    Assign(PartitionKey, Resume, i64),
+    /// give this partition up.
+    Remove(PartitionKey),
+    /// a run of one partition's messages.
+    Messages(PartitionKey, RawMessages),
+    /// the consumer was sent back as asked (`true`), or the seek failed.
+    Seeked(PartitionKey, bool),
+    /// stage these partitions' files.
+    Stage(
+        Vec<PartitionKey>,
+        SyncSender<Result<Vec<Staged>, LakeError>>,
+    ),
+    /// the tables stand here now for this partition; go on at the offset.
+    Reset(PartitionKey, Resume, i64),
+    /// run this plugin instance from now on.
+    Swap(Box<PluginRunner>, SyncSender<Result<(), String>>),
+}
+
+/// What a worker tells the coordinator unasked.
+pub(crate) enum Event {
+    /// offsets were skipped: send the consumer of this partition back here.
+    Reread(PartitionKey, i64),
+}
+
+/// The workers of one ingest.
+pub(crate) struct Workers {
+    senders: Vec<SyncSender<Command>>,
+    threads: Vec<JoinHandle<()>>,
+    events: Receiver<Event>,
+    /// partitions held by each worker (to place new ones).
+    load: Vec<usize>,
+}
+
+/// A worker stopped (it panicked): ingest cannot go on.
+#[derive(Debug, thiserror::Error)]
+#[error("ingest worker {0} stopped")]
+pub struct WorkerGone(pub usize);
+
+impl Workers {
+    /// Start one worker per writer.
+    pub fn start(pipeline: &Pipeline, writers: Vec<Writer>) -> std::io::Result<Self> {
+        let (event_tx, events) = channel();
+        let mut senders = Vec::with_capacity(writers.len());
+        let mut threads = Vec::with_capacity(writers.len());
+        for (i, writer) in writers.into_iter().enumerate() {
+            let (tx, rx) = sync_channel(QUEUE_DEPTH);
+            let (pipeline, event_tx) = (pipeline.clone(), event_tx.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("weir-worker-{i}"))
+                .spawn(move || work(writer, &pipeline, &rx, &event_tx))?;
+            senders.push(tx);
+            threads.push(thread);
+        }
+        Ok(Workers {
+            load: vec![0; senders.len()],
+            senders,
+            threads,
+            events,
+        })
+    }
+
+    /// How many workers run.
+    pub fn len(&self) -> usize {
+        self.senders.len()
+    }
+
+    /// The worker a new partition goes to: the one holding fewest.
+    pub fn place(&mut self) -> usize {
+        let (worker, _) = self
+            .load
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, n)| **n)
+            .unwrap_or((0, &0));
+        self.load[worker] += 1;
+        worker
+    }
+
+    /// A partition left `worker`.
+    pub fn unplace(&mut self, worker: usize) {
+        self.load[worker] = self.load[worker].saturating_sub(1);
+    }
+
+    /// Send `command` to `worker` (waits while its queue is full).
+    pub fn send(&self, worker: usize, command: Command) -> Result<(), WorkerGone> {
+        self.senders[worker]
+            .send(command)
+            .map_err(|_| WorkerGone(worker))
+    }
+
+    /// Stage `keys`, each given with its worker, on every worker at once.
+    pub fn stage(&self, keys: &[(usize, PartitionKey)]) -> Result<Vec<Staged>, StageError> {
+        let mut replies = Vec::new();
+        for worker in 0..self.senders.len() {
+            let mine: Vec<PartitionKey> = keys
+                .iter()
+                .filter(|(w, _)| *w == worker)
+                .map(|(_, k)| k.clone())
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let (tx, rx) = sync_channel(1);
+            self.send(worker, Command::Stage(mine, tx))?;
+            replies.push((worker, rx));
+        }
+        let mut staged = Vec::new();
+        let mut failed = None;
+        for (worker, rx) in replies {
+            match rx.recv() {
+                Ok(Ok(s)) => staged.extend(s),
+                Ok(Err(e)) => failed = Some(StageError::Lake(e)),
+                Err(_) => failed = Some(StageError::Gone(WorkerGone(worker))),
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(staged),
+        }
+    }
+
+    /// Switch every worker to a new plugin version: `runners` holds one
+    /// instance per worker. The first refusal is answered.
+    pub fn swap(&self, runners: Vec<PluginRunner>) -> Result<(), String> {
+        let mut replies = Vec::new();
+        for (worker, runner) in runners.into_iter().enumerate() {
+            let (tx, rx) = sync_channel(1);
+            self.send(worker, Command::Swap(Box::new(runner), tx))
+                .map_err(|e| e.to_string())?;
+            replies.push(rx);
+        }
+        let mut outcome = Ok(());
+        for rx in replies {
+            let reply = rx.recv().unwrap_or_else(|_| Err("a worker stopped".into()));
+            if outcome.is_ok() {
+                outcome = reply;
+            }
+        }
+        outcome
+    }
+
+    /// The next event a worker sent, if any.
+    pub fn event(&self) -> Option<Event> {
+        self.events.try_recv().ok()
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.senders.clear(); // closes the queues: each worker returns
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Why a stage failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StageError {
+    /// A file could not be encoded.
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    /// A worker stopped.
+    #[error(transparent)]
+    Gone(#[from] WorkerGone),
+}
+
+/// A worker's loop: commands until the coordinator closes the queue.
+fn work(
+    mut writer: Writer,
+    pipeline: &Pipeline,
+    commands: &Receiver<Command>,
+    events: &Sender<Event>,
+) {
+    while let Ok(command) = commands.recv() {
+        match command {
+            Command::Assign(key, resume, next) => writer.assign(key, resume, next),
+            Command::Remove(key) => writer.remove(&key),
+            Command::Messages(key, messages) => {
+                if let Some(offset) = writer.take(&key, &messages) {
+                    let _ = events.send(Event::Reread(key, offset));
+                }
+            }
+            Command::Seeked(key, made) => writer.seeked(&key, made),
+            Command::Stage(keys, reply) => {
+                let _ = reply.send(writer.stage(&keys));
+            }
+            Command::Reset(key, resume, next) => writer.reset(&key, resume, next),
+            Command::Swap(runner, reply) => {
+                let _ = reply.send(writer.replace_runner(pipeline, *runner));
+            }
+        }
+    }
+}
