@@ -114,7 +114,7 @@ pub async fn run_demo(
                 &rt,
                 IngestOptions {
                     drain: true,
-                    stop: Arc::default(),
+                    stop: Default::default(),
                     control: None,
                 },
             )

@@ -5,7 +5,6 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use chrono::NaiveDate;
@@ -86,12 +85,12 @@ pub fn run(args: OrchestrateArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(pipeline: Pipeline) -> anyhow::Result<ExitCode> {
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = tokio_util::sync::CancellationToken::new();
     {
         let stop = stop.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
-            stop.store(true, Ordering::Relaxed);
+            stop.cancel();
         });
     }
     let Some(orchestrator) = Orchestrator::open_patiently(&pipeline, Arc::default(), &stop).await?
@@ -109,13 +108,11 @@ async fn serve(pipeline: Pipeline) -> anyhow::Result<ExitCode> {
     let stopping = stop.clone();
     axum::serve(listener, router(orchestrator))
         .with_graceful_shutdown(async move {
-            while !stopping.load(Ordering::Relaxed) {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
+            stopping.cancelled().await;
             tracing::info!("stopping: finishing the run in progress");
         })
         .await?;
-    stop.store(true, Ordering::Relaxed);
+    stop.cancel();
     worker.await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -4,8 +4,6 @@
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -226,11 +224,16 @@ pub fn run_broker(args: BrokerArgs) -> anyhow::Result<ExitCode> {
 
 pub fn run_ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
     let pipeline = args.pipeline.load()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook_like::SIGINT, signal_hook_like::SIGTERM] {
-        signal_hook_like::register(signal, stop.clone());
-    }
     let rt = super::runtime()?;
+    // SIGINT/SIGTERM cancel the token the ingest loop watches
+    let stop = tokio_util::sync::CancellationToken::new();
+    rt.spawn({
+        let stop = stop.clone();
+        async move {
+            super::orchestrate_cmds::shutdown_signal().await;
+            stop.cancel();
+        }
+    });
     let summary = ingest(
         pipeline,
         rt.handle(),
@@ -428,34 +431,6 @@ pub fn run_lake(command: LakeCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// SIGINT/SIGTERM set a flag the ingest loop polls (tokio's signal handling
-/// needs a runtime on this thread; a tiny one runs it).
-mod signal_hook_like {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    pub const SIGINT: i32 = 2;
-    pub const SIGTERM: i32 = 15;
-
-    pub fn register(signal: i32, flag: Arc<AtomicBool>) {
-        std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                let kind = tokio::signal::unix::SignalKind::from_raw(signal);
-                if let Ok(mut s) = tokio::signal::unix::signal(kind) {
-                    s.recv().await;
-                    flag.store(true, Ordering::Relaxed);
-                }
-            });
-        });
-    }
 }
 
 #[derive(Debug, Args)]

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Args;
 
@@ -38,7 +37,7 @@ pub fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| "127.0.0.1:7070".into());
     let rt = super::runtime()?;
     let summary = rt.block_on(async {
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = tokio_util::sync::CancellationToken::new();
         let hup = Arc::new(tokio::sync::Notify::new());
         {
             let (stop, hup) = (stop.clone(), hup.clone());
@@ -57,7 +56,7 @@ pub fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
                     }
                 }
                 tracing::info!("stopping: flushing, committing, finishing the run in progress");
-                stop.store(true, Ordering::Relaxed);
+                stop.cancel();
             });
         }
         weir::serve::run_service(pipeline, &listen, stop, hup).await

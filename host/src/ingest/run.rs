@@ -5,12 +5,13 @@
 //! once every assigned partition reached the end offset seen at assignment.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
+use tokio_util::sync::CancellationToken;
 
 use super::broker::{BrokerError, EmbeddedBroker};
 pub use super::core::IngestSummary;
@@ -27,8 +28,8 @@ use crate::plugin::{PluginEngine, PluginError, PluginRunner};
 pub struct IngestOptions {
     /// stop once every assigned partition reached its end offset at assignment.
     pub drain: bool,
-    /// set to stop (flush, commit, exit).
-    pub stop: Arc<AtomicBool>,
+    /// cancelled to stop (flush, commit, exit).
+    pub stop: CancellationToken,
     /// metrics, health and plugin swaps, when run inside the service.
     pub control: Option<Arc<super::control::IngestControl>>,
 }
@@ -180,7 +181,7 @@ pub fn ingest(
     // messages since the clock was last read (read once per SWEEP_EVERY)
     let mut unswept = 0usize;
     loop {
-        if options.stop.load(Ordering::Relaxed) {
+        if options.stop.is_cancelled() {
             tracing::info!("stop requested; flushing");
             break;
         }

@@ -167,11 +167,11 @@ impl Orchestrator {
     /// [`Orchestrator::open`], retrying with backoff while the checkpoint
     /// store is unreachable (a service should wait for DynamoDB rather than
     /// exit into a crash loop); other errors return at once. `None` when
-    /// `stop` was set while waiting.
+    /// `stop` was cancelled while waiting.
     pub async fn open_patiently(
         pipeline: &Pipeline,
         metrics: Arc<Metrics>,
-        stop: &std::sync::atomic::AtomicBool,
+        stop: &tokio_util::sync::CancellationToken,
     ) -> Result<Option<Arc<Self>>, OrchestrateError> {
         let mut delay = Duration::from_secs(1);
         loop {
@@ -179,12 +179,9 @@ impl Orchestrator {
                 Ok(o) => return Ok(Some(o)),
                 Err(OrchestrateError::Checkpoint(e)) => {
                     tracing::error!(error = %e, retry_in_s = delay.as_secs(), "checkpoint store unreachable; retrying");
-                    let until = Instant::now() + delay;
-                    while Instant::now() < until {
-                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                            return Ok(None);
-                        }
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::select! {
+                        _ = stop.cancelled() => return Ok(None),
+                        _ = tokio::time::sleep(delay) => {}
                     }
                     delay = (delay * 2).min(Duration::from_secs(30));
                 }

@@ -3,7 +3,6 @@
 //! the commit log.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -12,6 +11,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use tokio_util::sync::CancellationToken;
 
 use super::event::parse_notification;
 use super::run::Orchestrator;
@@ -43,12 +43,12 @@ async fn events(State(orchestrator): State<Arc<Orchestrator>>, body: Bytes) -> R
     }
 }
 
-/// Run debounced partitions and poll the commit log until `stop` is set;
+/// Run debounced partitions and poll the commit log until `stop` is cancelled;
 /// the run in progress finishes (its lease is released) before returning.
-pub async fn work_loop(orchestrator: Arc<Orchestrator>, stop: Arc<AtomicBool>) {
+pub async fn work_loop(orchestrator: Arc<Orchestrator>, stop: CancellationToken) {
     let poll_every = Duration::from_millis(orchestrator.config().poll_interval_ms);
     let mut last_poll: Option<Instant> = None;
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.is_cancelled() {
         if !poll_every.is_zero() && last_poll.is_none_or(|t| t.elapsed() >= poll_every) {
             last_poll = Some(Instant::now());
             match orchestrator.poll().await {
@@ -64,6 +64,9 @@ pub async fn work_loop(orchestrator: Arc<Orchestrator>, stop: Arc<AtomicBool>) {
         for (date, outcome) in orchestrator.run_ready().await {
             tracing::info!(partition = %date, ?outcome, "run finished");
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
     }
 }

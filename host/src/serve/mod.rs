@@ -8,7 +8,6 @@
 pub mod swap;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -16,6 +15,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use tokio_util::sync::CancellationToken;
 
 use crate::ingest::control::IngestControl;
 use crate::ingest::{IngestError, IngestOptions, IngestSummary, ingest};
@@ -58,7 +58,7 @@ struct AppState {
 pub async fn run_service(
     pipeline: Pipeline,
     listen: &str,
-    stop: Arc<AtomicBool>,
+    stop: CancellationToken,
     hup: Arc<tokio::sync::Notify>,
 ) -> Result<IngestSummary, ServeError> {
     let metrics = Arc::new(Metrics::default());
@@ -139,15 +139,13 @@ pub async fn run_service(
         tasks.push(tokio::spawn(async move {
             loop {
                 tokio::select! {
+                    _ = stop.cancelled() => break,
                     _ = hup.notified() => { swapper.reload("SIGHUP").await; }
                     _ = tokio::time::sleep(Duration::from_millis(if watch_every == 0 { 200 } else { watch_every })) => {
                         if watch_every > 0 {
                             swapper.poll().await;
                         }
                     }
-                }
-                if stop.load(Ordering::Relaxed) {
-                    break;
                 }
             }
         }));
@@ -159,16 +157,13 @@ pub async fn run_service(
     crate::errln!("weir listening on {address}");
     tracing::info!(%address, pipeline = %pipeline.config.name, "serving /healthz /metrics /events /plugins/reload");
     let stopping = stop.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        while !stopping.load(Ordering::Relaxed) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stopping.cancelled().await });
     let server = tokio::spawn(async move { server.await });
     let summary = tokio::task::spawn_blocking(move || ingest_thread.join().expect("ingest thread"))
         .await
         .expect("join");
-    stop.store(true, Ordering::Relaxed);
+    stop.cancel();
     for t in tasks {
         let _ = t.await;
     }
