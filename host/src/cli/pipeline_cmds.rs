@@ -454,6 +454,10 @@ pub struct BenchIngestArgs {
     /// Read a file of JSON lines instead: the same workers, no Kafka.
     #[arg(long, value_name = "FILE")]
     source: Option<PathBuf>,
+    /// Write into this (new) lake instead of a temporary directory: a
+    /// directory or an S3 prefix (with the pipeline's `lake.s3` settings).
+    #[arg(long, value_name = "URL")]
+    lake: Option<String>,
     /// Workers of the end-to-end phase (default: `ingest.workers`, one per core).
     #[arg(long)]
     workers: Option<usize>,
@@ -471,7 +475,10 @@ pub fn run_bench_ingest(args: BenchIngestArgs) -> anyhow::Result<ExitCode> {
         (None, Some(brokers), Some(topic)) => BenchSource::Broker { brokers, topic },
         _ => BenchSource::Generated(args.events),
     };
-    let r = weir::tools::bench_ingest::bench_ingest(&pipeline, &source, args.workers, lake.path())?;
+    let lake_url = args
+        .lake
+        .unwrap_or_else(|| lake.path().display().to_string());
+    let r = weir::tools::bench_ingest::bench_ingest(&pipeline, &source, args.workers, &lake_url)?;
     if args.json {
         weir::outln!("{}", serde_json::to_string(&r)?);
     } else {

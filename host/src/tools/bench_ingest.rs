@@ -112,20 +112,21 @@ fn figures(events: u64, seconds: f64, cpu_before: f64) -> PhaseFigures {
     }
 }
 
-/// Run the benchmark from `source` through `pipeline` (its lake is replaced
-/// by `lake_dir`, its workers by `workers` when given).
+/// Run the benchmark from `source` through `pipeline` into the lake at
+/// `lake_url` (a fresh one: a local directory, or an S3 prefix with the
+/// pipeline's `lake.s3` settings), with `workers` workers when given.
 pub fn bench_ingest(
     pipeline: &Pipeline,
     source: &BenchSource,
     workers: Option<usize>,
-    lake_dir: &Path,
+    lake_url: &str,
 ) -> Result<IngestBenchReport, IngestError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(IngestError::Runtime)?;
     let mut p = pipeline.clone();
-    p.config.lake.url = lake_dir.display().to_string();
+    p.config.lake.url = lake_url.to_string();
     p.config.lake.dead_letters_url = None;
     if let Some(n) = workers {
         p.config.ingest.workers = n;
