@@ -407,11 +407,7 @@ impl Core {
         let staged = self.workers.stage(&owned)?;
         if staged.is_empty() {
             // every message was a replay of what the lake holds
-            for (_, key) in &owned {
-                if let Some(i) = self.find(&key.0, key.1) {
-                    self.partitions[i].clear();
-                }
-            }
+            self.clear(&owned);
             return Ok(());
         }
         self.upload(&staged)?;
@@ -471,7 +467,6 @@ impl Core {
             let Some(i) = self.find(&s.key.0, s.key.1) else {
                 continue;
             };
-            self.partitions[i].clear();
             self.partitions[i].committed_next = next;
             let worker = self.partitions[i].worker;
             self.workers
@@ -485,14 +480,8 @@ impl Core {
                 }
             }
         }
-        // partitions staged with nothing (replays only) are clear as well
-        for (_, key) in &owned {
-            if !staged.iter().any(|s| &s.key == key)
-                && let Some(i) = self.find(&key.0, key.1)
-            {
-                self.partitions[i].clear();
-            }
-        }
+        // committed, fenced, or staged with nothing (replays only)
+        self.clear(&owned);
         if report.data_version.is_some() {
             self.summary.commits += 1;
             if let Some(m) = &self.metrics {
@@ -505,6 +494,18 @@ impl Core {
             elapsed_ms = started.elapsed().as_millis() as u64, "flush cycle committed"
         );
         Ok(())
+    }
+
+    /// Forget what was read since the last commit of each of `owned`.
+    fn clear(&mut self, owned: &[(usize, PartitionKey)]) {
+        for (_, key) in owned {
+            if let Some(i) = self.find(&key.0, key.1) {
+                let t = &mut self.partitions[i];
+                t.read = 0;
+                t.bytes = 0;
+                t.since = None;
+            }
+        }
     }
 
     /// Write every staged file, all at once, retrying with backoff.
@@ -673,16 +674,6 @@ impl Core {
             tracing::error!(error = %e, "unassigning partitions failed");
         }
         Ok(())
-    }
-}
-
-impl Track {
-    /// Forget what was read since the last commit (it was committed or
-    /// dropped).
-    fn clear(&mut self) {
-        self.read = 0;
-        self.bytes = 0;
-        self.since = None;
     }
 }
 

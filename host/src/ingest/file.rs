@@ -26,10 +26,6 @@ pub fn ingest_file(
     partitions: usize,
 ) -> Result<IngestSummary, IngestError> {
     let started = std::time::Instant::now();
-    let input = std::fs::File::open(path).map_err(|e| IngestError::Config {
-        file: path.display().to_string(),
-        message: format!("cannot read the source: {e}"),
-    })?;
     let lake = Lake::open(&pipeline.config.lake, &pipeline.config.name)?;
     let engine = PluginEngine::new(pipeline.config.plugin.limits.clone())?;
     let plugin = load_plugin(&pipeline, &engine, rt)?;
@@ -57,32 +53,15 @@ pub fn ingest_file(
             message: "the lake's txn versions cannot be read".into(),
         });
     }
-    let mut reader = std::io::BufReader::with_capacity(1 << 20, input);
-    let mut line = Vec::with_capacity(4096);
     let mut dealt = 0usize;
-    loop {
-        line.clear();
-        let n = reader
-            .read_until(b'\n', &mut line)
-            .map_err(|e| IngestError::Config {
-                file: path.display().to_string(),
-                message: format!("cannot read the source: {e}"),
-            })?;
-        if n == 0 {
-            break;
-        }
-        let payload = line.strip_suffix(b"\n").unwrap_or(&line);
-        let payload = payload.strip_suffix(b"\r").unwrap_or(payload);
-        if payload.is_empty() {
-            continue;
-        }
+    for_each_line(path, |payload| {
         let p = (dealt / DEAL) % offsets.len();
         dealt += 1;
         let (resume_at, ref mut next) = offsets[p];
         let offset = *next;
         *next += 1;
         if offset < resume_at {
-            continue; // in the lake already
+            return Ok(()); // in the lake already
         }
         let routed = core.on_message(&topic, p as i32, offset, None, payload)?;
         if let Some(i) = routed
@@ -95,13 +74,43 @@ pub fn ingest_file(
             let all = core.non_empty();
             flush(&mut core, &all)?;
         }
-    }
+        Ok(())
+    })?;
     core.send_all_pending()?;
     let all = core.non_empty();
     flush(&mut core, &all)?;
     let mut summary = core.summary.clone();
     summary.busy_ms = Some(started.elapsed().as_millis() as u64);
     Ok(summary)
+}
+
+/// Call `each` with every non-empty line of `path` (without its line end);
+/// the bytes read.
+pub(crate) fn for_each_line(
+    path: &Path,
+    mut each: impl FnMut(&[u8]) -> Result<(), IngestError>,
+) -> Result<u64, IngestError> {
+    let io_error = |e: std::io::Error| IngestError::Config {
+        file: path.display().to_string(),
+        message: format!("cannot read the source: {e}"),
+    };
+    let input = std::fs::File::open(path).map_err(io_error)?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, input);
+    let mut line = Vec::with_capacity(4096);
+    let mut bytes = 0u64;
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line).map_err(io_error)?;
+        if n == 0 {
+            return Ok(bytes);
+        }
+        bytes += n as u64;
+        let payload = line.strip_suffix(b"\n").unwrap_or(&line);
+        let payload = payload.strip_suffix(b"\r").unwrap_or(payload);
+        if !payload.is_empty() {
+            each(payload)?;
+        }
+    }
 }
 
 /// One flush cycle (failures of the lake end the run: there is no

@@ -23,6 +23,7 @@ pub mod source;
 mod worker;
 mod writer;
 
+pub(crate) use file::for_each_line;
 pub use file::ingest_file;
 pub use run::{IngestError, IngestOptions, IngestSummary, ingest, load_plugin, read_plugin};
 pub use worker::WorkerGone;

@@ -31,7 +31,7 @@ use crate::decode::JsonDecoder;
 use crate::ingest::broker::EmbeddedBroker;
 use crate::ingest::produce::EventProducer;
 use crate::ingest::source::{METADATA_TIMEOUT, client_config};
-use crate::ingest::{IngestError, IngestOptions, ingest, ingest_file, load_plugin};
+use crate::ingest::{IngestError, IngestOptions, for_each_line, ingest, ingest_file, load_plugin};
 use crate::pipeline::Pipeline;
 use crate::plugin::PluginEngine;
 
@@ -136,25 +136,56 @@ pub fn bench_ingest(
     load_plugin(&p, &engine, rt.handle())?;
     let workers = p.config.ingest.worker_count();
     let max_buffer_mib = p.config.ingest.max_buffer_bytes as f64 / (1 << 20) as f64;
-    if let BenchSource::File(path) = source {
-        let baseline_rss_mib = rss_mib("VmRSS");
-        reset_peak();
-        let (input_bytes, decode_only) = decode_file(&p, path)?;
-        reset_peak();
-        let cpu = cpu_seconds();
-        let summary = ingest_file(p.clone(), rt.handle(), path, workers)?;
-        let seconds = summary.busy_ms.unwrap_or(0) as f64 / 1e3;
-        let end_to_end = figures(summary.read, seconds, cpu);
-        return Ok(IngestBenchReport {
-            source: format!("file {}", path.display()),
-            input_bytes,
-            baseline_rss_mib,
-            workers,
-            max_buffer_mib,
-            decode_only,
-            end_to_end,
-        });
-    }
+    let (source, input_bytes, baseline_rss_mib, decode_only, end_to_end) = match source {
+        BenchSource::File(path) => file_phases(p, rt.handle(), path, workers)?,
+        _ => kafka_phases(p, rt.handle(), source)?,
+    };
+    Ok(IngestBenchReport {
+        source,
+        input_bytes,
+        baseline_rss_mib,
+        workers,
+        max_buffer_mib,
+        decode_only,
+        end_to_end,
+    })
+}
+
+/// What the two phases of one source measured: the source's label, its
+/// bytes, the baseline RSS, decode only, end to end.
+type Phases = (String, u64, f64, PhaseFigures, PhaseFigures);
+
+/// Both phases from a file of JSON lines.
+fn file_phases(
+    p: Pipeline,
+    rt: &tokio::runtime::Handle,
+    path: &Path,
+    workers: usize,
+) -> Result<Phases, IngestError> {
+    let baseline_rss_mib = rss_mib("VmRSS");
+    reset_peak();
+    let (input_bytes, decode_only) = decode_file(&p, path)?;
+    reset_peak();
+    let cpu = cpu_seconds();
+    let summary = ingest_file(p, rt, path, workers)?;
+    let seconds = summary.busy_ms.unwrap_or(0) as f64 / 1e3;
+    let end_to_end = figures(summary.read, seconds, cpu);
+    Ok((
+        format!("file {}", path.display()),
+        input_bytes,
+        baseline_rss_mib,
+        decode_only,
+        end_to_end,
+    ))
+}
+
+/// Both phases from Kafka: generated events on the embedded broker, or an
+/// existing topic.
+fn kafka_phases(
+    mut p: Pipeline,
+    rt: &tokio::runtime::Handle,
+    source: &BenchSource,
+) -> Result<Phases, IngestError> {
     let (_kafka, brokers, topic, input_bytes) = match source {
         BenchSource::Generated(events) => {
             let topic = "weir-bench".to_string();
@@ -170,7 +201,7 @@ pub fn bench_ingest(
             (Some(kafka), brokers, topic, input_bytes)
         }
         BenchSource::Broker { brokers, topic } => (None, brokers.clone(), topic.clone(), 0),
-        BenchSource::File(_) => unreachable!("handled above"),
+        BenchSource::File(_) => unreachable!("file_phases"),
     };
     p.config.source.brokers = brokers.clone();
     p.config.source.topic = topic.clone();
@@ -201,7 +232,7 @@ pub fn bench_ingest(
     let cpu = cpu_seconds();
     let summary = ingest(
         p,
-        rt.handle(),
+        rt,
         IngestOptions {
             drain: true,
             stop: Default::default(),
@@ -212,15 +243,13 @@ pub fn bench_ingest(
         .busy_ms
         .map_or_else(|| started.elapsed().as_secs_f64(), |ms| ms as f64 / 1e3);
     let end_to_end = figures(summary.read, seconds, cpu);
-    Ok(IngestBenchReport {
-        source: format!("kafka {brokers} topic {topic}"),
+    Ok((
+        format!("kafka {brokers} topic {topic}"),
         input_bytes,
         baseline_rss_mib,
-        workers,
-        max_buffer_mib,
         decode_only,
         end_to_end,
-    })
+    ))
 }
 
 /// Produce `events` synthetic events to the pipeline's topic; the bytes sent.
@@ -273,36 +302,19 @@ fn topic_extent(p: &Pipeline, brokers: &str, topic: &str) -> Result<(i32, u64), 
 
 /// Decode every line of `path` on one thread: the bytes read and the figures.
 fn decode_file(p: &Pipeline, path: &Path) -> Result<(u64, PhaseFigures), IngestError> {
-    use std::io::BufRead;
-    let io_error = |e: std::io::Error| IngestError::Config {
-        file: path.display().to_string(),
-        message: format!("cannot read the source: {e}"),
-    };
     let batch_rows = p.config.ingest.batch_rows;
     let mut decoder = JsonDecoder::new(&p.schema, batch_rows);
-    let mut reader =
-        std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path).map_err(io_error)?);
-    let mut line = Vec::with_capacity(4096);
-    let (mut events, mut bytes, mut rows) = (0u64, 0u64, 0usize);
+    let (mut events, mut rows) = (0u64, 0usize);
     let started = Instant::now();
     let cpu = cpu_seconds();
-    loop {
-        line.clear();
-        let n = reader.read_until(b'\n', &mut line).map_err(io_error)?;
-        if n == 0 {
-            break;
-        }
-        bytes += n as u64;
-        let payload = line.strip_suffix(b"\n").unwrap_or(&line);
-        if payload.is_empty() {
-            continue;
-        }
+    let bytes = for_each_line(path, |payload| {
         events += 1;
         let _ = decoder.push(payload);
         if decoder.len() >= batch_rows {
             rows += decoder.flush().num_rows();
         }
-    }
+        Ok(())
+    })?;
     rows += decoder.flush().num_rows();
     tracing::debug!(rows, "decode-only phase done");
     Ok((bytes, figures(events, started.elapsed().as_secs_f64(), cpu)))
