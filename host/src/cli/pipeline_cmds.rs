@@ -494,10 +494,14 @@ pub fn run_bench_ingest(args: BenchIngestArgs) -> anyhow::Result<ExitCode> {
             r.workers,
             r.max_buffer_mib
         );
-        for (name, f) in [
-            ("decode only", &r.decode_only),
-            ("end to end", &r.end_to_end),
-        ] {
+        let phases = [
+            Some(("decode only", &r.decode_only)),
+            r.decode_only_serde_json
+                .as_ref()
+                .map(|f| ("  serde_json", f)),
+            Some(("end to end", &r.end_to_end)),
+        ];
+        for (name, f) in phases.into_iter().flatten() {
             weir::outln!(
                 "{name:<14} {:>10.0} events/s  {:>10.0} events/CPU-s  ({} events in {:.2} s, {:.2} CPU-s, peak RSS {:.0} MiB)",
                 f.events_per_sec,

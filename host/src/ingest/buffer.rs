@@ -10,9 +10,10 @@ use crate::decode::JsonDecoder;
 use crate::lake::{DeadLetter, Resume};
 use crate::pipeline::DeclaredSchema;
 
-/// The raw messages behind the decoded rows waiting for the plugin (to
-/// dead-letter the rows it rejects), in buffers reused from batch to batch:
-/// no allocation per message.
+/// A run of one partition's raw messages, as the coordinator gathers them
+/// and a worker keeps them behind the decoded rows waiting for the plugin
+/// (to dead-letter the rows it rejects): one buffer per run, no allocation
+/// per message.
 #[derive(Default)]
 pub(crate) struct RawMessages {
     data: Vec<u8>,
@@ -22,6 +23,21 @@ pub(crate) struct RawMessages {
 }
 
 impl RawMessages {
+    /// An empty run with room for `messages` messages of `bytes` in all.
+    pub fn with_capacity(messages: usize, bytes: usize) -> Self {
+        RawMessages {
+            data: Vec::with_capacity(bytes),
+            ends: Vec::with_capacity(messages),
+            offsets: Vec::with_capacity(messages),
+            timestamps: Vec::with_capacity(messages),
+        }
+    }
+
+    /// Bytes of payload held.
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
     /// Remember the message behind the next decoded row.
     pub fn push(&mut self, offset: i64, timestamp: Option<i64>, payload: &[u8]) {
         self.data.extend_from_slice(payload);
@@ -49,14 +65,6 @@ impl RawMessages {
             &self.data[start..self.ends[row]],
         )
     }
-
-    /// Forget every row (keeping the buffers).
-    pub fn clear(&mut self) {
-        self.data.clear();
-        self.ends.clear();
-        self.offsets.clear();
-        self.timestamps.clear();
-    }
 }
 
 /// The uncommitted state of one assigned Kafka partition.
@@ -83,7 +91,12 @@ pub(crate) struct PartitionBuffer {
     pub first_offset: Option<i64>,
     pub last_offset: i64,
     pub decoder: JsonDecoder,
-    pub decoded_raw: RawMessages,
+    /// the runs of messages behind the rows waiting for the plugin (kept
+    /// as they came from the coordinator: no copy per message).
+    pub runs: Vec<RawMessages>,
+    /// per row waiting for the plugin: its run (an index into `runs`, or
+    /// `runs.len()` for the run being taken) and its row in that run.
+    pub decoded: Vec<(u32, u32)>,
     pub kept: Vec<RecordBatch>,
     pub kept_rows: usize,
     pub dead: Vec<DeadLetter>,
@@ -113,7 +126,8 @@ impl PartitionBuffer {
             first_offset: None,
             last_offset: -1,
             decoder: JsonDecoder::new(schema, batch_rows),
-            decoded_raw: RawMessages::default(),
+            runs: Vec::new(),
+            decoded: Vec::new(),
             kept: Vec::new(),
             kept_rows: 0,
             dead: Vec::new(),
@@ -137,10 +151,19 @@ impl PartitionBuffer {
         self.anchored = true;
         self.gap_reread = None;
         self.seek_pending = false;
+        self.decoder.flush();
+        self.detach();
+    }
+
+    /// The rows up to `last_offset` were staged (their files and commit
+    /// are on their way): forget them, keep the position and the `txn`
+    /// versions (the commit's outcome updates those: [`Self::committed`],
+    /// or [`Self::reset`] when another writer won).
+    pub fn detach(&mut self) {
         self.first_offset = None;
         self.last_offset = -1;
-        self.decoder.flush();
-        self.decoded_raw.clear();
+        self.runs.clear();
+        self.decoded.clear();
         self.kept.clear();
         self.kept_rows = 0;
         self.dead.clear();
@@ -148,6 +171,11 @@ impl PartitionBuffer {
         self.read = 0;
         self.dropped = 0;
         self.since = None;
+    }
+
+    /// A staged flush is in the tables, which now stand at `resume`.
+    pub fn committed(&mut self, resume: Resume) {
+        self.resume = resume;
     }
 
     /// Account for one message at `offset`.

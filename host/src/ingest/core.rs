@@ -1,28 +1,31 @@
 //! The coordinator of ingest: it owns the Kafka side and the lake, and the
 //! [`Workers`] own the data. Messages are routed in runs to the worker that
 //! holds their partition; a flush cycle asks the workers holding the
-//! partitions due to stage their files (all workers at once), uploads every
-//! file concurrently, then makes one Delta commit per table for all of them
-//! (a `txn` action per Kafka partition) and tells each worker where its
-//! partitions now stand. A partition another host committed first is
-//! dropped from the cycle and resumes after the winner. The rebalance
+//! partitions due to stage their files (all workers at once, after which
+//! they go on taking messages), then uploads every file concurrently and
+//! makes one Delta commit per table for all of them (a `txn` action per
+//! Kafka partition) in a task on the runtime ([`super::cycle`]), while
+//! consumption goes on. One cycle is in flight at a time: the next waits
+//! for it, and its outcome tells each worker where its partitions now
+//! stand. A partition another host committed first is dropped (with what
+//! came after its stage) and resumes after the winner. The rebalance
 //! callback reaches the workers through the same commands.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::future::try_join_all;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use tokio::runtime::Handle;
 
 use super::buffer::RawMessages;
+use super::cycle::{Finished, Held, RetryPolicy, files_of, upload_and_commit};
 use super::worker::{Command, Event, StageError, WorkerGone, Workers};
 pub(crate) use super::writer::PartitionKey;
-use super::writer::{Counts, Staged, Writer};
+use super::writer::{Counts, Writer};
 use crate::lake::{
-    Lake, LakeError, PartitionOutcome, Provenance, Resume, SchemaChange, TableKind,
+    CommitReport, Lake, LakeError, PartitionOutcome, Provenance, Resume, SchemaChange, TableKind,
     dead_letter_schema,
 };
 use crate::pipeline::{DeclaredSchema, Pipeline};
@@ -106,6 +109,10 @@ pub(crate) enum FlushError {
     /// A worker stopped.
     #[error(transparent)]
     Gone(#[from] WorkerGone),
+    /// The task uploading and committing a cycle stopped (the runtime shut
+    /// down, or a bug).
+    #[error("the flush task stopped: {0}")]
+    Task(String),
 }
 
 impl From<StageError> for FlushError {
@@ -118,12 +125,12 @@ impl From<StageError> for FlushError {
 }
 
 /// What the coordinator knows of one assigned partition: its worker, the
-/// messages not yet sent to it, and what was read since its last commit.
+/// messages not yet sent to it, and what was read since its last stage.
 pub(crate) struct Track {
     pub key: PartitionKey,
     worker: usize,
     pending: RawMessages,
-    /// messages and bytes routed since the last commit.
+    /// messages and bytes routed since the last stage.
     read: u64,
     bytes: usize,
     /// when the first of them arrived.
@@ -135,7 +142,7 @@ pub(crate) struct Track {
 }
 
 impl Track {
-    /// Whether anything was read since the last commit.
+    /// Whether anything was read since the last stage.
     pub fn is_empty(&self) -> bool {
         self.read == 0
     }
@@ -145,7 +152,12 @@ impl Track {
 /// callback (both on the consumer's thread).
 pub(crate) struct Core {
     pub pipeline: Pipeline,
-    pub lake: Lake,
+    /// the lake (a cycle's task holds the lock while it uploads and commits).
+    lake: Arc<tokio::sync::Mutex<Lake>>,
+    /// the cycle staged and not yet committed (in flight, or refused).
+    held: Option<Held>,
+    /// the task uploading and committing `held`.
+    task: Option<tokio::task::JoinHandle<Finished>>,
     pub rt: Handle,
     workers: Workers,
     /// assigned partitions (few: a linear search beats hashing per message).
@@ -188,7 +200,9 @@ impl Core {
                 ..IngestSummary::default()
             },
             pipeline,
-            lake,
+            lake: Arc::new(tokio::sync::Mutex::new(lake)),
+            held: None,
+            task: None,
             rt,
             workers,
             partitions: Vec::new(),
@@ -209,14 +223,15 @@ impl Core {
     pub fn replace_runner(&mut self, runner: PluginRunner) -> Result<String, String> {
         super::writer::partition_column(&self.pipeline, runner.output_schema())
             .map_err(|problem| format!("the new version: {problem}"))?;
-        if self.partitions.iter().any(|t| !t.is_empty()) {
+        if self.partitions.iter().any(|t| !t.is_empty()) || self.held.is_some() {
             return Err("rows of the old version are still buffered".into());
         }
+        let mut lake = self.rt.block_on(self.lake.lock());
         // the table must take the new version's output: the same columns,
         // or (plugin.allow_schema_change) new nullable ones added to it
         let schema = runner.output_schema().arrow().clone();
         let change = SchemaChange::allowed(self.pipeline.config.plugin.allow_schema_change);
-        let table = self.lake.table_mut(TableKind::Data);
+        let table = lake.table_mut(TableKind::Data);
         let accepted = match change {
             SchemaChange::AddNullableColumns => self.rt.block_on(table.evolve(&schema)).map(|_| ()),
             SchemaChange::Refuse => table.check_schema(&schema),
@@ -240,9 +255,21 @@ impl Core {
         Ok(digest)
     }
 
-    /// Bytes read since the last commit over all partitions.
+    /// Bytes read and not yet committed: since the last stage over all
+    /// partitions, and those of the cycle not yet committed.
     pub fn buffered_bytes(&self) -> usize {
-        self.partitions.iter().map(|t| t.bytes).sum()
+        let since_stage: usize = self.partitions.iter().map(|t| t.bytes).sum();
+        since_stage + self.held.as_ref().map_or(0, |h| h.bytes)
+    }
+
+    /// Whether a cycle the lake refused waits to be tried again.
+    pub fn retry_pending(&self) -> bool {
+        self.task.is_none() && self.held.is_some()
+    }
+
+    /// Whether a cycle is staged and not yet committed.
+    pub fn cycle_open(&self) -> bool {
+        self.held.is_some()
     }
 
     /// The index of a partition assigned here.
@@ -291,7 +318,9 @@ impl Core {
         if track.pending.is_empty() {
             return Ok(());
         }
-        let run = std::mem::take(&mut track.pending);
+        // the next run is sized like this one: no regrowth per message
+        let room = RawMessages::with_capacity(RUN_MESSAGES, track.pending.bytes());
+        let run = std::mem::replace(&mut track.pending, room);
         self.workers
             .send(track.worker, Command::Messages(track.key.clone(), run))
     }
@@ -380,16 +409,19 @@ impl Core {
             .collect()
     }
 
-    /// Flush and commit the partitions `keys` in one cycle: their files
-    /// first (staged by their workers at once, uploaded concurrently), then
-    /// one commit per table. Storage failures are retried with backoff
-    /// until they pass (or until the shutdown deadline).
+    /// Start a flush cycle for the partitions `keys`. The cycle before it
+    /// is settled first (waited for, and tried again if the lake refused
+    /// it); then their workers stage their files (all at once) and the
+    /// uploads and the commit go on in a task, while consumption goes on
+    /// ([`Core::collect`] applies the outcome, [`Core::settle`] waits).
     pub fn flush(
         &mut self,
         keys: &[PartitionKey],
         consumer: &impl Positions,
     ) -> Result<(), FlushError> {
+        self.settle(consumer)?;
         let mut owned = Vec::with_capacity(keys.len());
+        let mut bytes = 0;
         for key in keys {
             let Some(i) = self.find(&key.0, key.1) else {
                 continue;
@@ -398,6 +430,7 @@ impl Core {
                 continue;
             }
             self.send_pending(i)?;
+            bytes += self.partitions[i].bytes;
             owned.push((self.partitions[i].worker, key.clone()));
         }
         if owned.is_empty() {
@@ -405,37 +438,125 @@ impl Core {
         }
         let started = Instant::now();
         let staged = self.workers.stage(&owned)?;
+        // staged, or (nothing staged) every message a replay of the lake's
+        self.clear(&owned);
         if staged.is_empty() {
-            // every message was a replay of what the lake holds
-            self.clear(&owned);
             return Ok(());
         }
-        self.upload(&staged)?;
-        let flushed = started.elapsed();
+        let parts = staged.iter().map(|s| s.part.clone()).collect();
+        self.launch(Held {
+            staged,
+            parts,
+            bytes,
+            started,
+        });
+        Ok(())
+    }
+
+    /// Flush `keys` and wait until the cycle is committed.
+    pub fn flush_now(
+        &mut self,
+        keys: &[PartitionKey],
+        consumer: &impl Positions,
+    ) -> Result<(), FlushError> {
+        self.flush(keys, consumer)?;
+        self.settle(consumer)
+    }
+
+    /// Apply the outcome of the cycle in flight if it is done (no wait).
+    pub fn collect(&mut self, consumer: &impl Positions) -> Result<(), FlushError> {
+        if self.task.as_ref().is_some_and(|t| t.is_finished()) {
+            self.join(consumer)?;
+        }
+        Ok(())
+    }
+
+    /// Wait for the cycle in flight and apply its outcome; a cycle the
+    /// lake refused earlier is tried again first. Afterwards no cycle is
+    /// open, or the error says why the lake refused it (it is kept).
+    pub fn settle(&mut self, consumer: &impl Positions) -> Result<(), FlushError> {
+        if self.task.is_none() {
+            match self.held.take() {
+                Some(held) => self.launch(held),
+                None => return Ok(()),
+            }
+        }
+        self.join(consumer)
+    }
+
+    /// Upload and commit `held` in a task on the runtime.
+    fn launch(&mut self, mut held: Held) {
         let mut counts = Counts::default();
-        for s in &staged {
+        for s in &held.staged {
             counts.add(&s.counts);
         }
         let provenance = Provenance {
             plugin_digest: self.digest.clone(),
             counts: counts.as_map(),
         };
-        let mut parts: Vec<_> = staged.iter().map(|s| s.part.clone()).collect();
-        let mut backoff = self.backoff();
-        let report = loop {
-            match self.rt.block_on(self.lake.commit(&mut parts, &provenance)) {
-                Ok(report) => break report,
-                Err(e) => backoff.wait("commit", e)?,
-            }
+        let policy = self.retry_policy();
+        let parts = std::mem::take(&mut held.parts);
+        let files = files_of(&held.staged);
+        self.task = Some(self.rt.spawn(upload_and_commit(
+            self.lake.clone(),
+            files,
+            parts,
+            provenance,
+            policy,
+        )));
+        self.held = Some(held);
+    }
+
+    /// Wait for the cycle in flight (if any) and apply its outcome.
+    fn join(&mut self, consumer: &impl Positions) -> Result<(), FlushError> {
+        let Some(task) = self.task.take() else {
+            return Ok(());
         };
-        if let Some(m) = &self.metrics {
-            m.flush_seconds.observe(flushed);
-            m.commit_seconds.observe(started.elapsed() - flushed);
+        let finished = self
+            .rt
+            .block_on(task)
+            .map_err(|e| FlushError::Task(e.to_string()))?;
+        let Some(mut held) = self.held.take() else {
+            return Ok(());
+        };
+        held.parts = finished.parts;
+        match finished.result {
+            Ok(report) => {
+                if let Some(m) = &self.metrics {
+                    m.flush_seconds
+                        .observe(finished.uploaded.saturating_duration_since(held.started));
+                    m.commit_seconds
+                        .observe(finished.done.saturating_duration_since(finished.uploaded));
+                }
+                self.apply(held, &report, consumer)
+            }
+            Err(e) => {
+                self.held = Some(held);
+                Err(e.into())
+            }
         }
-        for (s, (part, outcome)) in staged.iter().zip(parts.iter().zip(&report.outcomes)) {
+    }
+
+    /// Tell each partition of a committed cycle where it stands: its
+    /// worker, the consumer (the offset hint, or a seek when another
+    /// writer won) and the summary.
+    fn apply(
+        &mut self,
+        held: Held,
+        report: &CommitReport,
+        consumer: &impl Positions,
+    ) -> Result<(), FlushError> {
+        let mut counts = Counts::default();
+        for (s, (part, outcome)) in held
+            .staged
+            .iter()
+            .zip(held.parts.iter().zip(&report.outcomes))
+        {
             let label = format!("{}/{}", s.key.0, s.key.1);
-            let (resume, next) = match *outcome {
+            let found = self.find(&s.key.0, s.key.1);
+            match *outcome {
                 PartitionOutcome::Committed => {
+                    counts.add(&s.counts);
                     self.summary.add(&s.counts);
                     if let Some(m) = &self.metrics {
                         record_commit(m, &s.counts);
@@ -448,7 +569,12 @@ impl Core {
                     );
                     let next = part.last_offset + 1;
                     consumer.committed(&s.key, next);
-                    (resume, next)
+                    if let Some(i) = found {
+                        self.partitions[i].committed_next = next;
+                        let worker = self.partitions[i].worker;
+                        self.workers
+                            .send(worker, Command::Committed(s.key.clone(), resume))?;
+                    }
                 }
                 PartitionOutcome::Fenced(resume) => {
                     self.summary.conflicts += 1;
@@ -461,27 +587,28 @@ impl Core {
                         partition = %label, resume_at = next,
                         "another host committed this partition first; dropping uncommitted work"
                     );
-                    (resume, next)
-                }
-            };
-            let Some(i) = self.find(&s.key.0, s.key.1) else {
-                continue;
-            };
-            self.partitions[i].committed_next = next;
-            let worker = self.partitions[i].worker;
-            self.workers
-                .send(worker, Command::Reset(s.key.clone(), resume, next))?;
-            if let PartitionOutcome::Fenced(_) = outcome {
-                // messages fetched past the resume point before the seek
-                // took are refused as a gap (see `Writer::take`)
-                self.partitions[i].routed_next = next;
-                if let Err(e) = consumer.seek(&s.key, next) {
-                    tracing::warn!(partition = %label, offset = next, error = %e, "seek failed; retried at the next gap");
+                    let Some(i) = found else {
+                        continue;
+                    };
+                    // what was read after the stage goes too
+                    let t = &mut self.partitions[i];
+                    t.committed_next = next;
+                    t.routed_next = next;
+                    t.pending = RawMessages::default();
+                    t.read = 0;
+                    t.bytes = 0;
+                    t.since = None;
+                    let worker = t.worker;
+                    self.workers
+                        .send(worker, Command::Reset(s.key.clone(), resume, next))?;
+                    // messages fetched past the resume point before the seek
+                    // took are refused as a gap (see `Writer::take`)
+                    if let Err(e) = consumer.seek(&s.key, next) {
+                        tracing::warn!(partition = %label, offset = next, error = %e, "seek failed; retried at the next gap");
+                    }
                 }
             }
         }
-        // committed, fenced, or staged with nothing (replays only)
-        self.clear(&owned);
         if report.data_version.is_some() {
             self.summary.commits += 1;
             if let Some(m) = &self.metrics {
@@ -489,14 +616,14 @@ impl Core {
             }
         }
         tracing::info!(
-            partitions = staged.len(), version = ?report.data_version, dead_letters_version = ?report.dead_version,
+            partitions = held.staged.len(), version = ?report.data_version, dead_letters_version = ?report.dead_version,
             kept = counts.kept, dead_lettered = counts.dead_lettered, files = counts.files,
-            elapsed_ms = started.elapsed().as_millis() as u64, "flush cycle committed"
+            elapsed_ms = held.started.elapsed().as_millis() as u64, "flush cycle committed"
         );
         Ok(())
     }
 
-    /// Forget what was read since the last commit of each of `owned`.
+    /// Forget what was read since the last stage of each of `owned`.
     fn clear(&mut self, owned: &[(usize, PartitionKey)]) {
         for (_, key) in owned {
             if let Some(i) = self.find(&key.0, key.1) {
@@ -508,54 +635,31 @@ impl Core {
         }
     }
 
-    /// Write every staged file, all at once, retrying with backoff.
-    fn upload(&self, staged: &[Staged]) -> Result<(), LakeError> {
-        let files: Vec<_> = staged.iter().flat_map(|s| &s.files).collect();
-        let mut backoff = self.backoff();
-        loop {
-            let puts = files.iter().map(|f| {
-                let table = match f.table {
-                    TableKind::Data => self.lake.data(),
-                    TableKind::DeadLetters => self.lake.dead_letters(),
-                };
-                table.location().put(&f.path, f.bytes.clone())
-            });
-            match self.rt.block_on(try_join_all(puts)) {
-                Ok(_) => return Ok(()),
-                Err(e) => backoff.wait("files", e.into())?,
-            }
-        }
-    }
-
-    /// Backoff for lake operations: at most `ingest.retry_window_ms`, never
-    /// past the shutdown deadline.
-    fn backoff(&self) -> Backoff {
-        let cfg = &self.pipeline.config.ingest;
-        Backoff {
-            delay: Duration::from_millis(cfg.retry_initial_ms),
-            max: Duration::from_millis(cfg.retry_max_ms),
-            give_up: Instant::now() + Duration::from_millis(cfg.retry_window_ms),
-            deadline: self.deadline,
-            attempt: 1,
-        }
-    }
-
     /// Create the lake's tables unless they exist (the data table with the
     /// plugin's output schema).
     pub fn ensure_tables(&mut self) -> Result<(), LakeError> {
         let schema = self.output.arrow().clone();
         let change = SchemaChange::allowed(self.pipeline.config.plugin.allow_schema_change);
-        let mut backoff = self.backoff();
-        loop {
-            match self.rt.block_on(
-                self.lake
-                    .ensure_tables(&schema, &dead_letter_schema(), change),
-            ) {
-                Ok(()) => return Ok(()),
-                Err(e @ LakeError::Schema { .. }) => return Err(e),
-                Err(e) => backoff.wait("tables", e)?,
+        let policy = self.retry_policy();
+        self.rt.block_on(async {
+            let mut lake = self.lake.lock().await;
+            let mut retry = policy.start();
+            loop {
+                match lake
+                    .ensure_tables(&schema, &dead_letter_schema(), change)
+                    .await
+                {
+                    Ok(()) => return Ok(()),
+                    Err(e @ LakeError::Schema { .. }) => return Err(e),
+                    Err(e) => retry.wait("tables", e).await?,
+                }
             }
-        }
+        })
+    }
+
+    /// How lake operations are retried now.
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy::new(&self.pipeline.config.ingest, self.deadline)
     }
 
     /// New partitions: resume each from the tables' `txn` versions (Kafka's
@@ -565,14 +669,14 @@ impl Core {
         &mut self,
         consumer: &BaseConsumer<C>,
         assigned: &TopicPartitionList,
-    ) -> Result<(), WorkerGone> {
+    ) -> Result<(), FlushError> {
         let wanted = assigned
             .elements()
             .iter()
             .map(|e| (e.topic().to_string(), e.partition()))
             .collect::<Vec<_>>();
         let mut tpl = TopicPartitionList::new();
-        for (key, resume) in self.take_partitions(&wanted)? {
+        for (key, resume) in self.take_partitions(&wanted, consumer)? {
             let offset = match resume.data {
                 None => Offset::Beginning,
                 Some(_) => Offset::Offset(resume.next_offset()),
@@ -587,27 +691,48 @@ impl Core {
 
     /// Take partitions: each resumes from the tables' `txn` versions and
     /// goes to the worker holding fewest. Those whose versions cannot be
-    /// read are left out (and not consumed).
+    /// read are left out (and not consumed). The cycle in flight is
+    /// settled first, so the versions include it.
     pub fn take_partitions(
         &mut self,
         wanted: &[(String, i32)],
-    ) -> Result<Vec<(PartitionKey, Resume)>, WorkerGone> {
-        let mut backoff = self.backoff();
-        loop {
-            match self.rt.block_on(self.lake.refresh()) {
-                Ok(()) => break,
-                Err(e) => {
-                    if let Err(e) = backoff.wait("assign", e) {
-                        tracing::error!(error = %e, "cannot read the lake's tables; not consuming the assigned partitions");
-                        return Ok(Vec::new());
-                    }
+        consumer: &impl Positions,
+    ) -> Result<Vec<(PartitionKey, Resume)>, FlushError> {
+        match self.settle(consumer) {
+            Ok(()) => {}
+            Err(FlushError::Lake(e)) => {
+                tracing::warn!(error = %e, "the cycle in flight was not committed; it is tried again later")
+            }
+            Err(e) => return Err(e),
+        }
+        let policy = self.retry_policy();
+        let lake = self.lake.clone();
+        let read = self.rt.block_on(async {
+            let mut lake = lake.lock().await;
+            let mut retry = policy.start();
+            loop {
+                match lake.refresh().await {
+                    Ok(()) => break,
+                    Err(e) => retry.wait("assign", e).await?,
                 }
             }
-        }
+            let mut resumes = Vec::with_capacity(wanted.len());
+            for (topic, partition) in wanted {
+                resumes.push(lake.resume(topic, *partition).await);
+            }
+            Ok::<_, LakeError>(resumes)
+        });
+        let resumes = match read {
+            Ok(resumes) => resumes,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the lake's tables; not consuming the assigned partitions");
+                return Ok(Vec::new());
+            }
+        };
         let mut taken = Vec::with_capacity(wanted.len());
-        for (topic, partition) in wanted {
+        for ((topic, partition), resume) in wanted.iter().zip(resumes) {
             let label = format!("{topic}/{partition}");
-            let resume = match self.rt.block_on(self.lake.resume(topic, *partition)) {
+            let resume = match resume {
                 Ok(resume) => resume,
                 Err(e) => {
                     tracing::error!(partition = %label, error = %e, "cannot read the table's txn versions; not consuming this partition");
@@ -647,19 +772,19 @@ impl Core {
         &mut self,
         consumer: &BaseConsumer<C>,
         revoked: &TopicPartitionList,
-    ) -> Result<(), WorkerGone> {
+    ) -> Result<(), FlushError> {
         let keys: Vec<PartitionKey> = revoked
             .elements()
             .iter()
             .filter_map(|elem| self.find(elem.topic(), elem.partition()))
             .map(|i| self.partitions[i].key.clone())
             .collect();
-        match self.flush(&keys, consumer) {
+        match self.flush_now(&keys, consumer) {
             Ok(()) => {}
-            Err(FlushError::Gone(e)) => return Err(e),
-            Err(e) => {
+            Err(FlushError::Lake(e)) => {
                 tracing::warn!(error = %e, "flush on revoke failed; the next owner re-reads the range")
             }
+            Err(e) => return Err(e),
         }
         for key in &keys {
             if let Some(i) = self.find(&key.0, key.1) {
@@ -673,31 +798,6 @@ impl Core {
         if let Err(e) = consumer.unassign() {
             tracing::error!(error = %e, "unassigning partitions failed");
         }
-        Ok(())
-    }
-}
-
-/// Exponential backoff of one lake operation.
-struct Backoff {
-    delay: Duration,
-    max: Duration,
-    give_up: Instant,
-    deadline: Option<Instant>,
-    attempt: u32,
-}
-
-impl Backoff {
-    /// Sleep before the next attempt, or give `error` back when the retry
-    /// window (or the shutdown deadline) would pass.
-    fn wait(&mut self, label: &str, error: LakeError) -> Result<(), LakeError> {
-        let next = Instant::now() + self.delay;
-        if next > self.give_up || self.deadline.is_some_and(|d| next > d) {
-            return Err(error);
-        }
-        tracing::warn!(partition = label, attempt = self.attempt, retry_in_ms = self.delay.as_millis() as u64, error = %error, "lake write failed; retrying");
-        std::thread::sleep(self.delay);
-        self.delay = (self.delay * 2).min(self.max);
-        self.attempt += 1;
         Ok(())
     }
 }

@@ -8,7 +8,7 @@
 use std::io::BufRead;
 use std::path::Path;
 
-use super::core::{Core, FlushError, IngestSummary, ReadOnce};
+use super::core::{Core, IngestSummary, ReadOnce};
 use super::run::{IngestError, load_plugin};
 use crate::lake::Lake;
 use crate::pipeline::Pipeline;
@@ -41,7 +41,7 @@ pub fn ingest_file(
     let wanted: Vec<(String, i32)> = (0..partitions.max(1) as i32)
         .map(|p| (topic.clone(), p))
         .collect();
-    let taken = core.take_partitions(&wanted)?;
+    let taken = core.take_partitions(&wanted, &ReadOnce)?;
     // where each partition resumes, and how many of its lines were dealt
     let mut offsets: Vec<(i64, i64)> = taken
         .iter()
@@ -64,21 +64,27 @@ pub fn ingest_file(
             return Ok(()); // in the lake already
         }
         let routed = core.on_message(&topic, p as i32, offset, None, payload)?;
+        // while a cycle is in flight, rows gather (up to the buffer cap)
         if let Some(i) = routed
+            && !core.cycle_open()
             && core.due(i, false)
         {
             let cycle = core.cycle();
-            flush(&mut core, &cycle)?;
+            core.flush(&cycle, &ReadOnce)?;
         }
-        if dealt.is_multiple_of(DEAL) && core.buffered_bytes() > max_buffer {
-            let all = core.non_empty();
-            flush(&mut core, &all)?;
+        if dealt.is_multiple_of(DEAL) {
+            core.collect(&ReadOnce)?;
+            if core.buffered_bytes() > max_buffer {
+                // waits for the cycle in flight: the backpressure
+                let all = core.non_empty();
+                core.flush(&all, &ReadOnce)?;
+            }
         }
         Ok(())
     })?;
     core.send_all_pending()?;
     let all = core.non_empty();
-    flush(&mut core, &all)?;
+    core.flush_now(&all, &ReadOnce)?;
     let mut summary = core.summary.clone();
     summary.busy_ms = Some(started.elapsed().as_millis() as u64);
     Ok(summary)
@@ -110,15 +116,5 @@ pub(crate) fn for_each_line(
         if !payload.is_empty() {
             each(payload)?;
         }
-    }
-}
-
-/// One flush cycle (failures of the lake end the run: there is no
-/// consumer to pause).
-fn flush(core: &mut Core, keys: &[super::core::PartitionKey]) -> Result<(), IngestError> {
-    match core.flush(keys, &ReadOnce) {
-        Ok(()) => Ok(()),
-        Err(FlushError::Gone(e)) => Err(e.into()),
-        Err(FlushError::Lake(e)) => Err(e.into()),
     }
 }

@@ -8,6 +8,8 @@
 //! - [`worker`]: the partition-parallel workers and their commands;
 //! - [`core`]: the coordinator: routing, flush cycles (files staged by the
 //!   workers, then one conditional commit), rebalances;
+//! - [`cycle`]: a staged cycle's uploads and commit, as a task on the
+//!   runtime, with retries;
 //! - [`run`]: the consume loop, rolling, draining, shutdown, the summary;
 //! - [`file`]: the same workers fed from a file of JSON lines;
 //! - [`produce`]: `weir produce`;
@@ -16,6 +18,7 @@ pub mod broker;
 mod buffer;
 pub mod control;
 mod core;
+mod cycle;
 mod file;
 pub mod produce;
 mod run;

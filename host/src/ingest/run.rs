@@ -71,6 +71,19 @@ pub enum IngestError {
     /// A worker stopped (a bug: it panicked).
     #[error(transparent)]
     Worker(#[from] WorkerGone),
+    /// The task uploading and committing a flush cycle stopped.
+    #[error("ingest: {0}")]
+    FlushTask(String),
+}
+
+impl From<FlushError> for IngestError {
+    fn from(e: FlushError) -> Self {
+        match e {
+            FlushError::Lake(e) => IngestError::Lake(e),
+            FlushError::Gone(e) => IngestError::Worker(e),
+            e @ FlushError::Task(_) => IngestError::FlushTask(e.to_string()),
+        }
+    }
 }
 
 /// Load the plugin a pipeline names (file path or object store URL).
@@ -196,7 +209,10 @@ pub fn ingest(
                     message.timestamp().to_millis(),
                     message.payload().unwrap_or_default(),
                 )?;
+                // while a cycle is in flight, rows gather (up to the buffer
+                // cap) and go with the next
                 if let Some(i) = routed
+                    && !c.cycle_open()
                     && c.due(i, false)
                 {
                     let cycle = c.cycle();
@@ -219,6 +235,8 @@ pub fn ingest(
         // a quiet poll or a sweep: every run gathered goes to its worker
         c.send_all_pending()?;
         c.serve_events(&consumer)?;
+        let collected = c.collect(&consumer);
+        paused_on(&mut c, collected, &consumer, &mut stall)?;
         if now.duration_since(last_sweep) < Duration::from_millis(100) {
             continue;
         }
@@ -240,11 +258,14 @@ pub fn ingest(
                 .ingest_paused
                 .store(u64::from(stall.is_some()), Ordering::Relaxed);
         }
-        let cycle = c.cycle();
-        if !cycle.is_empty() {
-            flush_or_pause(&mut c, &cycle, &consumer, &mut stall)?;
+        if c.retry_pending() || !c.cycle_open() {
+            let cycle = c.cycle();
+            if !cycle.is_empty() || c.retry_pending() {
+                flush_or_pause(&mut c, &cycle, &consumer, &mut stall)?;
+            }
         }
         if stall.is_none() && c.buffered_bytes() > cfg.max_buffer_bytes {
+            // waits for the cycle in flight: the backpressure
             tracing::debug!("buffer cap reached; flushing every partition in one cycle");
             let all = c.non_empty();
             flush_or_pause(&mut c, &all, &consumer, &mut stall)?;
@@ -270,10 +291,11 @@ pub fn ingest(
                 .filter(|t| !t.is_empty() && target(t).is_some_and(|high| t.routed_next >= high))
                 .map(|t| t.key.clone())
                 .collect();
-            if !ready.is_empty() {
+            if !ready.is_empty() && !c.cycle_open() {
                 flush_or_pause(&mut c, &ready, &consumer, &mut stall)?;
             }
             let done = !c.partitions.is_empty()
+                && !c.cycle_open()
                 && c.partitions.iter().all(|t| {
                     t.is_empty() && target(t).is_some_and(|high| t.committed_next >= high)
                 });
@@ -315,12 +337,12 @@ pub fn ingest(
     c.deadline = Some(Instant::now() + Duration::from_millis(cfg.shutdown_timeout_ms));
     c.send_all_pending()?;
     let keys = c.non_empty();
-    match c.flush(&keys, &consumer) {
+    match c.flush_now(&keys, &consumer) {
         Ok(()) => {}
-        Err(FlushError::Gone(e)) => return Err(e.into()),
-        Err(e) => {
+        Err(FlushError::Lake(e)) => {
             tracing::error!(error = %e, "final flush failed; the uncommitted ranges will be re-read")
         }
+        Err(e) => return Err(e.into()),
     }
     let mut summary = c.summary.clone();
     summary.busy_ms = first_message.map(|t| t.elapsed().as_millis() as u64);
@@ -342,16 +364,16 @@ fn swap_plugin(
     consumer: &BaseConsumer<WeirContext>,
     request: super::control::SwapRequest,
     control: &super::control::IngestControl,
-) -> Result<(), WorkerGone> {
-    match c.flush(keys, consumer) {
+) -> Result<(), IngestError> {
+    match c.flush_now(keys, consumer) {
         Ok(()) => {}
-        Err(FlushError::Gone(e)) => return Err(e),
-        Err(e) => {
+        Err(FlushError::Lake(e)) => {
             let _ = request.reply.send(Err(format!(
                 "the old version's rows could not be committed first ({e}); still running the old version"
             )));
             return Ok(());
         }
+        Err(e) => return Err(e.into()),
     }
     let reply = c.replace_runner(request.runner);
     if reply.is_ok() {
@@ -370,43 +392,54 @@ struct Stall {
     delay: Duration,
 }
 
-/// Flush partitions in one cycle. When the lake stays unreachable past the retry
-/// window, pause every assigned partition (the consumer keeps polling, so the
-/// group keeps this host and rebalances are served) and try again later with
-/// backoff; resume once a flush succeeds. Nothing is dropped: the buffers
-/// stay until committed.
+/// Flush partitions in one cycle (see [`paused_on`] for a refusal), unless
+/// consumption is paused and its next attempt is not due yet.
 fn flush_or_pause(
     c: &mut Core,
     keys: &[PartitionKey],
     consumer: &BaseConsumer<WeirContext>,
     stall: &mut Option<Stall>,
-) -> Result<(), WorkerGone> {
+) -> Result<(), IngestError> {
     if stall.as_ref().is_some_and(|s| Instant::now() < s.until) {
         return Ok(());
     }
+    let flushed = c.flush(keys, consumer);
+    paused_on(c, flushed, consumer, stall)
+}
+
+/// Act on how a flush cycle went. When the lake stays unreachable past the
+/// retry window, pause every assigned partition (the consumer keeps
+/// polling, so the group keeps this host and rebalances are served) and
+/// try again later with backoff; resume once a flush succeeds. Nothing is
+/// dropped: the refused cycle and the buffers stay until committed.
+fn paused_on(
+    c: &mut Core,
+    flushed: Result<(), FlushError>,
+    consumer: &BaseConsumer<WeirContext>,
+    stall: &mut Option<Stall>,
+) -> Result<(), IngestError> {
     let cfg = &c.pipeline.config.ingest;
     let (initial, max) = (
         Duration::from_millis(cfg.retry_initial_ms),
         Duration::from_millis(cfg.retry_max_ms),
     );
-    let assignment = consumer.assignment();
-    match c.flush(keys, consumer) {
+    match flushed {
         Ok(()) => {
-            if stall.take().is_some() {
-                if let Ok(tpl) = &assignment
-                    && let Err(e) = consumer.resume(tpl)
+            if stall.is_some() && !c.retry_pending() {
+                *stall = None;
+                if let Ok(tpl) = consumer.assignment()
+                    && let Err(e) = consumer.resume(&tpl)
                 {
                     tracing::error!(error = %e, "resuming consumption failed");
                 }
                 tracing::info!("lake reachable again; consumption resumed");
             }
         }
-        Err(FlushError::Gone(e)) => return Err(e),
         Err(FlushError::Lake(e)) => {
             let delay = stall.as_ref().map_or(initial, |s| (s.delay * 2).min(max));
             if stall.is_none() {
-                if let Ok(tpl) = &assignment
-                    && let Err(e) = consumer.pause(tpl)
+                if let Ok(tpl) = consumer.assignment()
+                    && let Err(e) = consumer.pause(&tpl)
                 {
                     tracing::error!(error = %e, "pausing consumption failed");
                 }
@@ -417,6 +450,7 @@ fn flush_or_pause(
                 delay,
             });
         }
+        Err(e) => return Err(e.into()),
     }
     Ok(())
 }

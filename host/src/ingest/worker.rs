@@ -33,7 +33,10 @@ pub(crate) enum Command {
         Vec<PartitionKey>,
         SyncSender<Result<Vec<Staged>, LakeError>>,
     ),
-    /// the tables stand here now for this partition; go on at the offset.
+    /// what this partition staged last is in the tables, which stand here.
+    Committed(PartitionKey, Resume),
+    /// another writer committed this partition first: drop what it holds,
+    /// the tables stand here, go on at the offset.
     Reset(PartitionKey, Resume, i64),
     /// run this plugin instance from now on.
     Swap(Box<PluginRunner>, SyncSender<Result<(), String>>),
@@ -200,7 +203,7 @@ fn work(
             Command::Assign(key, resume, next) => writer.assign(key, resume, next),
             Command::Remove(key) => writer.remove(&key),
             Command::Messages(key, messages) => {
-                if let Some(offset) = writer.take(&key, &messages) {
+                if let Some(offset) = writer.take(&key, messages) {
                     let _ = events.send(Event::Reread(key, offset));
                 }
             }
@@ -208,6 +211,7 @@ fn work(
             Command::Stage(keys, reply) => {
                 let _ = reply.send(writer.stage(&keys));
             }
+            Command::Committed(key, resume) => writer.committed(&key, resume),
             Command::Reset(key, resume, next) => writer.reset(&key, resume, next),
             Command::Swap(runner, reply) => {
                 let _ = reply.send(writer.replace_runner(pipeline, *runner));

@@ -2,9 +2,10 @@
 //! the partitions it owns. It decodes them against the declared schema,
 //! runs them through its own plugin instance in batches, and on request
 //! stages a partition's rows as Parquet files with that partition's share
-//! of the next Delta commit. It never touches the network: the coordinator
-//! ([`super::core`]) uploads and commits what it stages, then tells it where
-//! each partition now stands ([`Writer::reset`]).
+//! of the next Delta commit, and goes on taking messages. It never touches
+//! the network: the coordinator ([`super::core`]) uploads and commits what
+//! it stages, then tells it where each partition now stands
+//! ([`Writer::committed`], or [`Writer::reset`] when another writer won).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -163,7 +164,7 @@ impl Writer {
     /// is taken until the coordinator says the seek was made
     /// ([`Writer::seeked`]) and the expected offset arrives (or the gap
     /// comes back: then it is the log's own).
-    pub fn take(&mut self, key: &PartitionKey, messages: &RawMessages) -> Option<i64> {
+    pub fn take(&mut self, key: &PartitionKey, messages: RawMessages) -> Option<i64> {
         let batch_rows = self.batch_rows;
         let Some(buffer) = self.partitions.get_mut(key) else {
             tracing::debug!(partition = %format!("{}/{}", key.0, key.1), "messages of a partition this worker does not own; ignored");
@@ -189,7 +190,7 @@ impl Writer {
             // already (a crash between the two commits): a replay skips them
             let dead_done = buffer.resume.dead.is_some_and(|d| offset <= d);
             match buffer.decoder.push(payload) {
-                Ok(()) => buffer.decoded_raw.push(offset, timestamp, payload),
+                Ok(()) => buffer.decoded.push((buffer.runs.len() as u32, row as u32)),
                 Err(_) if dead_done => {}
                 Err(e) => buffer.dead.push(DeadLetter {
                     topic: buffer.topic.clone(),
@@ -202,8 +203,21 @@ impl Writer {
                 }),
             }
             if buffer.decoder.len() >= batch_rows {
-                run_plugin(&mut self.runner, buffer, self.metrics.as_deref());
+                run_plugin(
+                    &mut self.runner,
+                    buffer,
+                    Some(&messages),
+                    self.metrics.as_deref(),
+                );
             }
+        }
+        // kept while rows of it wait for the plugin
+        if buffer
+            .decoded
+            .last()
+            .is_some_and(|(run, _)| *run as usize == buffer.runs.len())
+        {
+            buffer.runs.push(messages);
         }
         reread
     }
@@ -221,9 +235,11 @@ impl Writer {
 
     /// Stage every partition of `keys` holding something: the rest of its
     /// rows through the plugin, then its data files (one per partition
-    /// value) and its dead-letter file, encoded in memory. The buffers keep
-    /// everything until [`Writer::reset`], so a failed upload or commit is
-    /// staged again.
+    /// value) and its dead-letter file, encoded in memory. Once all are
+    /// encoded, the buffers let go of what was staged and go on taking
+    /// messages: the coordinator holds the files until they are committed
+    /// ([`Writer::committed`]), or drops them when another writer won
+    /// ([`Writer::reset`]). When one fails to encode, nothing is let go.
     pub fn stage(&mut self, keys: &[PartitionKey]) -> Result<Vec<Staged>, LakeError> {
         let mut staged = Vec::new();
         for key in keys {
@@ -233,7 +249,7 @@ impl Writer {
             if buffer.is_empty() {
                 continue;
             }
-            run_plugin(&mut self.runner, buffer, self.metrics.as_deref());
+            run_plugin(&mut self.runner, buffer, None, self.metrics.as_deref());
             staged.push(encode(
                 key,
                 buffer,
@@ -243,11 +259,24 @@ impl Writer {
                 self.runner.output_schema().fields().len(),
             )?);
         }
+        for s in &staged {
+            if let Some(buffer) = self.partitions.get_mut(&s.key) {
+                buffer.detach();
+            }
+        }
         Ok(staged)
     }
 
-    /// The tables now stand at `resume` for `key`; consumption goes on at
-    /// `next_offset` (after a commit, or after another writer's).
+    /// What `key` staged last is in the tables, which now stand at `resume`.
+    pub fn committed(&mut self, key: &PartitionKey, resume: Resume) {
+        if let Some(buffer) = self.partitions.get_mut(key) {
+            buffer.committed(resume);
+        }
+    }
+
+    /// The tables stand at `resume` for `key` and what it holds is dropped
+    /// (another writer committed first); consumption goes on at
+    /// `next_offset`.
     pub fn reset(&mut self, key: &PartitionKey, resume: Resume, next_offset: i64) {
         if let Some(buffer) = self.partitions.get_mut(key) {
             buffer.reset(resume, next_offset);
@@ -310,8 +339,14 @@ fn admit(buffer: &mut PartitionBuffer, offset: i64) -> Admit {
     Admit::Reread(expected)
 }
 
-/// Run the decoded rows of one partition through the plugin.
-fn run_plugin(runner: &mut PluginRunner, buffer: &mut PartitionBuffer, metrics: Option<&Metrics>) {
+/// Run the decoded rows of one partition through the plugin; `taking` is
+/// the run being taken (not yet in `buffer.runs`), if any.
+fn run_plugin(
+    runner: &mut PluginRunner,
+    buffer: &mut PartitionBuffer,
+    taking: Option<&RawMessages>,
+    metrics: Option<&Metrics>,
+) {
     if buffer.decoder.is_empty() {
         return;
     }
@@ -330,7 +365,11 @@ fn run_plugin(runner: &mut PluginRunner, buffer: &mut PartitionBuffer, metrics: 
         match e.verdict {
             Verdict::Drop => buffer.dropped += 1,
             Verdict::Reject => {
-                let (offset, kafka_timestamp, payload) = buffer.decoded_raw.get(e.row);
+                let (run, row) = buffer.decoded[e.row];
+                let Some(messages) = buffer.runs.get(run as usize).or(taking) else {
+                    continue;
+                };
+                let (offset, kafka_timestamp, payload) = messages.get(row as usize);
                 if buffer.resume.dead.is_some_and(|d| offset <= d) {
                     continue;
                 }
@@ -346,7 +385,8 @@ fn run_plugin(runner: &mut PluginRunner, buffer: &mut PartitionBuffer, metrics: 
             }
         }
     }
-    buffer.decoded_raw.clear();
+    buffer.runs.clear();
+    buffer.decoded.clear();
     if processed.batch.num_rows() > 0 {
         buffer.kept_rows += processed.batch.num_rows();
         buffer.kept.push(processed.batch);
@@ -509,6 +549,41 @@ mod tests {
             assert_eq!(take(&mut b, offset), Admit::Take);
         }
         assert_eq!(b.read, 3);
+    }
+
+    #[test]
+    fn a_staged_partition_goes_on_from_where_it_stood() {
+        let mut b = buffer(Resume {
+            data: Some(9),
+            dead: None,
+        });
+        for offset in 10..=12 {
+            assert_eq!(take(&mut b, offset), Admit::Take);
+        }
+        b.detach();
+        assert!(b.is_empty());
+        assert_eq!(b.next_offset, 13);
+        assert_eq!(take(&mut b, 12), Admit::Skip, "staged already");
+        assert_eq!(take(&mut b, 13), Admit::Take);
+        assert_eq!((b.first_offset, b.read), (Some(13), 1));
+        // the staged rows are in: the next stage expects this version
+        b.committed(Resume {
+            data: Some(12),
+            dead: None,
+        });
+        assert_eq!(b.resume.data, Some(12));
+        assert_eq!(b.first_offset, Some(13), "what came after stays");
+        // another writer won: what came after the stage goes as well
+        b.reset(
+            Resume {
+                data: Some(20),
+                dead: None,
+            },
+            21,
+        );
+        assert!(b.is_empty());
+        assert_eq!(take(&mut b, 14), Admit::Skip);
+        assert_eq!(take(&mut b, 21), Admit::Take);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use serde::Serialize;
 
 use super::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, Status};
@@ -173,17 +174,22 @@ impl Orchestrator {
         metrics: Arc<Metrics>,
         stop: &tokio_util::sync::CancellationToken,
     ) -> Result<Option<Arc<Self>>, OrchestrateError> {
-        let mut delay = Duration::from_secs(1);
+        let max = Duration::from_secs(30);
+        let mut delays = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_secs(1))
+            .with_max_delay(max)
+            .without_max_times()
+            .build();
         loop {
             match Self::open(pipeline, metrics.clone()).await {
                 Ok(o) => return Ok(Some(o)),
                 Err(OrchestrateError::Checkpoint(e)) => {
+                    let delay = delays.next().unwrap_or(max);
                     tracing::error!(error = %e, retry_in_s = delay.as_secs(), "checkpoint store unreachable; retrying");
                     tokio::select! {
                         _ = stop.cancelled() => return Ok(None),
                         _ = tokio::time::sleep(delay) => {}
                     }
-                    delay = (delay * 2).min(Duration::from_secs(30));
                 }
                 Err(e) => return Err(e),
             }
@@ -543,13 +549,15 @@ impl Orchestrator {
 
     /// Exponential backoff with jitter for `attempt` (1-based).
     fn backoff(&self, attempt: u32) -> Duration {
-        let base = self
-            .config
-            .retry_initial_ms
-            .saturating_mul(1 << (attempt - 1).min(20))
-            .min(self.config.retry_max_ms);
-        let jitter = nonce() % (base / 2 + 1);
-        Duration::from_millis(base / 2 + jitter)
+        let max = Duration::from_millis(self.config.retry_max_ms);
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(self.config.retry_initial_ms))
+            .with_max_delay(max)
+            .with_jitter()
+            .without_max_times()
+            .build()
+            .nth(attempt.saturating_sub(1) as usize)
+            .unwrap_or(max)
     }
 
     /// Run every ready date once; `Busy` dates are queued again.

@@ -10,7 +10,8 @@
 //!
 //! Two phases, each timed from its first message to its end:
 //! 1. **decode only**: every message decoded into Arrow on one thread (from
-//!    Kafka after one unmeasured warm-up pass, or from the file);
+//!    Kafka after one unmeasured warm-up pass, or from the file; from a
+//!    file, once with each JSON parser, sonic-rs and serde_json);
 //! 2. **end to end**: ingest into a fresh local lake (decode, web-vitals
 //!    plugin, Parquet, Delta commits) with `--workers` workers.
 //!
@@ -27,7 +28,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
 use super::generate::{Generator, GeneratorOptions};
-use crate::decode::JsonDecoder;
+use crate::decode::{JsonDecoder, JsonParser};
 use crate::ingest::broker::EmbeddedBroker;
 use crate::ingest::produce::EventProducer;
 use crate::ingest::source::{METADATA_TIMEOUT, client_config};
@@ -65,8 +66,10 @@ pub struct IngestBenchReport {
     pub workers: usize,
     /// `ingest.max_buffer_bytes` of the end-to-end phase, MiB.
     pub max_buffer_mib: f64,
-    /// decoding alone, one thread.
+    /// decoding alone, one thread (the parser ingest uses: sonic-rs).
     pub decode_only: PhaseFigures,
+    /// the same with serde_json, from a file source (the reference).
+    pub decode_only_serde_json: Option<PhaseFigures>,
     /// source → decode → plugin → Parquet → commit.
     pub end_to_end: PhaseFigures,
 }
@@ -136,24 +139,34 @@ pub fn bench_ingest(
     load_plugin(&p, &engine, rt.handle())?;
     let workers = p.config.ingest.worker_count();
     let max_buffer_mib = p.config.ingest.max_buffer_bytes as f64 / (1 << 20) as f64;
-    let (source, input_bytes, baseline_rss_mib, decode_only, end_to_end) = match source {
+    let phases = match source {
         BenchSource::File(path) => file_phases(p, rt.handle(), path, workers)?,
         _ => kafka_phases(p, rt.handle(), source)?,
     };
     Ok(IngestBenchReport {
-        source,
-        input_bytes,
-        baseline_rss_mib,
+        source: phases.source,
+        input_bytes: phases.input_bytes,
+        baseline_rss_mib: phases.baseline_rss_mib,
         workers,
         max_buffer_mib,
-        decode_only,
-        end_to_end,
+        decode_only: phases.decode_only,
+        decode_only_serde_json: phases.decode_only_serde_json,
+        end_to_end: phases.end_to_end,
     })
 }
 
-/// What the two phases of one source measured: the source's label, its
-/// bytes, the baseline RSS, decode only, end to end.
-type Phases = (String, u64, f64, PhaseFigures, PhaseFigures);
+/// What the phases of one source measured.
+struct Phases {
+    /// the source's label.
+    source: String,
+    /// its bytes of JSON.
+    input_bytes: u64,
+    /// weir's RSS before the phases, MiB.
+    baseline_rss_mib: f64,
+    decode_only: PhaseFigures,
+    decode_only_serde_json: Option<PhaseFigures>,
+    end_to_end: PhaseFigures,
+}
 
 /// Both phases from a file of JSON lines.
 fn file_phases(
@@ -164,19 +177,22 @@ fn file_phases(
 ) -> Result<Phases, IngestError> {
     let baseline_rss_mib = rss_mib("VmRSS");
     reset_peak();
-    let (input_bytes, decode_only) = decode_file(&p, path)?;
+    let (input_bytes, decode_only) = decode_file(&p, path, JsonParser::Sonic)?;
+    reset_peak();
+    let (_, serde_json) = decode_file(&p, path, JsonParser::SerdeJson)?;
     reset_peak();
     let cpu = cpu_seconds();
     let summary = ingest_file(p, rt, path, workers)?;
     let seconds = summary.busy_ms.unwrap_or(0) as f64 / 1e3;
     let end_to_end = figures(summary.read, seconds, cpu);
-    Ok((
-        format!("file {}", path.display()),
+    Ok(Phases {
+        source: format!("file {}", path.display()),
         input_bytes,
         baseline_rss_mib,
         decode_only,
+        decode_only_serde_json: Some(serde_json),
         end_to_end,
-    ))
+    })
 }
 
 /// Both phases from Kafka: generated events on the embedded broker, or an
@@ -243,13 +259,14 @@ fn kafka_phases(
         .busy_ms
         .map_or_else(|| started.elapsed().as_secs_f64(), |ms| ms as f64 / 1e3);
     let end_to_end = figures(summary.read, seconds, cpu);
-    Ok((
-        format!("kafka {brokers} topic {topic}"),
+    Ok(Phases {
+        source: format!("kafka {brokers} topic {topic}"),
         input_bytes,
         baseline_rss_mib,
         decode_only,
+        decode_only_serde_json: None,
         end_to_end,
-    ))
+    })
 }
 
 /// Produce `events` synthetic events to the pipeline's topic; the bytes sent.
@@ -300,10 +317,15 @@ fn topic_extent(p: &Pipeline, brokers: &str, topic: &str) -> Result<(i32, u64), 
     Ok((partitions, events))
 }
 
-/// Decode every line of `path` on one thread: the bytes read and the figures.
-fn decode_file(p: &Pipeline, path: &Path) -> Result<(u64, PhaseFigures), IngestError> {
+/// Decode every line of `path` on one thread with `parser`: the bytes read
+/// and the figures.
+fn decode_file(
+    p: &Pipeline,
+    path: &Path,
+    parser: JsonParser,
+) -> Result<(u64, PhaseFigures), IngestError> {
     let batch_rows = p.config.ingest.batch_rows;
-    let mut decoder = JsonDecoder::new(&p.schema, batch_rows);
+    let mut decoder = JsonDecoder::with_parser(&p.schema, batch_rows, parser);
     let (mut events, mut rows) = (0u64, 0usize);
     let started = Instant::now();
     let cpu = cpu_seconds();

@@ -262,13 +262,17 @@ fn optimize_compacts_a_date_without_changing_aggregates_or_triggering_a_run() {
         None,
         "[ingest]\nflush_rows = 20\nbatch_rows = 20\n[warehouse]\nurl = \"sqlite://wh.db\"\n[checkpoints]\nurl = \"checkpoints\"\n",
     );
-    // one date, in 60 small files (one per flush of 20 events)
-    produce(
-        &rig.kafka.brokers,
-        "compact",
-        &batch_events("o", 1200, Some(0)),
-    );
-    rig.drain();
+    // one date in many small files: rounds of ingest (within one, rows
+    // gather while a flush cycle is in flight, so the files it makes depend
+    // on timing)
+    for round in 0..6 {
+        produce(
+            &rig.kafka.brokers,
+            "compact",
+            &batch_events(&format!("o{round}-"), 200, Some(0)),
+        );
+        rig.drain();
+    }
     let p = weir::pipeline::Pipeline::load(&rig.pipeline, &[]).unwrap();
     let files = |p: &weir::pipeline::Pipeline| {
         let mut lake = Lake::open(&p.config.lake, &p.config.name).unwrap();
@@ -282,7 +286,7 @@ fn optimize_compacts_a_date_without_changing_aggregates_or_triggering_a_run() {
     };
     let before = files(&p);
     let date = before[0].partition_value.clone().unwrap();
-    assert!(before.len() >= 50, "{} files", before.len());
+    assert!(before.len() >= 6, "{} files", before.len());
     assert!(
         before
             .iter()

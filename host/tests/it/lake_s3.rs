@@ -250,7 +250,7 @@ fn an_object_store_outage_pauses_ingest_without_loss() {
     let log = std::fs::read_to_string(dir.path().join("ingest.log")).unwrap();
     assert!(complete, "ingest did not catch up after the outage:\n{log}");
     assert!(
-        log.contains("lake write failed; retrying"),
+        log.contains("lake operation failed; retrying"),
         "no retry was logged:\n{log}"
     );
     // the outage outlasted the retry window: consumption paused, then resumed
