@@ -390,9 +390,18 @@ impl<'de> Visitor<'de> for RowSeed<'_, 'de> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let fields = self.schema.fields();
+        // keys usually come in the declared order: try the next field first
+        let mut guess = 0;
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            match fields.iter().position(|f| f.name == key) {
-                Some(i) => self.slots[i] = map.next_value_seed(SlotSeed)?,
+            let found = match fields.get(guess) {
+                Some(f) if f.name == key => Some(guess),
+                _ => fields.iter().position(|f| f.name == key),
+            };
+            match found {
+                Some(i) => {
+                    guess = i + 1;
+                    self.slots[i] = map.next_value_seed(SlotSeed)?
+                }
                 None => {
                     map.next_value::<IgnoredAny>()?;
                 }

@@ -21,7 +21,7 @@ use tokio::runtime::Handle;
 
 use super::buffer::RawMessages;
 use super::cycle::{Finished, Held, RetryPolicy, files_of, upload_and_commit};
-use super::worker::{Command, Event, StageError, WorkerGone, Workers};
+use super::worker::{Command, Event, StageError, StageReplies, WorkerGone, Workers};
 pub(crate) use super::writer::PartitionKey;
 use super::writer::{Counts, Writer};
 use crate::lake::{
@@ -124,6 +124,19 @@ impl From<StageError> for FlushError {
     }
 }
 
+/// A cycle the workers were asked to stage.
+struct Staging {
+    replies: StageReplies,
+    /// its partitions, each with its worker.
+    owned: Vec<(usize, PartitionKey)>,
+    /// per partition: the messages and bytes routed to it for this cycle.
+    read: Vec<(u64, usize)>,
+    /// all those bytes.
+    bytes: usize,
+    /// when the stage was asked for.
+    started: Instant,
+}
+
 /// What the coordinator knows of one assigned partition: its worker, the
 /// messages not yet sent to it, and what was read since its last stage.
 pub(crate) struct Track {
@@ -154,6 +167,8 @@ pub(crate) struct Core {
     pub pipeline: Pipeline,
     /// the lake (a cycle's task holds the lock while it uploads and commits).
     lake: Arc<tokio::sync::Mutex<Lake>>,
+    /// the cycle the workers are staging.
+    staging: Option<Staging>,
     /// the cycle staged and not yet committed (in flight, or refused).
     held: Option<Held>,
     /// the task uploading and committing `held`.
@@ -201,6 +216,7 @@ impl Core {
             },
             pipeline,
             lake: Arc::new(tokio::sync::Mutex::new(lake)),
+            staging: None,
             held: None,
             task: None,
             rt,
@@ -223,7 +239,7 @@ impl Core {
     pub fn replace_runner(&mut self, runner: PluginRunner) -> Result<String, String> {
         super::writer::partition_column(&self.pipeline, runner.output_schema())
             .map_err(|problem| format!("the new version: {problem}"))?;
-        if self.partitions.iter().any(|t| !t.is_empty()) || self.held.is_some() {
+        if self.partitions.iter().any(|t| !t.is_empty()) || self.cycle_open() {
             return Err("rows of the old version are still buffered".into());
         }
         let mut lake = self.rt.block_on(self.lake.lock());
@@ -259,17 +275,19 @@ impl Core {
     /// partitions, and those of the cycle not yet committed.
     pub fn buffered_bytes(&self) -> usize {
         let since_stage: usize = self.partitions.iter().map(|t| t.bytes).sum();
-        since_stage + self.held.as_ref().map_or(0, |h| h.bytes)
+        since_stage
+            + self.staging.as_ref().map_or(0, |s| s.bytes)
+            + self.held.as_ref().map_or(0, |h| h.bytes)
     }
 
     /// Whether a cycle the lake refused waits to be tried again.
     pub fn retry_pending(&self) -> bool {
-        self.task.is_none() && self.held.is_some()
+        self.staging.is_none() && self.task.is_none() && self.held.is_some()
     }
 
-    /// Whether a cycle is staged and not yet committed.
+    /// Whether a cycle is being staged, or staged and not yet committed.
     pub fn cycle_open(&self) -> bool {
-        self.held.is_some()
+        self.staging.is_some() || self.held.is_some()
     }
 
     /// The index of a partition assigned here.
@@ -411,9 +429,11 @@ impl Core {
 
     /// Start a flush cycle for the partitions `keys`. The cycle before it
     /// is settled first (waited for, and tried again if the lake refused
-    /// it); then their workers stage their files (all at once) and the
-    /// uploads and the commit go on in a task, while consumption goes on
-    /// ([`Core::collect`] applies the outcome, [`Core::settle`] waits).
+    /// it); then their workers are asked to stage their files (all at once,
+    /// each after the messages routed to it so far), and once they have,
+    /// the uploads and the commit go on in a task. Consumption goes on
+    /// meanwhile: [`Core::collect`] moves the cycle along, [`Core::settle`]
+    /// waits for it.
     pub fn flush(
         &mut self,
         keys: &[PartitionKey],
@@ -421,7 +441,7 @@ impl Core {
     ) -> Result<(), FlushError> {
         self.settle(consumer)?;
         let mut owned = Vec::with_capacity(keys.len());
-        let mut bytes = 0;
+        let mut read = Vec::with_capacity(keys.len());
         for key in keys {
             let Some(i) = self.find(&key.0, key.1) else {
                 continue;
@@ -430,25 +450,23 @@ impl Core {
                 continue;
             }
             self.send_pending(i)?;
-            bytes += self.partitions[i].bytes;
-            owned.push((self.partitions[i].worker, key.clone()));
+            let t = &self.partitions[i];
+            read.push((t.read, t.bytes));
+            owned.push((t.worker, key.clone()));
         }
         if owned.is_empty() {
             return Ok(());
         }
-        let started = Instant::now();
-        let staged = self.workers.stage(&owned)?;
-        // staged, or (nothing staged) every message a replay of the lake's
+        let replies = self.workers.stage(&owned)?;
+        // staged as of the command: what is routed from now on is the next
+        // cycle's (a worker that fails to stage gets its share back)
         self.clear(&owned);
-        if staged.is_empty() {
-            return Ok(());
-        }
-        let parts = staged.iter().map(|s| s.part.clone()).collect();
-        self.launch(Held {
-            staged,
-            parts,
-            bytes,
-            started,
+        self.staging = Some(Staging {
+            replies,
+            bytes: read.iter().map(|(_, b)| b).sum(),
+            owned,
+            read,
+            started: Instant::now(),
         });
         Ok(())
     }
@@ -463,18 +481,21 @@ impl Core {
         self.settle(consumer)
     }
 
-    /// Apply the outcome of the cycle in flight if it is done (no wait).
+    /// Move the open cycle along without waiting: launch its uploads and
+    /// commit once every worker staged, apply its outcome once committed.
     pub fn collect(&mut self, consumer: &impl Positions) -> Result<(), FlushError> {
+        self.staged(false)?;
         if self.task.as_ref().is_some_and(|t| t.is_finished()) {
             self.join(consumer)?;
         }
         Ok(())
     }
 
-    /// Wait for the cycle in flight and apply its outcome; a cycle the
-    /// lake refused earlier is tried again first. Afterwards no cycle is
-    /// open, or the error says why the lake refused it (it is kept).
+    /// Wait for the open cycle and apply its outcome; a cycle the lake
+    /// refused earlier is tried again first. Afterwards no cycle is open,
+    /// or the error says why the lake refused it (it is kept).
     pub fn settle(&mut self, consumer: &impl Positions) -> Result<(), FlushError> {
+        self.staged(true)?;
         if self.task.is_none() {
             match self.held.take() {
                 Some(held) => self.launch(held),
@@ -482,6 +503,57 @@ impl Core {
             }
         }
         self.join(consumer)
+    }
+
+    /// Gather the workers' stage answers (all of them with `wait`); once
+    /// every worker answered, upload and commit what they staged. A worker
+    /// that could not stage keeps its rows, and its partitions are counted
+    /// as read again (the next cycle takes them).
+    fn staged(&mut self, wait: bool) -> Result<(), FlushError> {
+        let Some(staging) = self.staging.as_mut() else {
+            return Ok(());
+        };
+        if !staging.replies.gather(wait) {
+            return Ok(());
+        }
+        let Some(staging) = self.staging.take() else {
+            return Ok(());
+        };
+        let Staging {
+            replies,
+            owned,
+            read,
+            bytes,
+            started,
+        } = staging;
+        let mut failure = None;
+        for (worker, error) in replies.failed {
+            for ((w, key), (messages, size)) in owned.iter().zip(&read) {
+                if *w != worker {
+                    continue;
+                }
+                if let Some(i) = self.find(&key.0, key.1) {
+                    let t = &mut self.partitions[i];
+                    t.read += messages;
+                    t.bytes += size;
+                    t.since.get_or_insert_with(Instant::now);
+                }
+            }
+            failure.get_or_insert(error);
+        }
+        if !replies.staged.is_empty() {
+            let parts = replies.staged.iter().map(|s| s.part.clone()).collect();
+            self.launch(Held {
+                staged: replies.staged,
+                parts,
+                bytes,
+                started,
+            });
+        }
+        match failure {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
     }
 
     /// Upload and commit `held` in a task on the runtime.

@@ -6,7 +6,7 @@
 //! [`Event`]. Commands to one worker are handled in the order sent, so a
 //! stage asked after some messages covers them.
 
-use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError, channel, sync_channel};
 use std::thread::JoinHandle;
 
 use super::buffer::RawMessages;
@@ -29,10 +29,7 @@ pub(crate) enum Command {
     /// the consumer was sent back as asked (`true`), or the seek failed.
     Seeked(PartitionKey, bool),
     /// stage these partitions' files.
-    Stage(
-        Vec<PartitionKey>,
-        SyncSender<Result<Vec<Staged>, LakeError>>,
-    ),
+    Stage(Vec<PartitionKey>, SyncSender<StageReply>),
     /// what this partition staged last is in the tables, which stand here.
     Committed(PartitionKey, Resume),
     /// another writer committed this partition first: drop what it holds,
@@ -41,6 +38,9 @@ pub(crate) enum Command {
     /// run this plugin instance from now on.
     Swap(Box<PluginRunner>, SyncSender<Result<(), String>>),
 }
+
+/// A worker's answer to a stage: what it staged, or why it could not.
+pub(crate) type StageReply = Result<Vec<Staged>, LakeError>;
 
 /// What a worker tells the coordinator unasked.
 pub(crate) enum Event {
@@ -114,9 +114,12 @@ impl Workers {
             .map_err(|_| WorkerGone(worker))
     }
 
-    /// Stage `keys`, each given with its worker, on every worker at once.
-    pub fn stage(&self, keys: &[(usize, PartitionKey)]) -> Result<Vec<Staged>, StageError> {
-        let mut replies = Vec::new();
+    /// Ask the workers holding `keys` (each given with its worker) to stage
+    /// them, all at once; each stages after the messages sent to it before
+    /// (and takes those sent after into the next cycle). The answers come
+    /// through the [`StageReplies`].
+    pub fn stage(&self, keys: &[(usize, PartitionKey)]) -> Result<StageReplies, WorkerGone> {
+        let mut pending = Vec::new();
         for worker in 0..self.senders.len() {
             let mine: Vec<PartitionKey> = keys
                 .iter()
@@ -128,21 +131,13 @@ impl Workers {
             }
             let (tx, rx) = sync_channel(1);
             self.send(worker, Command::Stage(mine, tx))?;
-            replies.push((worker, rx));
+            pending.push((worker, rx));
         }
-        let mut staged = Vec::new();
-        let mut failed = None;
-        for (worker, rx) in replies {
-            match rx.recv() {
-                Ok(Ok(s)) => staged.extend(s),
-                Ok(Err(e)) => failed = Some(StageError::Lake(e)),
-                Err(_) => failed = Some(StageError::Gone(WorkerGone(worker))),
-            }
-        }
-        match failed {
-            Some(e) => Err(e),
-            None => Ok(staged),
-        }
+        Ok(StageReplies {
+            pending,
+            staged: Vec::new(),
+            failed: Vec::new(),
+        })
     }
 
     /// Switch every worker to a new plugin version: `runners` holds one
@@ -177,6 +172,41 @@ impl Drop for Workers {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
+    }
+}
+
+/// The answers to a stage asked of several workers, as they come.
+pub(crate) struct StageReplies {
+    pending: Vec<(usize, Receiver<StageReply>)>,
+    /// what the workers that answered staged.
+    pub staged: Vec<Staged>,
+    /// the workers that could not stage, and why (their rows stay with them).
+    pub failed: Vec<(usize, StageError)>,
+}
+
+impl StageReplies {
+    /// Take the answers given so far, or (`wait`) wait for all of them.
+    /// Whether every worker answered.
+    pub fn gather(&mut self, wait: bool) -> bool {
+        let (staged, failed) = (&mut self.staged, &mut self.failed);
+        self.pending.retain(|(worker, rx)| {
+            let reply = if wait {
+                rx.recv().ok()
+            } else {
+                match rx.try_recv() {
+                    Ok(reply) => Some(reply),
+                    Err(TryRecvError::Empty) => return true,
+                    Err(TryRecvError::Disconnected) => None,
+                }
+            };
+            match reply {
+                Some(Ok(s)) => staged.extend(s),
+                Some(Err(e)) => failed.push((*worker, StageError::Lake(e))),
+                None => failed.push((*worker, StageError::Gone(WorkerGone(*worker)))),
+            }
+            false
+        });
+        self.pending.is_empty()
     }
 }
 
