@@ -111,8 +111,8 @@ pub(crate) enum FlushError {
     Gone(#[from] WorkerGone),
     /// The task uploading and committing a cycle stopped (the runtime shut
     /// down, or a bug).
-    #[error("the flush task stopped: {0}")]
-    Task(String),
+    #[error("the flush task stopped")]
+    Task(#[source] tokio::task::JoinError),
 }
 
 impl From<StageError> for FlushError {
@@ -131,10 +131,15 @@ struct Staging {
     owned: Vec<(usize, PartitionKey)>,
     /// per partition: the messages and bytes routed to it for this cycle.
     read: Vec<(u64, usize)>,
-    /// all those bytes.
-    bytes: usize,
     /// when the stage was asked for.
     started: Instant,
+}
+
+impl Staging {
+    /// The bytes of the messages it covers.
+    fn bytes(&self) -> usize {
+        self.read.iter().map(|(_, bytes)| bytes).sum()
+    }
 }
 
 /// What the coordinator knows of one assigned partition: its worker, the
@@ -158,6 +163,13 @@ impl Track {
     /// Whether anything was read since the last stage.
     pub fn is_empty(&self) -> bool {
         self.read == 0
+    }
+
+    /// Forget what was read since the last stage.
+    fn forget(&mut self) {
+        self.read = 0;
+        self.bytes = 0;
+        self.since = None;
     }
 }
 
@@ -276,7 +288,7 @@ impl Core {
     pub fn buffered_bytes(&self) -> usize {
         let since_stage: usize = self.partitions.iter().map(|t| t.bytes).sum();
         since_stage
-            + self.staging.as_ref().map_or(0, |s| s.bytes)
+            + self.staging.as_ref().map_or(0, Staging::bytes)
             + self.held.as_ref().map_or(0, |h| h.bytes)
     }
 
@@ -404,9 +416,10 @@ impl Core {
 
     /// The partitions a flush cycle takes: every one due, plus those past
     /// half their age limit (they ride along instead of costing a commit
-    /// of their own soon after). Empty when none is due.
+    /// of their own soon after). Empty when none is due, or while a cycle
+    /// is open (rows gather, up to the buffer cap, and go with the next).
     pub fn cycle(&self) -> Vec<PartitionKey> {
-        if !(0..self.partitions.len()).any(|i| self.due(i, true)) {
+        if self.cycle_open() || !(0..self.partitions.len()).any(|i| self.due(i, true)) {
             return Vec::new();
         }
         let half = Duration::from_millis(self.pipeline.config.ingest.flush_age_ms / 2);
@@ -416,6 +429,15 @@ impl Core {
             .filter(|(i, t)| self.due(*i, true) || t.since.is_some_and(|s| s.elapsed() >= half))
             .map(|(_, t)| t.key.clone())
             .collect()
+    }
+
+    /// The cycle to start after a message of partition `i`: empty unless
+    /// it is due by count or size (no clock read) and no cycle is open.
+    pub fn rolling(&self, i: usize) -> Vec<PartitionKey> {
+        if self.cycle_open() || !self.due(i, false) {
+            return Vec::new();
+        }
+        self.cycle()
     }
 
     /// Every partition holding something.
@@ -463,7 +485,6 @@ impl Core {
         self.clear(&owned);
         self.staging = Some(Staging {
             replies,
-            bytes: read.iter().map(|(_, b)| b).sum(),
             owned,
             read,
             started: Instant::now(),
@@ -510,20 +531,18 @@ impl Core {
     /// that could not stage keeps its rows, and its partitions are counted
     /// as read again (the next cycle takes them).
     fn staged(&mut self, wait: bool) -> Result<(), FlushError> {
-        let Some(staging) = self.staging.as_mut() else {
+        let answered = self
+            .staging
+            .as_mut()
+            .is_some_and(|staging| staging.replies.gather(wait));
+        let Some(staging) = self.staging.take_if(|_| answered) else {
             return Ok(());
         };
-        if !staging.replies.gather(wait) {
-            return Ok(());
-        }
-        let Some(staging) = self.staging.take() else {
-            return Ok(());
-        };
+        let bytes = staging.bytes();
         let Staging {
             replies,
             owned,
             read,
-            bytes,
             started,
         } = staging;
         let mut failure = None;
@@ -584,10 +603,7 @@ impl Core {
         let Some(task) = self.task.take() else {
             return Ok(());
         };
-        let finished = self
-            .rt
-            .block_on(task)
-            .map_err(|e| FlushError::Task(e.to_string()))?;
+        let finished = self.rt.block_on(task).map_err(FlushError::Task)?;
         let Some(mut held) = self.held.take() else {
             return Ok(());
         };
@@ -667,9 +683,7 @@ impl Core {
                     t.committed_next = next;
                     t.routed_next = next;
                     t.pending = RawMessages::default();
-                    t.read = 0;
-                    t.bytes = 0;
-                    t.since = None;
+                    t.forget();
                     let worker = t.worker;
                     self.workers
                         .send(worker, Command::Reset(s.key.clone(), resume, next))?;
@@ -699,10 +713,7 @@ impl Core {
     fn clear(&mut self, owned: &[(usize, PartitionKey)]) {
         for (_, key) in owned {
             if let Some(i) = self.find(&key.0, key.1) {
-                let t = &mut self.partitions[i];
-                t.read = 0;
-                t.bytes = 0;
-                t.since = None;
+                self.partitions[i].forget();
             }
         }
     }

@@ -66,13 +66,11 @@ pub fn ingest_file(
             return Ok(()); // in the lake already
         }
         let routed = core.on_message(&topic, p as i32, offset, None, payload)?;
-        // while a cycle is in flight, rows gather (up to the buffer cap)
-        if let Some(i) = routed
-            && !core.cycle_open()
-            && core.due(i, false)
-        {
-            let cycle = core.cycle();
-            core.flush(&cycle, &ReadOnce)?;
+        if let Some(i) = routed {
+            let cycle = core.rolling(i);
+            if !cycle.is_empty() {
+                core.flush(&cycle, &ReadOnce)?;
+            }
         }
         if dealt.is_multiple_of(DEAL) {
             core.collect(&ReadOnce)?;

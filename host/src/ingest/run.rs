@@ -72,8 +72,8 @@ pub enum IngestError {
     #[error(transparent)]
     Worker(#[from] WorkerGone),
     /// The task uploading and committing a flush cycle stopped.
-    #[error("ingest: {0}")]
-    FlushTask(String),
+    #[error("ingest: the flush task stopped")]
+    FlushTask(#[source] tokio::task::JoinError),
 }
 
 impl From<FlushError> for IngestError {
@@ -81,7 +81,7 @@ impl From<FlushError> for IngestError {
         match e {
             FlushError::Lake(e) => IngestError::Lake(e),
             FlushError::Gone(e) => IngestError::Worker(e),
-            e @ FlushError::Task(_) => IngestError::FlushTask(e.to_string()),
+            FlushError::Task(e) => IngestError::FlushTask(e),
         }
     }
 }
@@ -209,14 +209,11 @@ pub fn ingest(
                     message.timestamp().to_millis(),
                     message.payload().unwrap_or_default(),
                 )?;
-                // while a cycle is in flight, rows gather (up to the buffer
-                // cap) and go with the next
-                if let Some(i) = routed
-                    && !c.cycle_open()
-                    && c.due(i, false)
-                {
-                    let cycle = c.cycle();
-                    flush_or_pause(&mut c, &cycle, &consumer, &mut stall)?;
+                if let Some(i) = routed {
+                    let cycle = c.rolling(i);
+                    if !cycle.is_empty() {
+                        flush_or_pause(&mut c, &cycle, &consumer, &mut stall)?;
+                    }
                 }
                 if unswept < SWEEP_EVERY {
                     continue;
@@ -258,11 +255,9 @@ pub fn ingest(
                 .ingest_paused
                 .store(u64::from(stall.is_some()), Ordering::Relaxed);
         }
-        if c.retry_pending() || !c.cycle_open() {
-            let cycle = c.cycle();
-            if !cycle.is_empty() || c.retry_pending() {
-                flush_or_pause(&mut c, &cycle, &consumer, &mut stall)?;
-            }
+        let cycle = c.cycle();
+        if !cycle.is_empty() || c.retry_pending() {
+            flush_or_pause(&mut c, &cycle, &consumer, &mut stall)?;
         }
         if stall.is_none() && c.buffered_bytes() > cfg.max_buffer_bytes {
             // waits for the cycle in flight: the backpressure
