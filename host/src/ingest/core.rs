@@ -283,8 +283,9 @@ impl Core {
         Ok(digest)
     }
 
-    /// Bytes read and not yet committed: since the last stage over all
-    /// partitions, and those of the cycle not yet committed.
+    /// Memory held for what is not yet committed: the messages read since
+    /// the last stage over all partitions, those of the cycle being staged,
+    /// and the files of the cycle staged and not yet committed.
     pub fn buffered_bytes(&self) -> usize {
         let since_stage: usize = self.partitions.iter().map(|t| t.bytes).sum();
         since_stage
@@ -538,7 +539,6 @@ impl Core {
         let Some(staging) = self.staging.take_if(|_| answered) else {
             return Ok(());
         };
-        let bytes = staging.bytes();
         let Staging {
             replies,
             owned,
@@ -562,6 +562,14 @@ impl Core {
         }
         if !replies.staged.is_empty() {
             let parts = replies.staged.iter().map(|s| s.part.clone()).collect();
+            // the messages are gone from the workers once staged: what the
+            // cycle holds from here on is its files
+            let bytes = replies
+                .staged
+                .iter()
+                .flat_map(|s| &s.files)
+                .map(|f| f.bytes.len())
+                .sum();
             self.launch(Held {
                 staged: replies.staged,
                 parts,

@@ -91,7 +91,8 @@ pub(crate) struct Held {
     /// each partition's share of the commit, as the last attempt left it
     /// (a committed dead-letter half is not committed twice).
     pub parts: Vec<PartitionFlush>,
-    /// the messages' bytes (counted against `ingest.max_buffer_bytes`).
+    /// the bytes of its files, held until the commit (counted against
+    /// `ingest.max_buffer_bytes`; the messages behind them are gone).
     pub bytes: usize,
     /// when the cycle was staged.
     pub started: Instant,

@@ -26,6 +26,7 @@ use deltalake::kernel::transaction::{
 use deltalake::kernel::{Action, Add, Remove, StructType, Transaction};
 use deltalake::logstore::LogStoreRef;
 use deltalake::protocol::{DeltaOperation, OutputMode, SaveMode};
+use deltalake::table::config::TablePropertiesExt;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError, TableProperty};
 use object_store::ObjectStore;
 use serde_json::{Value, json};
@@ -495,11 +496,22 @@ impl Table {
         metadata: Vec<(String, Value)>,
         retries: usize,
     ) -> Result<Option<i64>, LakeError> {
+        // what this commit sets, to keep the `txn` cache without reading the
+        // commit back (one GET per commit on an object store)
+        let committed: Vec<(String, i64)> =
+            txns.iter().map(|t| (t.app_id.clone(), t.version)).collect();
+        let state = self.table.snapshot().map_err(|e| self.fail(e))?.clone();
+        // delta-rs lists the whole `_delta_log` after every commit to expire
+        // old entries: a request that grows with the log, on the commit's
+        // path. Expire them when a checkpoint is written instead (as Spark
+        // does), under the table's own `delta.enableExpiredLogCleanup`.
+        let interval = state.table_config().checkpoint_interval().get();
+        let checkpoint_due = (state.version() + 2).is_multiple_of(interval);
         let properties = CommitProperties::default()
             .with_metadata(metadata)
             .with_application_transactions(txns)
-            .with_max_retries(retries);
-        let state = self.table.snapshot().map_err(|e| self.fail(e))?.clone();
+            .with_max_retries(retries)
+            .with_cleanup_expired_logs((!checkpoint_due).then_some(false));
         let result = CommitBuilder::from(properties)
             .with_actions(actions)
             .build(Some(&state), self.table.log_store(), operation)
@@ -508,6 +520,14 @@ impl Table {
             Ok(done) => {
                 let version = done.version() as i64;
                 self.table.state = Some(done.snapshot());
+                if self.txns_at == Some(version - 1) {
+                    // no other writer committed in between: the cache moves
+                    // by exactly what this commit set
+                    for (app_id, v) in committed {
+                        self.txns.insert(app_id, Some(v));
+                    }
+                    self.txns_at = Some(version);
+                }
                 Ok(Some(version))
             }
             Err(DeltaTableError::Transaction {
