@@ -88,7 +88,7 @@ impl Column {
     }
 
     /// Whether row `row` holds a value.
-    #[inline]
+    #[inline(always)]
     pub fn is_valid(&self, row: usize) -> bool {
         match &self.validity {
             None => true,
@@ -147,7 +147,7 @@ impl Batch {
     }
 
     /// The value of `field` in row `row`, `None` when null.
-    #[inline]
+    #[inline(always)]
     pub fn get<K: Kind>(&self, field: FieldRef<K>, row: usize) -> Option<K::Value<'_>> {
         let column = &self.columns[field.index()];
         if column.is_valid(row) {

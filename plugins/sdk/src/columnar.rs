@@ -27,19 +27,17 @@ pub struct Columns {
 impl Columns {
     /// Plan `output` against `input`: every output column whose name is an
     /// input column of the same type passes through; the others are
-    /// computed. An input column that is nullable cannot pass through to a
-    /// non-nullable output column (compute it instead).
+    /// computed. An input column that is nullable does not pass through to
+    /// a non-nullable output column: that one is computed too (see
+    /// [`Columns::passes_through`]), so a null never reaches the output.
     pub fn plan(input: &Schema, output: &Schema) -> Result<Self, String> {
         let mut sources = Vec::with_capacity(output.fields.len());
         for field in &output.fields {
             let source = match input.index_of(&field.name) {
-                Some(i) if input.fields[i].ty == field.ty => {
-                    if input.fields[i].nullable && !field.nullable {
-                        return Err(format!(
-                            "output field `{}` is not nullable but the input field is: compute it with Columns::computed",
-                            field.name
-                        ));
-                    }
+                Some(i)
+                    if input.fields[i].ty == field.ty
+                        && (field.nullable || !input.fields[i].nullable) =>
+                {
                     Some(i)
                 }
                 _ => None,
@@ -73,6 +71,12 @@ impl Columns {
         self.sources.get(index).is_some_and(Option::is_some)
     }
 
+    /// Whether the output column of `field` passes through (the plugin
+    /// pushes no values to it).
+    pub fn passes<K: Kind>(&self, field: FieldRef<K>) -> bool {
+        self.passes_through(field.index())
+    }
+
     /// Start the answer to `batch`.
     pub fn output(&self, batch: Batch) -> ColumnarOutput<'_> {
         let rows = batch.num_rows();
@@ -86,9 +90,11 @@ impl Columns {
         ColumnarOutput {
             plan: self,
             batch,
-            computed,
-            verdicts: Verdicts::default(),
-            pushed_to_pass_through: false,
+            answer: Answer {
+                computed,
+                verdicts: Verdicts::default(),
+                pushed_to_pass_through: false,
+            },
         }
     }
 }
@@ -98,21 +104,24 @@ impl Columns {
 pub struct ColumnarOutput<'a> {
     plan: &'a Columns,
     batch: Batch,
+    answer: Answer,
+}
+
+/// The computed columns and the exclusions of a [`ColumnarOutput`]. Borrowed
+/// apart from the input with [`ColumnarOutput::split`], so a value read from
+/// the input can be pushed as it is, without a copy first.
+#[derive(Debug)]
+pub struct Answer {
     computed: Vec<Option<ColumnBuilder>>,
     verdicts: Verdicts,
     /// a value was pushed to a column that passes through: `finish` fails.
     pushed_to_pass_through: bool,
 }
 
-impl ColumnarOutput<'_> {
-    /// The input batch (read it while building the answer).
-    pub fn input(&self) -> &Batch {
-        &self.batch
-    }
-
+impl Answer {
     /// Append the value of a computed column for the next kept row.
     /// Pushing to a pass-through column is an error reported by `finish`.
-    #[inline]
+    #[inline(always)]
     pub fn push<K: Kind>(&mut self, field: FieldRef<K>, value: Option<K::Value<'_>>) {
         match self.computed.get_mut(field.index()) {
             Some(Some(c)) => c.push::<K>(value),
@@ -129,23 +138,58 @@ impl ColumnarOutput<'_> {
     pub fn reject_row(&mut self, row: usize, reason: &str) {
         self.verdicts.exclude(row, Verdict::Reject, reason);
     }
+}
+
+impl ColumnarOutput<'_> {
+    /// The input batch (read it while building the answer).
+    pub fn input(&self) -> &Batch {
+        &self.batch
+    }
+
+    /// The input and the answer, borrowed apart: push values read from the
+    /// input while it is borrowed.
+    pub fn split(&mut self) -> (&Batch, &mut Answer) {
+        (&self.batch, &mut self.answer)
+    }
+
+    /// Append the value of a computed column for the next kept row.
+    /// Pushing to a pass-through column is an error reported by `finish`.
+    #[inline(always)]
+    pub fn push<K: Kind>(&mut self, field: FieldRef<K>, value: Option<K::Value<'_>>) {
+        self.answer.push(field, value);
+    }
+
+    /// Drop input row `row` with `reason` (e.g. `bot`).
+    pub fn drop_row(&mut self, row: usize, reason: &str) {
+        self.answer.drop_row(row, reason);
+    }
+
+    /// Reject input row `row` with `reason`; it goes to the dead letters.
+    pub fn reject_row(&mut self, row: usize, reason: &str) {
+        self.answer.reject_row(row, reason);
+    }
 
     /// Finish: pass-through columns keep the rows not excluded; every
     /// computed column must have one value per kept row.
     pub fn finish(self) -> Result<Output, String> {
         let rows = self.batch.num_rows();
-        if self.pushed_to_pass_through {
+        let Answer {
+            computed,
+            verdicts,
+            pushed_to_pass_through,
+        } = self.answer;
+        if pushed_to_pass_through {
             return Err("a value was pushed to a pass-through column".into());
         }
-        let kept = self.verdicts.kept_ranges(rows)?;
-        let kept_rows = rows - self.verdicts.len();
+        let kept = verdicts.kept_ranges(rows)?;
+        let kept_rows = rows - verdicts.len();
         let mut inputs: Vec<Option<Column>> = self.batch.columns.into_iter().map(Some).collect();
         let mut uses = vec![0usize; inputs.len()];
         for source in self.plan.sources.iter().flatten() {
             uses[*source] += 1;
         }
         let mut columns = Vec::with_capacity(self.plan.sources.len());
-        for ((i, source), computed) in self.plan.sources.iter().enumerate().zip(self.computed) {
+        for ((i, source), computed) in self.plan.sources.iter().enumerate().zip(computed) {
             let column = match (source, computed) {
                 (Some(source), _) => {
                     uses[*source] -= 1;
@@ -174,7 +218,7 @@ impl ColumnarOutput<'_> {
             };
             columns.push(column);
         }
-        self.verdicts.answer(Batch {
+        verdicts.answer(Batch {
             num_rows: kept_rows,
             columns,
         })
@@ -284,6 +328,18 @@ mod tests {
         assert_eq!(got, [Some("fast"), None, Some("fast")]);
         assert_eq!(answer.exclusion_of(2), Some((Verdict::Reject, "negative")));
         assert_eq!(answer.exclusion_of(4), Some((Verdict::Drop, "no metric")));
+    }
+
+    #[test]
+    fn a_nullable_input_column_is_computed_for_a_non_nullable_output() {
+        let (schema, _) = input();
+        let output = Schema::new(vec![
+            Field::new("id", FieldType::String, false),
+            Field::new("tti", FieldType::Float64, false),
+        ]);
+        let plan = Columns::plan(&schema, &output).unwrap();
+        assert!(plan.passes(output.field::<Str>("id").unwrap()));
+        assert!(!plan.passes(output.field::<F64>("tti").unwrap()));
     }
 
     #[test]

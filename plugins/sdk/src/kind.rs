@@ -25,14 +25,14 @@ macro_rules! primitive_kind {
         impl Kind for $marker {
             const TYPE: FieldType = FieldType::$field;
             type Value<'a> = $ty;
-            #[inline]
+            #[inline(always)]
             fn get(values: &ColumnValues, row: usize) -> $ty {
                 match values {
                     ColumnValues::$variant(v) => v[row],
                     other => wrong_kind(FieldType::$field, other),
                 }
             }
-            #[inline]
+            #[inline(always)]
             fn push(values: &mut ColumnValues, value: Option<$ty>) {
                 match values {
                     ColumnValues::$variant(v) => v.push(value.unwrap_or_default()),
@@ -88,7 +88,7 @@ pub struct Str;
 impl Kind for Str {
     const TYPE: FieldType = FieldType::String;
     type Value<'a> = &'a str;
-    #[inline]
+    #[inline(always)]
     fn get(values: &ColumnValues, row: usize) -> &str {
         match values {
             ColumnValues::String { offsets, data } => {
@@ -101,7 +101,7 @@ impl Kind for Str {
             other => wrong_kind(FieldType::String, other),
         }
     }
-    #[inline]
+    #[inline(always)]
     fn push(values: &mut ColumnValues, value: Option<&str>) {
         match values {
             ColumnValues::String { offsets, data } => {

@@ -39,7 +39,7 @@ pub mod __export;
 pub mod bindings;
 
 pub use batch::{Batch, Column, ColumnValues};
-pub use columnar::{ColumnarOutput, Columns};
+pub use columnar::{Answer, ColumnarOutput, Columns};
 pub use config::Config;
 pub use kind::{Bool, Date, F64, I64, Kind, Str, TimestampMs};
 pub use output::{BatchBuilder, Exclusion, Output, OutputBuilder, Verdict};

@@ -35,7 +35,7 @@ impl ColumnBuilder {
     }
 
     /// Append a value (or a null).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn push<K: Kind>(&mut self, value: Option<K::Value<'_>>) {
         if self.len & 7 == 0 {
             self.validity.push(0);
@@ -70,7 +70,7 @@ impl BatchBuilder {
     }
 
     /// Append a value (or a null) to the column of `field`.
-    #[inline]
+    #[inline(always)]
     pub fn push<K: Kind>(&mut self, field: FieldRef<K>, value: Option<K::Value<'_>>) {
         self.columns[field.index()].push::<K>(value);
     }

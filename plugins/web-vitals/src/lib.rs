@@ -16,7 +16,6 @@ struct Input {
     page_url: FieldRef<Str>,
     tti_ms: FieldRef<F64>,
     ttar_ms: FieldRef<F64>,
-    session_id: FieldRef<Str>,
     user_agent: FieldRef<Str>,
     country: FieldRef<Str>,
 }
@@ -32,7 +31,6 @@ struct Out {
     ttar_ms: FieldRef<F64>,
     device_class: FieldRef<Str>,
     country: FieldRef<Str>,
-    session_id: FieldRef<Str>,
     user_agent: FieldRef<Str>,
 }
 
@@ -40,10 +38,15 @@ struct Out {
 pub struct WebVitals {
     input: Input,
     out: Out,
-    schema: Schema,
+    /// `event_id`, `timestamp` and `session_id` pass through unchanged
+    /// (when the input declares them as the output does); the rest is
+    /// computed.
+    columns: Columns,
+    /// whether `event_id` and `timestamp` are pushed (the input declares
+    /// them nullable, the output does not).
+    push_ids: bool,
     url: String,
     group: String,
-    user_agent: String,
 }
 
 /// The input schema the plugin is written for (extra fields are ignored).
@@ -88,10 +91,11 @@ impl Plugin for WebVitals {
             page_url: input.field("page_url")?,
             tti_ms: input.field("tti_ms")?,
             ttar_ms: input.field("ttar_ms")?,
-            session_id: input.field("session_id")?,
             user_agent: input.field("user_agent")?,
             country: input.field("country")?,
         };
+        // passed through, so only its presence and type are checked
+        input.field::<Str>("session_id")?;
         let out = Out {
             event_id: schema.field("event_id")?,
             timestamp: schema.field("timestamp")?,
@@ -102,23 +106,37 @@ impl Plugin for WebVitals {
             ttar_ms: schema.field("ttar_ms")?,
             device_class: schema.field("device_class")?,
             country: schema.field("country")?,
-            session_id: schema.field("session_id")?,
             user_agent: schema.field("user_agent")?,
         };
+        let mut columns = Columns::plan(input, &schema)?
+            .computed("event_date")?
+            .computed("page_url")?
+            .computed("page_group")?
+            .computed("device_class")?
+            .computed("tti_ms")?
+            .computed("ttar_ms")?
+            .computed("country")?
+            .computed("user_agent")?;
+        // session_id is nullable on both sides, so it always passes through
+        let push_ids = !columns.passes(out.event_id) || !columns.passes(out.timestamp);
+        if push_ids {
+            columns = columns.computed("event_id")?.computed("timestamp")?;
+        }
         let plugin = WebVitals {
             input: inp,
             out,
-            schema: schema.clone(),
+            columns,
+            push_ids,
             url: String::new(),
             group: String::new(),
-            user_agent: String::new(),
         };
         Ok((plugin, schema))
     }
 
     fn process(&mut self, batch: Batch) -> Result<Output, String> {
         let (i, o) = (&self.input, &self.out);
-        let mut out = OutputBuilder::new(&self.schema, batch.num_rows());
+        let mut output = self.columns.output(batch);
+        let (batch, out) = output.split();
         for row in 0..batch.num_rows() {
             let (Some(event_id), Some(timestamp), Some(page_url)) = (
                 batch.get(i.event_id, row),
@@ -129,12 +147,7 @@ impl Plugin for WebVitals {
                 continue;
             };
             let user_agent = batch.get(i.user_agent, row).filter(|ua| !ua.is_empty());
-            let traits = user_agent.map(|ua| {
-                self.user_agent.clear();
-                self.user_agent.push_str(ua);
-                self.user_agent.make_ascii_lowercase();
-                rules::scan_user_agent(&self.user_agent)
-            });
+            let traits = user_agent.map(rules::scan_user_agent);
             if traits.is_some_and(|t| t.bot) {
                 out.drop_row(row, "bot");
                 continue;
@@ -153,8 +166,10 @@ impl Plugin for WebVitals {
             let country = country
                 .as_ref()
                 .map(|c| std::str::from_utf8(c).expect("ASCII letters"));
-            out.push(o.event_id, Some(event_id));
-            out.push(o.timestamp, Some(timestamp));
+            if self.push_ids {
+                out.push(o.event_id, Some(event_id));
+                out.push(o.timestamp, Some(timestamp));
+            }
             out.push(o.event_date, Some(rules::event_date(timestamp)));
             out.push(o.page_url, Some(self.url.as_str()));
             out.push(o.page_group, Some(self.group.as_str()));
@@ -162,10 +177,9 @@ impl Plugin for WebVitals {
             out.push(o.ttar_ms, ttar);
             out.push(o.device_class, Some(rules::device_class_of(traits)));
             out.push(o.country, country);
-            out.push(o.session_id, batch.get(i.session_id, row));
             out.push(o.user_agent, user_agent);
         }
-        out.finish()
+        output.finish()
     }
 }
 

@@ -19,14 +19,25 @@ pub struct UserAgentTraits {
     pub mobile: bool,
 }
 
-/// Scan a lower-cased user agent once for every marker the rules use (one
-/// pass instead of nine substring searches: this is the plugin's hot loop).
-pub fn scan_user_agent(user_agent_lower: &str) -> UserAgentTraits {
-    let b = user_agent_lower.as_bytes();
+/// Scan a user agent once, ignoring ASCII case, for every marker the rules
+/// use (one pass instead of nine substring searches, and no lower-cased
+/// copy: this is the plugin's hot loop).
+///
+/// Every marker is ASCII letters, and `byte | 0x20` equals a lower-case
+/// letter exactly when `byte` is that letter in either case, so comparing
+/// through it is an exact ASCII-case-insensitive match.
+pub fn scan_user_agent(user_agent: &str) -> UserAgentTraits {
+    let b = user_agent.as_bytes();
     let mut t = UserAgentTraits::default();
     for i in 0..b.len() {
+        // most bytes start no marker: one table load skips them (a `match`
+        // on the byte is a jump table per byte, slow as Wasm)
+        let first = MARKER_START[b[i] as usize];
+        if first == 0 {
+            continue;
+        }
         let rest = &b[i..];
-        match b[i] {
+        match first {
             b'b' => t.bot |= has(rest, b"bot"),
             b'c' => t.bot |= has(rest, b"crawler"),
             b's' => t.bot |= has(rest, b"spider"),
@@ -44,17 +55,37 @@ pub fn scan_user_agent(user_agent_lower: &str) -> UserAgentTraits {
     t
 }
 
-/// `rest` starts with `needle` (whose first byte the caller matched); the
-/// second byte is compared first, which rejects most candidates without a
-/// slice comparison.
+/// Per byte: the lower-case first letter of a marker it starts (either
+/// case), or 0.
+static MARKER_START: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let letters = *b"bcshitma";
+    let mut i = 0;
+    while i < letters.len() {
+        let l = letters[i];
+        table[l as usize] = l;
+        table[l.to_ascii_uppercase() as usize] = l;
+        i += 1;
+    }
+    table
+};
+
+/// `rest` starts with `needle` (lower-case letters, the first one matched
+/// by the caller), ignoring ASCII case; the second byte is compared first,
+/// which rejects most candidates without a loop.
 #[inline(always)]
 fn has(rest: &[u8], needle: &[u8]) -> bool {
-    rest.len() >= needle.len() && rest[1] == needle[1] && rest[..needle.len()] == *needle
+    rest.len() >= needle.len()
+        && rest[1] | 0x20 == needle[1]
+        && rest[..needle.len()]
+            .iter()
+            .zip(needle)
+            .all(|(b, n)| b | 0x20 == *n)
 }
 
-/// Whether `user_agent` (already lower-cased) names a bot.
-pub fn is_bot(user_agent_lower: &str) -> bool {
-    scan_user_agent(user_agent_lower).bot
+/// Whether `user_agent` names a bot (ASCII case ignored).
+pub fn is_bot(user_agent: &str) -> bool {
+    scan_user_agent(user_agent).bot
 }
 
 /// Normalise `raw` into `out` as `scheme://host[:port]/path`. Returns false
@@ -90,7 +121,11 @@ pub fn normalize(raw: &str, out: &mut String, mut group: Option<&mut String>) ->
         .unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
     // user information is not part of the normalised URL
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    // (short strings: a plain reverse scan, not core's memrchr)
+    let authority = match authority.bytes().rposition(|b| b == b'@') {
+        Some(at) => &authority[at + 1..],
+        None => authority,
+    };
     let (host, port) = match split_host_port(authority) {
         Some(hp) => hp,
         None => return false,
@@ -163,7 +198,10 @@ fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
         };
         (&authority[..close + 2], port)
     } else {
-        let (host, port) = authority.rsplit_once(':').unwrap_or((authority, ""));
+        let (host, port) = match authority.bytes().rposition(|b| b == b':') {
+            Some(colon) => (&authority[..colon], &authority[colon + 1..]),
+            None => (authority, ""),
+        };
         let valid = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_';
         if host.is_empty() || !host.bytes().all(valid) || host.bytes().all(|b| b == b'.') {
             return None;
@@ -220,9 +258,9 @@ pub fn clean_metric(value: Option<f64>) -> Option<f64> {
     value.filter(|v| v.is_finite() && (0.0..=MAX_METRIC_MS).contains(v))
 }
 
-/// Device class from the lower-cased user agent (`None` = no user agent).
-pub fn device_class(user_agent_lower: Option<&str>) -> &'static str {
-    device_class_of(user_agent_lower.map(scan_user_agent))
+/// Device class from the user agent (`None` = no user agent).
+pub fn device_class(user_agent: Option<&str>) -> &'static str {
+    device_class_of(user_agent.map(scan_user_agent))
 }
 
 /// Device class from already scanned traits (`None` = no user agent).
@@ -345,9 +383,20 @@ mod tests {
         assert_eq!(device_class(None), "unknown");
         assert!(is_bot("mozilla/5.0 (compatible; googlebot/2.1)"));
         assert!(!is_bot("mozilla/5.0 (x11; linux) firefox/133.0"));
-        for ua in ["a crawler", "spider-man", "headlesschrome/120"] {
+        for ua in [
+            "a crawler",
+            "spider-man",
+            "headlesschrome/120",
+            "Googlebot",
+            "HeadlessChrome",
+        ] {
             assert!(is_bot(ua), "{ua}");
         }
+        assert_eq!(device_class(Some("Mozilla (iPad; ...)")), "tablet");
+        assert_eq!(device_class(Some("Linux; ANDROID 14")), "mobile");
+        // `| 0x20` folds only letters onto letters: no false matches
+        assert!(!is_bot("\u{2}OT b\u{f}t B@T"));
+        assert_eq!(device_class(Some("MOBÍ")), "desktop");
         assert_eq!(country("de"), Some(*b"DE"));
         assert_eq!(country("deu"), None);
         assert_eq!(event_date(-1), -1);
