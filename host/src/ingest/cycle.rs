@@ -1,8 +1,9 @@
 //! A flush cycle once its files are staged: the uploads and the Delta
 //! commit run as one task on the runtime while the coordinator goes on
 //! consuming (the object store's latency stays off the consume path). The
-//! task holds the [`Lake`]'s lock while it runs. Lake operations are retried with exponential delays (backon)
-//! within `ingest.retry_window_ms`, never past the shutdown deadline.
+//! task holds the [`Lake`]'s lock while it runs. Lake operations are
+//! retried with exponential delays (backon) within
+//! `ingest.retry_window_ms`, never past the shutdown deadline.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -91,11 +92,16 @@ pub(crate) struct Held {
     /// each partition's share of the commit, as the last attempt left it
     /// (a committed dead-letter half is not committed twice).
     pub parts: Vec<PartitionFlush>,
-    /// the bytes of its files, held until the commit (counted against
-    /// `ingest.max_buffer_bytes`; the messages behind them are gone).
-    pub bytes: usize,
     /// when the cycle was staged.
     pub started: Instant,
+}
+
+impl Held {
+    /// The bytes of its files, held until the commit (counted against
+    /// `ingest.max_buffer_bytes`; the messages behind them are gone).
+    pub fn bytes(&self) -> usize {
+        self.staged.iter().map(|s| s.counts.bytes as usize).sum()
+    }
 }
 
 /// What a cycle's task hands back.

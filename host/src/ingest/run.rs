@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use tokio_util::sync::CancellationToken;
@@ -383,8 +384,9 @@ fn swap_plugin(
 struct Stall {
     /// next flush attempt.
     until: Instant,
-    /// current backoff.
-    delay: Duration,
+    /// the delays between attempts (`ingest.retry_initial_ms`, doubling up
+    /// to `ingest.retry_max_ms`).
+    delays: ExponentialBackoff,
 }
 
 /// Flush partitions in one cycle (see [`paused_on`] for a refusal), unless
@@ -413,11 +415,6 @@ fn paused_on(
     consumer: &BaseConsumer<WeirContext>,
     stall: &mut Option<Stall>,
 ) -> Result<(), IngestError> {
-    let cfg = &c.pipeline.config.ingest;
-    let (initial, max) = (
-        Duration::from_millis(cfg.retry_initial_ms),
-        Duration::from_millis(cfg.retry_max_ms),
-    );
     match flushed {
         Ok(()) => {
             if stall.is_some() && !c.retry_pending() {
@@ -431,19 +428,25 @@ fn paused_on(
             }
         }
         Err(FlushError::Lake(e)) => {
-            let delay = stall.as_ref().map_or(initial, |s| (s.delay * 2).min(max));
-            if stall.is_none() {
+            let stall = stall.get_or_insert_with(|| {
                 if let Ok(tpl) = consumer.assignment()
                     && let Err(e) = consumer.pause(&tpl)
                 {
                     tracing::error!(error = %e, "pausing consumption failed");
                 }
                 tracing::warn!(error = %e, "lake unreachable past the retry window; consumption paused, flushes retried with backoff");
-            }
-            *stall = Some(Stall {
-                until: Instant::now() + delay,
-                delay,
+                let cfg = &c.pipeline.config.ingest;
+                Stall {
+                    until: Instant::now(),
+                    delays: ExponentialBuilder::default()
+                        .with_min_delay(Duration::from_millis(cfg.retry_initial_ms))
+                        .with_max_delay(Duration::from_millis(cfg.retry_max_ms))
+                        .without_max_times()
+                        .build(),
+                }
             });
+            let max = Duration::from_millis(c.pipeline.config.ingest.retry_max_ms);
+            stall.until = Instant::now() + stall.delays.next().unwrap_or(max);
         }
         Err(e) => return Err(e.into()),
     }
