@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 pub struct Limits {
     /// Linear memory an instance may grow to, in MiB.
     pub memory_mib: usize,
-    /// CPU deadline of one `init` or `process` call, in milliseconds.
+    /// CPU deadline of one `init` or `process` call, in milliseconds: the
+    /// CPU time of the thread running it, so time spent waiting for a core
+    /// on a busy host does not count.
     pub call_timeout_ms: u64,
     /// Wasm stack, in KiB.
     pub stack_kib: usize,
@@ -24,9 +26,10 @@ pub struct Limits {
     /// events in earlier calls, when that is longer), so an endless loop
     /// costs a fraction of `call_timeout_ms` per piece.
     pub isolation_timeout_ms: u64,
-    /// Wall-clock time one batch may spend isolating failing events, in
+    /// CPU time one batch may spend isolating failing events, in
     /// milliseconds; past it the remaining suspects are rejected together
-    /// with the error.
+    /// with the error. Like the call deadlines it counts the thread's CPU
+    /// time, not wall-clock time, so a busy host cannot cut it short.
     pub isolation_budget_ms: u64,
 }
 

@@ -11,6 +11,7 @@
 mod bindings;
 pub mod check;
 mod convert;
+mod deadline;
 pub mod diff;
 mod engine;
 mod error;

@@ -6,9 +6,10 @@
 //! and retried until the failing events stand alone; those are rejected with
 //! the error, every other event gets its normal verdict. The number of calls
 //! one batch may spend on this is bounded by [`Limits::isolation_calls`],
-//! and its wall-clock time by [`Limits::isolation_budget_ms`]; after the
-//! first timeout the pieces run with the shorter
-//! [`Limits::isolation_timeout_ms`]. One warning per batch says what was
+//! and its CPU time by [`Limits::isolation_budget_ms`]; after the first
+//! timeout the pieces run with the shorter [`Limits::isolation_timeout_ms`].
+//! Deadlines count the CPU time of the calling thread (`deadline`), so a
+//! busy host slows isolation down but never changes its verdicts. One warning per batch says what was
 //! isolated, at most one per runner every ten seconds.
 
 use std::sync::Arc;
@@ -20,7 +21,8 @@ use wasmtime::{Store, Trap};
 
 use super::bindings::Preprocessor;
 use super::convert::{batch_from_wit, batch_to_wit, schema_from_wit, schema_to_wit};
-use super::engine::{EPOCH_TICK, LoadedPlugin, PluginEngine};
+use super::deadline::{CpuDeadline, CpuStopwatch, ticks_for};
+use super::engine::{LoadedPlugin, PluginEngine};
 use super::error::{CallFailure, FailureKind, PluginError};
 use super::limits::Limits;
 use super::sandbox::{HostState, last_words};
@@ -97,7 +99,9 @@ impl std::fmt::Debug for PluginRunner {
 /// the deadline its calls run with.
 struct Isolation {
     calls_left: usize,
-    started: Instant,
+    /// the CPU time spent on the batch (its budget is CPU time, so a busy
+    /// host does not cut isolation short).
+    started: CpuStopwatch,
     failed_calls: usize,
     first_failure: Option<CallFailure>,
     /// a call of this batch timed out: the pieces get the shorter deadline.
@@ -222,7 +226,7 @@ impl PluginRunner {
         let limits = self.engine.limits().clone();
         let mut isolation = Isolation {
             calls_left: limits.isolation_calls.max(1),
-            started: Instant::now(),
+            started: CpuStopwatch::start(),
             failed_calls: 0,
             first_failure: None,
             timed_out: false,
@@ -365,7 +369,7 @@ impl PluginRunner {
         let instance = self.instance.as_mut().expect("instantiated above");
         let input = batch_to_wit(batch);
         arm(&mut instance.store, deadline_ms);
-        let started = Instant::now();
+        let started = CpuStopwatch::start();
         let result = instance
             .bindings
             .weir_preprocess_plugin()
@@ -446,8 +450,9 @@ impl PluginRunner {
 /// Set the CPU deadline, reset the out-of-memory flag and forget the
 /// plugin's last words before a call.
 fn arm(store: &mut Store<HostState>, deadline_ms: u64) {
-    let ticks = deadline_ms.div_ceil(EPOCH_TICK.as_millis() as u64).max(1) + 1;
-    store.set_epoch_deadline(ticks);
+    let limit = Duration::from_millis(deadline_ms);
+    store.data_mut().deadline = CpuDeadline::arm(limit);
+    store.set_epoch_deadline(ticks_for(limit));
     store.data_mut().limiter.refused = false;
     store.data_mut().last_words = None;
 }
@@ -492,7 +497,7 @@ fn instantiate(
     let limits = engine.limits();
     let mut store = Store::new(engine.engine(), HostState::new(label.clone(), limits));
     store.limiter(|state| &mut state.limiter);
-    store.epoch_deadline_trap();
+    store.epoch_deadline_callback(|store| Ok(store.data().deadline.on_epoch()));
     arm(&mut store, limits.call_timeout_ms);
     let bindings = plugin
         .pre

@@ -11,6 +11,7 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::{logging, types};
+use super::deadline::CpuDeadline;
 use super::limits::Limits;
 
 /// Longest log line a plugin may write through `logging.log`.
@@ -29,6 +30,8 @@ pub(crate) struct HostState {
     /// line, or what it wrote to stderr), as it said it; a trap's reason
     /// carries it ([`last_words`] puts it on one line, only then).
     pub(crate) last_words: Option<String>,
+    /// The CPU limit of the call in progress.
+    pub(crate) deadline: CpuDeadline,
 }
 
 impl HostState {
@@ -54,6 +57,7 @@ impl HostState {
             stderr,
             label,
             last_words: None,
+            deadline: CpuDeadline::default(),
         }
     }
 

@@ -104,7 +104,7 @@ fn endless_loops_in_a_large_batch_are_isolated_with_short_deadlines() {
 }
 
 #[test]
-fn isolation_stops_at_its_wall_clock_budget() {
+fn isolation_stops_at_its_cpu_time_budget() {
     let limits = Limits {
         call_timeout_ms: 200,
         isolation_budget_ms: 1,
