@@ -512,6 +512,14 @@ pub fn run_bench_ingest(args: BenchIngestArgs) -> anyhow::Result<ExitCode> {
                 f.peak_rss_mib
             );
         }
+        if let (Some(flush), Some(rate)) = (
+            r.end_to_end.final_flush_seconds,
+            r.end_to_end.streaming_events_per_sec(),
+        ) {
+            weir::outln!(
+                "  streaming    {rate:>10.0} events/s  (end to end less the final flush: {flush:.2} s of uploads and commit after the last message)"
+            );
+        }
         weir::outln!(
             "ratio          end to end = {:.2} x decode only",
             r.end_to_end.events_per_sec / r.decode_only.events_per_sec.max(1e-9)

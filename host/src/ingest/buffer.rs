@@ -100,6 +100,8 @@ pub(crate) struct PartitionBuffer {
     pub kept: Vec<RecordBatch>,
     pub kept_rows: usize,
     pub dead: Vec<DeadLetter>,
+    /// memory of `kept` and `dead` (see [`Self::held_bytes`]).
+    output_bytes: usize,
     pub bytes: usize,
     pub read: u64,
     pub dropped: u64,
@@ -131,6 +133,7 @@ impl PartitionBuffer {
             kept: Vec::new(),
             kept_rows: 0,
             dead: Vec::new(),
+            output_bytes: 0,
             bytes: 0,
             read: 0,
             dropped: 0,
@@ -167,10 +170,36 @@ impl PartitionBuffer {
         self.kept.clear();
         self.kept_rows = 0;
         self.dead.clear();
+        self.output_bytes = 0;
         self.bytes = 0;
         self.read = 0;
         self.dropped = 0;
         self.since = None;
+    }
+
+    /// Keep a batch of the plugin's output until the next stage.
+    pub fn keep(&mut self, batch: RecordBatch) {
+        if batch.num_rows() == 0 {
+            return;
+        }
+        self.output_bytes += batch.get_array_memory_size();
+        self.kept_rows += batch.num_rows();
+        self.kept.push(batch);
+    }
+
+    /// Keep a dead letter until the next stage.
+    pub fn dead_letter(&mut self, letter: DeadLetter) {
+        self.output_bytes +=
+            std::mem::size_of::<DeadLetter>() + letter.payload.len() + letter.reason.len();
+        self.dead.push(letter);
+    }
+
+    /// The memory this partition holds for the next stage: the messages
+    /// behind rows waiting for the plugin, the plugin's kept output (as
+    /// Arrow holds it, which is what a cycle's memory is made of, not the
+    /// size of the messages read) and the dead letters.
+    pub fn held_bytes(&self) -> usize {
+        self.runs.iter().map(RawMessages::bytes).sum::<usize>() + self.output_bytes
     }
 
     /// A staged flush is in the tables, which now stand at `resume`.
@@ -193,5 +222,49 @@ impl PartitionBuffer {
 
     pub fn label(&self) -> String {
         format!("{}/{}", self.topic, self.partition)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{ArrayRef, StringArray};
+
+    use super::*;
+    use crate::pipeline::{FieldSpec, FieldType};
+
+    #[test]
+    fn held_bytes_count_waiting_messages_kept_output_and_dead_letters_until_staged() {
+        let schema =
+            DeclaredSchema::new(vec![FieldSpec::new("event_id", FieldType::String, false)])
+                .unwrap();
+        let mut b = PartitionBuffer::new("t".into(), 0, Resume::default(), 0, &schema, 16);
+        assert_eq!(b.held_bytes(), 0);
+
+        let mut run = RawMessages::with_capacity(1, 5);
+        run.push(0, None, b"hello");
+        b.runs.push(run);
+        assert_eq!(b.held_bytes(), 5, "a message waiting for the plugin");
+
+        let ids: ArrayRef = Arc::new(StringArray::from(vec!["x".repeat(1000); 100]));
+        let batch = RecordBatch::try_from_iter([("event_id", ids)]).unwrap();
+        let memory = batch.get_array_memory_size();
+        assert!(memory >= 100_000, "{memory}");
+        b.keep(batch);
+        assert_eq!(b.held_bytes(), 5 + memory, "the output as Arrow holds it");
+        assert_eq!(b.kept_rows, 100);
+
+        b.dead_letter(DeadLetter {
+            topic: "t".into(),
+            partition: 0,
+            offset: 1,
+            kafka_timestamp: None,
+            stage: "decode",
+            reason: "bad".into(),
+            payload: vec![b'{'; 300],
+        });
+        assert!(b.held_bytes() >= 5 + memory + 303);
+
+        b.detach();
+        assert_eq!(b.held_bytes(), 0, "staged: the files hold it now");
     }
 }

@@ -52,6 +52,9 @@ pub struct IngestSummary {
     pub conflicts: u64,
     /// milliseconds from the first message to the end of the run.
     pub busy_ms: Option<u64>,
+    /// milliseconds of them spent on the final flush, after the last
+    /// message was read: the uploads and commit nothing overlaps any more.
+    pub final_flush_ms: Option<u64>,
     /// workers that ran (decode, plugin, Parquet).
     pub workers: usize,
 }
@@ -136,9 +139,14 @@ struct Staging {
 }
 
 impl Staging {
-    /// The bytes of the messages it covers.
+    /// The bytes of the files staged by the workers that answered (the
+    /// others still count what they hold among the workers' memory).
     fn bytes(&self) -> usize {
-        self.read.iter().map(|(_, bytes)| bytes).sum()
+        self.replies
+            .staged
+            .iter()
+            .map(|s| s.counts.bytes as usize)
+            .sum()
     }
 }
 
@@ -283,12 +291,15 @@ impl Core {
         Ok(digest)
     }
 
-    /// Memory held for what is not yet committed: the messages read since
-    /// the last stage over all partitions, those of the cycle being staged,
-    /// and the files of the cycle staged and not yet committed.
+    /// Memory held for what is not yet committed: the messages gathered
+    /// here and not yet sent to a worker, what the workers hold (messages
+    /// queued to them, rows waiting for the plugin, its output as Arrow
+    /// holds it, dead letters), and the files of the cycle being staged or
+    /// staged and not yet committed.
     pub fn buffered_bytes(&self) -> usize {
-        let since_stage: usize = self.partitions.iter().map(|t| t.bytes).sum();
-        since_stage
+        let gathered: usize = self.partitions.iter().map(|t| t.pending.bytes()).sum();
+        gathered
+            + self.workers.held_bytes()
             + self.staging.as_ref().map_or(0, Staging::bytes)
             + self.held.as_ref().map_or(0, Held::bytes)
     }
@@ -480,6 +491,11 @@ impl Core {
         if owned.is_empty() {
             return Ok(());
         }
+        tracing::debug!(
+            partitions = owned.len(),
+            buffered = self.buffered_bytes(),
+            "staging a cycle"
+        );
         let replies = self.workers.stage(&owned)?;
         // staged as of the command: what is routed from now on is the next
         // cycle's (a worker that fails to stage gets its share back)
@@ -587,6 +603,13 @@ impl Core {
         let policy = self.retry_policy();
         let parts = std::mem::take(&mut held.parts);
         let files = files_of(&held.staged);
+        tracing::debug!(
+            events = counts.read,
+            files = counts.files,
+            file_bytes = counts.bytes,
+            workers_hold = self.workers.held_bytes(),
+            "cycle staged; uploading and committing"
+        );
         self.task = Some(self.rt.spawn(upload_and_commit(
             self.lake.clone(),
             files,

@@ -7,6 +7,7 @@
 
 use std::io::BufRead;
 use std::path::Path;
+use std::time::Instant;
 
 use super::core::{Core, IngestSummary, ReadOnce};
 use super::run::{IngestError, load_plugin};
@@ -55,7 +56,7 @@ pub fn ingest_file(
     }
     let mut dealt = 0usize;
     // timed from the first line (opening the tables is not the stream's work)
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     for_each_line(path, |payload| {
         let p = (dealt / DEAL) % offsets.len();
         dealt += 1;
@@ -74,7 +75,9 @@ pub fn ingest_file(
         }
         if dealt.is_multiple_of(DEAL) {
             core.collect(&ReadOnce)?;
-            if core.buffered_bytes() > max_buffer {
+            let buffered = core.buffered_bytes();
+            if buffered > max_buffer {
+                tracing::debug!(buffered, "buffer cap reached: every partition flushes");
                 // waits for the cycle in flight: the backpressure
                 let all = core.non_empty();
                 core.flush(&all, &ReadOnce)?;
@@ -82,11 +85,13 @@ pub fn ingest_file(
         }
         Ok(())
     })?;
+    let read = Instant::now();
     core.send_all_pending()?;
     let all = core.non_empty();
     core.flush_now(&all, &ReadOnce)?;
     let mut summary = core.summary.clone();
     summary.busy_ms = Some(started.elapsed().as_millis() as u64);
+    summary.final_flush_ms = Some(read.elapsed().as_millis() as u64);
     Ok(summary)
 }
 

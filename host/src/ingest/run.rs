@@ -330,7 +330,8 @@ pub fn ingest(
         }
     }
     let mut c = core.lock().unwrap_or_else(|p| p.into_inner());
-    c.deadline = Some(Instant::now() + Duration::from_millis(cfg.shutdown_timeout_ms));
+    let read = Instant::now();
+    c.deadline = Some(read + Duration::from_millis(cfg.shutdown_timeout_ms));
     c.send_all_pending()?;
     let keys = c.non_empty();
     match c.flush_now(&keys, &consumer) {
@@ -342,6 +343,7 @@ pub fn ingest(
     }
     let mut summary = c.summary.clone();
     summary.busy_ms = first_message.map(|t| t.elapsed().as_millis() as u64);
+    summary.final_flush_ms = Some(read.elapsed().as_millis() as u64);
     drop(c);
     consumer.unsubscribe();
     Ok(summary)

@@ -6,6 +6,8 @@
 //! [`Event`]. Commands to one worker are handled in the order sent, so a
 //! stage asked after some messages covers them.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError, channel, sync_channel};
 use std::thread::JoinHandle;
 
@@ -48,9 +50,22 @@ pub(crate) enum Event {
     Reread(PartitionKey, i64),
 }
 
+/// The memory one worker holds, in bytes, for the coordinator to count
+/// against `ingest.max_buffer_bytes` without asking.
+#[derive(Debug, Default)]
+struct Holding {
+    /// messages sent to the worker and not yet taken: the coordinator adds
+    /// a run as it sends it, the worker takes it off once it has taken it.
+    queued: AtomicUsize,
+    /// what the worker buffers for the next stage ([`Writer::held_bytes`]),
+    /// as it stood after the worker's last command.
+    buffered: AtomicUsize,
+}
+
 /// The workers of one ingest.
 pub(crate) struct Workers {
     senders: Vec<SyncSender<Command>>,
+    holdings: Vec<Arc<Holding>>,
     threads: Vec<JoinHandle<()>>,
     events: Receiver<Event>,
     /// partitions held by each worker (to place new ones).
@@ -68,18 +83,23 @@ impl Workers {
         let (event_tx, events) = channel();
         let mut senders = Vec::with_capacity(writers.len());
         let mut threads = Vec::with_capacity(writers.len());
+        let mut holdings = Vec::with_capacity(writers.len());
         for (i, writer) in writers.into_iter().enumerate() {
             let (tx, rx) = sync_channel(QUEUE_DEPTH);
             let (pipeline, event_tx) = (pipeline.clone(), event_tx.clone());
+            let holding = Arc::new(Holding::default());
+            let held = Arc::clone(&holding);
             let thread = std::thread::Builder::new()
                 .name(format!("weir-worker-{i}"))
-                .spawn(move || work(writer, &pipeline, &rx, &event_tx))?;
+                .spawn(move || work(writer, &pipeline, &rx, &event_tx, &held))?;
             senders.push(tx);
             threads.push(thread);
+            holdings.push(holding);
         }
         Ok(Workers {
             load: vec![0; senders.len()],
             senders,
+            holdings,
             threads,
             events,
         })
@@ -107,8 +127,20 @@ impl Workers {
         self.load[worker] = self.load[worker].saturating_sub(1);
     }
 
+    /// The memory the workers hold: the messages queued to them, and what
+    /// each buffers for its next stage as of its last command.
+    pub fn held_bytes(&self) -> usize {
+        self.holdings
+            .iter()
+            .map(|h| h.queued.load(Relaxed) + h.buffered.load(Relaxed))
+            .sum()
+    }
+
     /// Send `command` to `worker` (waits while its queue is full).
     pub fn send(&self, worker: usize, command: Command) -> Result<(), WorkerGone> {
+        if let Command::Messages(_, run) = &command {
+            self.holdings[worker].queued.fetch_add(run.bytes(), Relaxed);
+        }
         self.senders[worker]
             .send(command)
             .map_err(|_| WorkerGone(worker))
@@ -221,19 +253,24 @@ pub(crate) enum StageError {
     Gone(#[from] WorkerGone),
 }
 
-/// A worker's loop: commands until the coordinator closes the queue.
+/// A worker's loop: commands until the coordinator closes the queue. After
+/// each, what it holds is published for the coordinator's buffer cap.
 fn work(
     mut writer: Writer,
     pipeline: &Pipeline,
     commands: &Receiver<Command>,
     events: &Sender<Event>,
+    holding: &Holding,
 ) {
     while let Ok(command) = commands.recv() {
         match command {
             Command::Assign(key, resume, next) => writer.assign(key, resume, next),
             Command::Remove(key) => writer.remove(&key),
             Command::Messages(key, messages) => {
-                if let Some(offset) = writer.take(&key, messages) {
+                let queued = messages.bytes();
+                let reread = writer.take(&key, messages);
+                holding.queued.fetch_sub(queued, Relaxed);
+                if let Some(offset) = reread {
                     let _ = events.send(Event::Reread(key, offset));
                 }
             }
@@ -247,5 +284,6 @@ fn work(
                 let _ = reply.send(writer.replace_runner(pipeline, *runner));
             }
         }
+        holding.buffered.store(writer.held_bytes(), Relaxed);
     }
 }

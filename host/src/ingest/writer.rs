@@ -7,17 +7,17 @@
 //! it stages, then tells it where each partition now stands
 //! ([`Writer::committed`], or [`Writer::reset`] when another writer won).
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 
 use super::buffer::{PartitionBuffer, RawMessages};
 use crate::lake::{
-    DeadLetter, FileMetadata, LakeError, PartitionFlush, Resume, StagedFile, TableKind,
-    dead_letters_batch, encode_parquet, split_by_partition,
+    DeadLetter, FileMetadata, LakeError, ParquetEncoder, PartitionFlush, Resume, StagedFile,
+    TableKind, dead_letters_batch, encode_parquet, split_by_partition,
 };
 use crate::pipeline::{DeclaredSchema, LakeConfig, Pipeline};
 use crate::plugin::{PluginRunner, Verdict};
@@ -153,6 +153,14 @@ impl Writer {
         self.partitions.remove(key);
     }
 
+    /// The memory the partitions hold for their next stage.
+    pub fn held_bytes(&self) -> usize {
+        self.partitions
+            .values()
+            .map(PartitionBuffer::held_bytes)
+            .sum()
+    }
+
     /// Whether every partition is empty.
     pub fn is_empty(&self) -> bool {
         self.partitions.values().all(PartitionBuffer::is_empty)
@@ -192,7 +200,7 @@ impl Writer {
             match buffer.decoder.push(payload) {
                 Ok(()) => buffer.decoded.push((buffer.runs.len() as u32, row as u32)),
                 Err(_) if dead_done => {}
-                Err(e) => buffer.dead.push(DeadLetter {
+                Err(e) => buffer.dead_letter(DeadLetter {
                     topic: buffer.topic.clone(),
                     partition: key.1,
                     offset,
@@ -373,7 +381,7 @@ fn run_plugin(
                 if buffer.resume.dead.is_some_and(|d| offset <= d) {
                     continue;
                 }
-                buffer.dead.push(DeadLetter {
+                buffer.dead_letter(DeadLetter {
                     topic: buffer.topic.clone(),
                     partition: buffer.partition,
                     offset,
@@ -387,10 +395,7 @@ fn run_plugin(
     }
     buffer.runs.clear();
     buffer.decoded.clear();
-    if processed.batch.num_rows() > 0 {
-        buffer.kept_rows += processed.batch.num_rows();
-        buffer.kept.push(processed.batch);
-    }
+    buffer.keep(processed.batch);
 }
 
 /// Encode one partition's buffered output as files (not yet written),
@@ -412,16 +417,40 @@ fn encode(
         last_offset: buffer.last_offset,
         writer_token: FileMetadata::new_token(),
     };
-    let mut by_value: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
+    // each kept batch is split and written as it goes: what the stage adds
+    // to the kept rows is one batch's split and the encoded files, not a
+    // second copy of every row (the kept rows stay until the files are
+    // committed, for a stage that fails)
+    // per partition value: its file's path and encoder
+    let mut by_value: BTreeMap<String, (String, ParquetEncoder)> = BTreeMap::new();
     // Delta keeps partition values in the log, not in the files
     let stored: Vec<usize> = (0..columns).filter(|i| *i != partition_column).collect();
+    let encode_error = |path: &str, e: &dyn std::fmt::Display| LakeError::Encode {
+        path: path.to_string(),
+        reason: e.to_string(),
+    };
     for batch in &buffer.kept {
         for (value, part) in split_by_partition(batch, partition_column) {
-            let part = part.project(&stored).map_err(|e| LakeError::Encode {
-                path: meta.data_path(&lake.partition_by, &value),
-                reason: e.to_string(),
-            })?;
-            by_value.entry(value).or_default().push(part);
+            let (path, encoder) = match by_value.entry(value) {
+                Entry::Occupied(entry) => entry.into_mut(),
+                Entry::Vacant(entry) => {
+                    let path = meta.data_path(&lake.partition_by, entry.key());
+                    let schema = part
+                        .schema()
+                        .project(&stored)
+                        .map_err(|e| encode_error(&path, &e))?;
+                    let encoder = ParquetEncoder::new(
+                        Arc::new(schema),
+                        &lake.compression,
+                        lake.row_group_rows,
+                        &meta,
+                    )
+                    .map_err(|e| encode_error(&path, &e))?;
+                    entry.insert((path, encoder))
+                }
+            };
+            let part = part.project(&stored).map_err(|e| encode_error(path, &e))?;
+            encoder.write(&part).map_err(|e| encode_error(path, &e))?;
         }
     }
     let mut part = PartitionFlush {
@@ -433,18 +462,13 @@ fn encode(
         dead_files: Vec::new(),
     };
     let mut files = Vec::new();
-    for (value, batches) in by_value {
-        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        let path = meta.data_path(&lake.partition_by, &value);
-        let bytes = encode_parquet(&batches, &lake.compression, lake.row_group_rows, &meta)
-            .map_err(|e| LakeError::Encode {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
+    for (value, (path, encoder)) in by_value {
+        let rows = encoder.rows();
+        let bytes = encoder.finish().map_err(|e| encode_error(&path, &e))?;
         part.data_files.push(StagedFile {
             path: path.clone(),
             partition_value: Some(value),
-            rows: rows as u64,
+            rows,
             bytes: bytes.len() as u64,
         });
         files.push(FileBytes {

@@ -7,6 +7,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
 /// Provenance written into every file's key-value metadata (all empty by
@@ -71,28 +72,70 @@ pub fn encode_parquet(
         .first()
         .map(|b| b.schema())
         .expect("at least one batch");
-    let compression = match compression {
-        "snappy" => Compression::SNAPPY,
-        "lz4" => Compression::LZ4_RAW,
-        "none" => Compression::UNCOMPRESSED,
-        _ => Compression::ZSTD(ZstdLevel::default()),
-    };
-    let kv = |k: &str, v: String| KeyValue::new(k.to_string(), v);
-    let props = WriterProperties::builder()
-        .set_compression(compression)
-        .set_max_row_group_row_count(Some(row_group_rows.max(1)))
-        .set_key_value_metadata(Some(vec![
-            kv("weir.version", crate::VERSION.to_string()),
-            kv("weir.plugin_digest", meta.plugin_digest.clone()),
-            kv("weir.kafka_topic", meta.topic.clone()),
-            kv("weir.kafka_partition", meta.partition.to_string()),
-            kv("weir.kafka_first_offset", meta.first_offset.to_string()),
-            kv("weir.kafka_last_offset", meta.last_offset.to_string()),
-        ]))
-        .build();
-    let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some(props))?;
+    let mut encoder = ParquetEncoder::new(schema, compression, row_group_rows, meta)?;
     for batch in batches {
-        writer.write(batch)?;
+        encoder.write(batch)?;
     }
-    Ok(Bytes::from(writer.into_inner()?))
+    encoder.finish()
+}
+
+/// One Parquet file being encoded in memory, batch by batch: what it holds
+/// is the encoded pages, not the batches written to it (they can be dropped
+/// as soon as they are written).
+pub struct ParquetEncoder {
+    writer: ArrowWriter<Vec<u8>>,
+    rows: u64,
+}
+
+impl ParquetEncoder {
+    /// A file of `schema`, compressed with `compression` (`zstd`, `snappy`,
+    /// `lz4` or `none`), in row groups of `row_group_rows`, with `meta` in
+    /// its key-value metadata.
+    pub fn new(
+        schema: SchemaRef,
+        compression: &str,
+        row_group_rows: usize,
+        meta: &FileMetadata,
+    ) -> Result<Self, parquet::errors::ParquetError> {
+        let compression = match compression {
+            "snappy" => Compression::SNAPPY,
+            "lz4" => Compression::LZ4_RAW,
+            "none" => Compression::UNCOMPRESSED,
+            _ => Compression::ZSTD(ZstdLevel::default()),
+        };
+        let kv = |k: &str, v: String| KeyValue::new(k.to_string(), v);
+        let props = WriterProperties::builder()
+            .set_compression(compression)
+            .set_max_row_group_row_count(Some(row_group_rows.max(1)))
+            .set_key_value_metadata(Some(vec![
+                kv("weir.version", crate::VERSION.to_string()),
+                kv("weir.plugin_digest", meta.plugin_digest.clone()),
+                kv("weir.kafka_topic", meta.topic.clone()),
+                kv("weir.kafka_partition", meta.partition.to_string()),
+                kv("weir.kafka_first_offset", meta.first_offset.to_string()),
+                kv("weir.kafka_last_offset", meta.last_offset.to_string()),
+            ]))
+            .build();
+        Ok(ParquetEncoder {
+            writer: ArrowWriter::try_new(Vec::new(), schema, Some(props))?,
+            rows: 0,
+        })
+    }
+
+    /// Encode one more batch (of the file's schema).
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), parquet::errors::ParquetError> {
+        self.writer.write(batch)?;
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// The finished file.
+    pub fn finish(self) -> Result<Bytes, parquet::errors::ParquetError> {
+        Ok(Bytes::from(self.writer.into_inner()?))
+    }
 }
