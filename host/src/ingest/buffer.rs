@@ -2,7 +2,6 @@
 //! for the plugin, the plugin's kept output, dead letters, offsets.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use arrow::record_batch::RecordBatch;
 
@@ -102,10 +101,8 @@ pub(crate) struct PartitionBuffer {
     pub dead: Vec<DeadLetter>,
     /// memory of `kept` and `dead` (see [`Self::held_bytes`]).
     output_bytes: usize,
-    pub bytes: usize,
     pub read: u64,
     pub dropped: u64,
-    pub since: Option<Instant>,
 }
 
 impl PartitionBuffer {
@@ -134,10 +131,8 @@ impl PartitionBuffer {
             kept_rows: 0,
             dead: Vec::new(),
             output_bytes: 0,
-            bytes: 0,
             read: 0,
             dropped: 0,
-            since: None,
         }
     }
 
@@ -171,10 +166,8 @@ impl PartitionBuffer {
         self.kept_rows = 0;
         self.dead.clear();
         self.output_bytes = 0;
-        self.bytes = 0;
         self.read = 0;
         self.dropped = 0;
-        self.since = None;
     }
 
     /// Keep a batch of the plugin's output until the next stage.
@@ -208,16 +201,14 @@ impl PartitionBuffer {
     }
 
     /// Account for one message at `offset`.
-    pub fn note_message(&mut self, offset: i64, size: usize) {
+    pub fn note_message(&mut self, offset: i64) {
         if self.first_offset.is_none() {
             self.first_offset = Some(offset);
-            self.since = Some(Instant::now());
         }
         self.last_offset = offset;
         self.next_offset = offset + 1;
         self.anchored = true;
         self.read += 1;
-        self.bytes += size;
     }
 
     pub fn label(&self) -> String {

@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio::runtime::Handle;
 
 use super::buffer::RawMessages;
-use super::cycle::{Finished, Held, RetryPolicy, files_of, upload_and_commit};
+use super::cycle::{Finished, Held, RetryPolicy, files_of, staged_bytes, upload_and_commit};
 use super::worker::{Command, Event, StageError, StageReplies, WorkerGone, Workers};
 pub(crate) use super::writer::PartitionKey;
 use super::writer::{Counts, Writer};
@@ -142,11 +142,7 @@ impl Staging {
     /// The bytes of the files staged by the workers that answered (the
     /// others still count what they hold among the workers' memory).
     fn bytes(&self) -> usize {
-        self.replies
-            .staged
-            .iter()
-            .map(|s| s.counts.bytes as usize)
-            .sum()
+        staged_bytes(&self.replies.staged)
     }
 }
 
@@ -302,6 +298,18 @@ impl Core {
             + self.workers.held_bytes()
             + self.staging.as_ref().map_or(0, Staging::bytes)
             + self.held.as_ref().map_or(0, Held::bytes)
+    }
+
+    /// Whether the memory held is past `ingest.max_buffer_bytes`: then every
+    /// partition should flush in one cycle (which waits for the cycle in
+    /// flight: the backpressure).
+    pub fn over_buffer_cap(&self) -> bool {
+        let buffered = self.buffered_bytes();
+        let over = buffered > self.pipeline.config.ingest.max_buffer_bytes;
+        if over {
+            tracing::debug!(buffered, "buffer cap reached: every partition flushes");
+        }
+        over
     }
 
     /// Whether a cycle the lake refused waits to be tried again.
@@ -763,7 +771,7 @@ impl Core {
     }
 
     /// How lake operations are retried now.
-    fn retry_policy(&self) -> RetryPolicy {
+    pub(crate) fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy::new(&self.pipeline.config.ingest, self.deadline)
     }
 

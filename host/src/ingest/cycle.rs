@@ -40,14 +40,25 @@ impl RetryPolicy {
         }
     }
 
+    /// The delays between attempts: `initial`, doubling up to `max`, with
+    /// no limit on their number.
+    pub fn delays(&self) -> ExponentialBackoff {
+        ExponentialBuilder::default()
+            .with_min_delay(self.initial)
+            .with_max_delay(self.max)
+            .without_max_times()
+            .build()
+    }
+
+    /// The longest delay.
+    pub fn max_delay(&self) -> Duration {
+        self.max
+    }
+
     /// The retries of one operation, starting now.
     pub fn start(&self) -> Retry {
         Retry {
-            delays: ExponentialBuilder::default()
-                .with_min_delay(self.initial)
-                .with_max_delay(self.max)
-                .without_max_times()
-                .build(),
+            delays: self.delays(),
             give_up: Instant::now() + self.window,
             deadline: self.deadline,
             attempt: 1,
@@ -100,8 +111,13 @@ impl Held {
     /// The bytes of its files, held until the commit (counted against
     /// `ingest.max_buffer_bytes`; the messages behind them are gone).
     pub fn bytes(&self) -> usize {
-        self.staged.iter().map(|s| s.counts.bytes as usize).sum()
+        staged_bytes(&self.staged)
     }
+}
+
+/// The bytes of the files of `staged`.
+pub(crate) fn staged_bytes(staged: &[Staged]) -> usize {
+    staged.iter().map(|s| s.counts.bytes as usize).sum()
 }
 
 /// What a cycle's task hands back.

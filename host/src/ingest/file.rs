@@ -32,7 +32,6 @@ pub fn ingest_file(
     let plugin = load_plugin(&pipeline, &engine, rt)?;
     let runner = PluginRunner::new(engine, plugin, &pipeline.schema, &pipeline.plugin_config())?;
     let file = pipeline.file.display().to_string();
-    let max_buffer = pipeline.config.ingest.max_buffer_bytes;
     let mut core = Core::new(pipeline, lake, runner, rt.clone(), None)
         .map_err(|message| IngestError::Config { file, message })?;
     core.ensure_tables()?;
@@ -75,10 +74,7 @@ pub fn ingest_file(
         }
         if dealt.is_multiple_of(DEAL) {
             core.collect(&ReadOnce)?;
-            let buffered = core.buffered_bytes();
-            if buffered > max_buffer {
-                tracing::debug!(buffered, "buffer cap reached: every partition flushes");
-                // waits for the cycle in flight: the backpressure
+            if core.over_buffer_cap() {
                 let all = core.non_empty();
                 core.flush(&all, &ReadOnce)?;
             }

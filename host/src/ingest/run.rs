@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use backon::ExponentialBackoff;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use tokio_util::sync::CancellationToken;
@@ -260,9 +260,7 @@ pub fn ingest(
         if !cycle.is_empty() || c.retry_pending() {
             flush_or_pause(&mut c, &cycle, &consumer, &mut stall)?;
         }
-        if stall.is_none() && c.buffered_bytes() > cfg.max_buffer_bytes {
-            // waits for the cycle in flight: the backpressure
-            tracing::debug!("buffer cap reached; flushing every partition in one cycle");
+        if stall.is_none() && c.over_buffer_cap() {
             let all = c.non_empty();
             flush_or_pause(&mut c, &all, &consumer, &mut stall)?;
         }
@@ -437,18 +435,13 @@ fn paused_on(
                     tracing::error!(error = %e, "pausing consumption failed");
                 }
                 tracing::warn!(error = %e, "lake unreachable past the retry window; consumption paused, flushes retried with backoff");
-                let cfg = &c.pipeline.config.ingest;
                 Stall {
                     until: Instant::now(),
-                    delays: ExponentialBuilder::default()
-                        .with_min_delay(Duration::from_millis(cfg.retry_initial_ms))
-                        .with_max_delay(Duration::from_millis(cfg.retry_max_ms))
-                        .without_max_times()
-                        .build(),
+                    delays: c.retry_policy().delays(),
                 }
             });
-            let max = Duration::from_millis(c.pipeline.config.ingest.retry_max_ms);
-            stall.until = Instant::now() + stall.delays.next().unwrap_or(max);
+            let delay = stall.delays.next();
+            stall.until = Instant::now() + delay.unwrap_or(c.retry_policy().max_delay());
         }
         Err(e) => return Err(e.into()),
     }

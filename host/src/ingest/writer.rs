@@ -193,7 +193,7 @@ impl Writer {
                     continue;
                 }
             }
-            buffer.note_message(offset, payload.len());
+            buffer.note_message(offset);
             // dead letters up to the dead-letter table's txn version are in it
             // already (a crash between the two commits): a replay skips them
             let dead_done = buffer.resume.dead.is_some_and(|d| offset <= d);
@@ -417,11 +417,10 @@ fn encode(
         last_offset: buffer.last_offset,
         writer_token: FileMetadata::new_token(),
     };
-    // each kept batch is split and written as it goes: what the stage adds
-    // to the kept rows is one batch's split and the encoded files, not a
-    // second copy of every row (the kept rows stay until the files are
-    // committed, for a stage that fails)
-    // per partition value: its file's path and encoder
+    // per partition value: its file's path and encoder. Each kept batch is
+    // split and written as it goes, so the stage adds one batch's split and
+    // the encoded files to the kept rows, not a second copy of every row
+    // (the kept rows stay until the stage succeeded, for one that fails).
     let mut by_value: BTreeMap<String, (String, ParquetEncoder)> = BTreeMap::new();
     // Delta keeps partition values in the log, not in the files
     let stored: Vec<usize> = (0..columns).filter(|i| *i != partition_column).collect();
@@ -431,16 +430,15 @@ fn encode(
     };
     for batch in &buffer.kept {
         for (value, part) in split_by_partition(batch, partition_column) {
+            let part = part
+                .project(&stored)
+                .map_err(|e| encode_error(&meta.data_path(&lake.partition_by, &value), &e))?;
             let (path, encoder) = match by_value.entry(value) {
                 Entry::Occupied(entry) => entry.into_mut(),
                 Entry::Vacant(entry) => {
                     let path = meta.data_path(&lake.partition_by, entry.key());
-                    let schema = part
-                        .schema()
-                        .project(&stored)
-                        .map_err(|e| encode_error(&path, &e))?;
                     let encoder = ParquetEncoder::new(
-                        Arc::new(schema),
+                        part.schema(),
                         &lake.compression,
                         lake.row_group_rows,
                         &meta,
@@ -449,7 +447,6 @@ fn encode(
                     entry.insert((path, encoder))
                 }
             };
-            let part = part.project(&stored).map_err(|e| encode_error(path, &e))?;
             encoder.write(&part).map_err(|e| encode_error(path, &e))?;
         }
     }
@@ -528,7 +525,7 @@ mod tests {
     fn take(b: &mut PartitionBuffer, offset: i64) -> Admit {
         let admitted = admit(b, offset);
         if admitted == Admit::Take {
-            b.note_message(offset, 1);
+            b.note_message(offset);
         }
         admitted
     }

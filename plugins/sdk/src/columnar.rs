@@ -279,10 +279,20 @@ mod tests {
     use crate::schema::{Field, FieldType};
     use crate::{F64, Str};
 
+    /// A schema of `(name, type, nullable)` fields.
+    fn declared(fields: &[(&str, FieldType, bool)]) -> Schema {
+        Schema::new(
+            fields
+                .iter()
+                .map(|(name, ty, nullable)| Field::new(*name, *ty, *nullable))
+                .collect(),
+        )
+    }
+
     fn input() -> (Schema, Batch) {
-        let schema = Schema::new(vec![
-            Field::new("id", FieldType::String, false),
-            Field::new("tti", FieldType::Float64, true),
+        let schema = declared(&[
+            ("id", FieldType::String, false),
+            ("tti", FieldType::Float64, true),
         ]);
         let id = schema.field::<Str>("id").unwrap();
         let tti = schema.field::<F64>("tti").unwrap();
@@ -300,10 +310,10 @@ mod tests {
     #[test]
     fn pass_through_columns_keep_the_kept_rows_and_computed_ones_are_appended() {
         let (schema, batch) = input();
-        let output = Schema::new(vec![
-            Field::new("id", FieldType::String, false),
-            Field::new("tti", FieldType::Float64, true),
-            Field::new("bucket", FieldType::String, true),
+        let output = declared(&[
+            ("id", FieldType::String, false),
+            ("tti", FieldType::Float64, true),
+            ("bucket", FieldType::String, true),
         ]);
         let plan = Columns::plan(&schema, &output).unwrap();
         assert!(plan.passes_through(0) && plan.passes_through(1) && !plan.passes_through(2));
@@ -333,9 +343,9 @@ mod tests {
     #[test]
     fn a_nullable_input_column_is_computed_for_a_non_nullable_output() {
         let (schema, _) = input();
-        let output = Schema::new(vec![
-            Field::new("id", FieldType::String, false),
-            Field::new("tti", FieldType::Float64, false),
+        let output = declared(&[
+            ("id", FieldType::String, false),
+            ("tti", FieldType::Float64, false),
         ]);
         let plan = Columns::plan(&schema, &output).unwrap();
         assert!(plan.passes(output.field::<Str>("id").unwrap()));
@@ -345,9 +355,9 @@ mod tests {
     #[test]
     fn a_missing_computed_value_is_an_error() {
         let (schema, batch) = input();
-        let output = Schema::new(vec![
-            Field::new("id", FieldType::String, false),
-            Field::new("bucket", FieldType::String, true),
+        let output = declared(&[
+            ("id", FieldType::String, false),
+            ("bucket", FieldType::String, true),
         ]);
         let plan = Columns::plan(&schema, &output).unwrap();
         let bucket = output.field::<Str>("bucket").unwrap();
