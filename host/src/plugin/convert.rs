@@ -1,5 +1,6 @@
-//! Arrow record batches ↔ the WIT `batch` (Arrow's layout, so each column is
-//! one or two buffer copies), and WIT schemas ↔ declared schemas.
+//! Arrow record batches ↔ the WIT `batch` (Arrow's layout: a batch going in
+//! is lowered straight from its Arrow buffers, one coming back is one copy
+//! per buffer), and WIT schemas ↔ declared schemas.
 //!
 //! Output coming back from a plugin is untrusted: every buffer is checked
 //! against the schema the plugin declared at `init` before it becomes Arrow.
@@ -13,6 +14,7 @@ use arrow::array::{
 use arrow::buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::{Date32Type, Float64Type, Int64Type, TimestampMillisecondType};
 use arrow::record_batch::RecordBatch;
+use wasmtime::component::{ComponentType, Lower};
 
 use super::bindings::types as wit;
 use crate::pipeline::{DeclaredSchema, FieldSpec, FieldType};
@@ -63,68 +65,138 @@ fn type_from_wit(ty: wit::FieldType) -> FieldType {
     }
 }
 
-/// Copy a record batch (of the declared input schema) into WIT buffers.
-pub(crate) fn batch_to_wit(batch: &RecordBatch) -> wit::Batch {
+/// A WIT `batch` lent from a record batch's Arrow buffers: it is lowered
+/// into the plugin's memory straight from them (one copy), instead of being
+/// copied into host vectors first. Built by [`lend_batch`].
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub(crate) struct BatchRef<'a> {
+    #[component(name = "num-rows")]
+    num_rows: u32,
+    columns: Vec<ColumnRef<'a>>,
+}
+
+/// A WIT `column`, lent.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub(crate) struct ColumnRef<'a> {
+    validity: Option<&'a [u8]>,
+    values: ValuesRef<'a>,
+}
+
+/// A WIT `column-values`, lent.
+#[derive(ComponentType, Lower)]
+#[component(variant)]
+pub(crate) enum ValuesRef<'a> {
+    #[component(name = "boolean")]
+    Boolean(&'a [u8]),
+    #[component(name = "int64")]
+    Int64(&'a [i64]),
+    #[component(name = "float64")]
+    Float64(&'a [f64]),
+    #[component(name = "string")]
+    String(StringColumnRef<'a>),
+    #[component(name = "timestamp-ms")]
+    TimestampMs(&'a [i64]),
+    #[component(name = "date")]
+    Date(&'a [i32]),
+}
+
+/// A WIT `string-column`, lent.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub(crate) struct StringColumnRef<'a> {
+    offsets: &'a [i32],
+    data: &'a [u8],
+}
+
+/// What a column cannot lend as Arrow holds it: a validity bitmap that
+/// starts inside a byte (a sliced batch), booleans (one byte per value in
+/// WIT, one bit in Arrow), string offsets that do not start at 0.
+#[derive(Default)]
+pub(crate) struct Converted {
+    validity: Option<Vec<u8>>,
+    booleans: Option<Vec<u8>>,
+    offsets: Option<Vec<i32>>,
+}
+
+/// The conversions [`lend_batch`] needs, one per column of `batch` (most
+/// columns need none).
+pub(crate) fn convert_for_lending(batch: &RecordBatch) -> Vec<Converted> {
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            let validity = c
+                .nulls()
+                .filter(|n| n.null_count() > 0 && n.offset() % 8 != 0)
+                .map(|n| n.inner().sliced().as_slice()[..n.len().div_ceil(8)].to_vec());
+            let booleans = (c.data_type() == &arrow::datatypes::DataType::Boolean)
+                .then(|| c.as_boolean().values().iter().map(u8::from).collect());
+            let offsets = (c.data_type() == &arrow::datatypes::DataType::Utf8)
+                .then(|| c.as_string::<i32>().value_offsets())
+                .filter(|o| o[0] != 0)
+                .map(|o| o.iter().map(|x| x - o[0]).collect());
+            Converted {
+                validity,
+                booleans,
+                offsets,
+            }
+        })
+        .collect()
+}
+
+/// A record batch (of the declared input schema) as a WIT batch, lending
+/// its buffers, and `converted` (from [`convert_for_lending`]) where they
+/// cannot be lent.
+pub(crate) fn lend_batch<'a>(batch: &'a RecordBatch, converted: &'a [Converted]) -> BatchRef<'a> {
     let columns = batch
         .columns()
         .iter()
-        .map(|c| column_to_wit(c.as_ref()))
+        .zip(converted)
+        .map(|(c, converted)| lend_column(c.as_ref(), converted))
         .collect();
-    wit::Batch {
+    BatchRef {
         num_rows: batch.num_rows() as u32,
         columns,
     }
 }
 
-fn column_to_wit(array: &dyn Array) -> wit::Column {
-    let validity = array
-        .logical_nulls()
-        .filter(|n| n.null_count() > 0)
-        .map(|n| bitmap_bytes(n.inner()));
+fn lend_column<'a>(array: &'a dyn Array, converted: &'a Converted) -> ColumnRef<'a> {
+    let validity = converted.validity.as_deref().or_else(|| {
+        array.nulls().filter(|n| n.null_count() > 0).map(|n| {
+            let start = n.offset() / 8;
+            &n.buffer().as_slice()[start..start + n.len().div_ceil(8)]
+        })
+    });
     let values = match array.data_type() {
         arrow::datatypes::DataType::Boolean => {
-            let b = array.as_boolean();
-            wit::ColumnValues::Boolean(b.values().iter().map(u8::from).collect())
+            ValuesRef::Boolean(converted.booleans.as_deref().unwrap_or_default())
         }
         arrow::datatypes::DataType::Int64 => {
-            wit::ColumnValues::Int64(array.as_primitive::<Int64Type>().values().to_vec())
+            ValuesRef::Int64(array.as_primitive::<Int64Type>().values())
         }
         arrow::datatypes::DataType::Float64 => {
-            wit::ColumnValues::Float64(array.as_primitive::<Float64Type>().values().to_vec())
+            ValuesRef::Float64(array.as_primitive::<Float64Type>().values())
         }
-        arrow::datatypes::DataType::Timestamp(..) => wit::ColumnValues::TimestampMs(
-            array
-                .as_primitive::<TimestampMillisecondType>()
-                .values()
-                .to_vec(),
-        ),
+        arrow::datatypes::DataType::Timestamp(..) => {
+            ValuesRef::TimestampMs(array.as_primitive::<TimestampMillisecondType>().values())
+        }
         arrow::datatypes::DataType::Date32 => {
-            wit::ColumnValues::Date(array.as_primitive::<Date32Type>().values().to_vec())
+            ValuesRef::Date(array.as_primitive::<Date32Type>().values())
         }
         arrow::datatypes::DataType::Utf8 => {
             let s = array.as_string::<i32>();
             let offsets = s.value_offsets();
             let (first, last) = (offsets[0], offsets[offsets.len() - 1]);
-            let data = s.value_data()[first as usize..last as usize].to_vec();
-            let offsets = if first == 0 {
-                offsets.to_vec()
-            } else {
-                offsets.iter().map(|o| o - first).collect()
-            };
-            wit::ColumnValues::String(wit::StringColumn { offsets, data })
+            ValuesRef::String(StringColumnRef {
+                offsets: converted.offsets.as_deref().unwrap_or(offsets),
+                data: &s.value_data()[first as usize..last as usize],
+            })
         }
         other => unreachable!("declared schemas only hold supported types, found {other}"),
     };
-    wit::Column { validity, values }
-}
-
-/// The bits of `b` packed from bit 0 (re-packs sliced buffers).
-fn bitmap_bytes(b: &BooleanBuffer) -> Vec<u8> {
-    if b.offset() == 0 {
-        b.values()[..b.len().div_ceil(8)].to_vec()
-    } else {
-        b.sliced().as_slice()[..b.len().div_ceil(8)].to_vec()
-    }
+    ColumnRef { validity, values }
 }
 
 /// Check a plugin's output batch against its declared output schema and

@@ -17,10 +17,13 @@ use std::time::{Duration, Instant};
 
 use arrow::compute::concat_batches;
 use arrow::record_batch::RecordBatch;
+use wasmtime::component::{Func, TypedFunc};
 use wasmtime::{Store, Trap};
 
-use super::bindings::Preprocessor;
-use super::convert::{batch_from_wit, batch_to_wit, schema_from_wit, schema_to_wit};
+use super::bindings::{Preprocessor, types};
+use super::convert::{
+    BatchRef, batch_from_wit, convert_for_lending, lend_batch, schema_from_wit, schema_to_wit,
+};
 use super::deadline::{CpuDeadline, CpuStopwatch, ticks_for};
 use super::engine::{LoadedPlugin, PluginEngine};
 use super::error::{CallFailure, FailureKind, PluginError};
@@ -67,8 +70,13 @@ pub struct Processed {
 
 struct Instance {
     store: Store<HostState>,
-    bindings: Preprocessor,
+    /// the export `process`, called with a batch lent from Arrow (the
+    /// generated binding takes owned vectors, one copy more).
+    process: Func,
 }
+
+/// `process` as called: a lent batch in, the generated `output` back.
+type ProcessFunc<'a> = TypedFunc<(BatchRef<'a>,), (Result<types::Output, String>,)>;
 
 /// Runs one plugin: instantiated once, `init` once, batches many times.
 pub struct PluginRunner {
@@ -367,13 +375,17 @@ impl PluginRunner {
         }
         let limits = self.engine.limits().clone();
         let instance = self.instance.as_mut().expect("instantiated above");
-        let input = batch_to_wit(batch);
+        let converted = convert_for_lending(batch);
+        let input = lend_batch(batch, &converted);
+        let process: ProcessFunc<'_> = instance
+            .process
+            .typed(&instance.store)
+            .map_err(|e| CallFailure::Trap(format!("`process` has an unexpected type: {e}")))?;
         arm(&mut instance.store, deadline_ms);
         let started = CpuStopwatch::start();
-        let result = instance
-            .bindings
-            .weir_preprocess_plugin()
-            .call_process(&mut instance.store, &input);
+        let result = process
+            .call(&mut instance.store, (input,))
+            .map(|(result,)| result);
         let elapsed = started.elapsed();
         instance.store.data_mut().flush_output();
         let output = match result {
@@ -397,12 +409,8 @@ impl PluginRunner {
     }
 
     /// Check the plugin's answer and convert it.
-    fn accept(
-        &self,
-        output: super::bindings::types::Output,
-        rows: usize,
-    ) -> Result<Processed, String> {
-        use super::bindings::types::Verdict as WitVerdict;
+    fn accept(&self, output: types::Output, rows: usize) -> Result<Processed, String> {
+        use types::Verdict as WitVerdict;
         let reasons: Vec<Arc<str>> = output
             .reasons
             .iter()
@@ -499,10 +507,14 @@ fn instantiate(
     store.limiter(|state| &mut state.limiter);
     store.epoch_deadline_callback(|store| Ok(store.data().deadline.on_epoch()));
     arm(&mut store, limits.call_timeout_ms);
-    let bindings = plugin
+    let instance = plugin
         .pre
+        .instance_pre()
         .instantiate(&mut store)
         .map_err(|e| format!("instantiation failed: {e:#}"))?;
+    let bindings = Preprocessor::new(&mut store, &instance)
+        .map_err(|e| format!("instantiation failed: {e:#}"))?;
+    let process = process_export(&mut store, &instance)?;
     let result =
         bindings
             .weir_preprocess_plugin()
@@ -517,5 +529,28 @@ fn instantiate(
         }
     };
     let output = schema_from_wit(&fields)?;
-    Ok((Instance { store, bindings }, output))
+    Ok((Instance { store, process }, output))
 }
+
+/// The instance's export `process`, checked to have the type it is called
+/// with.
+fn process_export(
+    store: &mut Store<HostState>,
+    instance: &wasmtime::component::Instance,
+) -> Result<Func, String> {
+    let missing = || format!("the component exports no `{PLUGIN_INTERFACE}#process`");
+    let interface = instance
+        .get_export_index(&mut *store, None, PLUGIN_INTERFACE)
+        .ok_or_else(missing)?;
+    let index = instance
+        .get_export_index(&mut *store, Some(&interface), "process")
+        .ok_or_else(missing)?;
+    let process = instance.get_func(&mut *store, index).ok_or_else(missing)?;
+    process
+        .typed::<(BatchRef<'_>,), (Result<types::Output, String>,)>(&*store)
+        .map_err(|e| format!("`process` has an unexpected type: {e}"))?;
+    Ok(process)
+}
+
+/// The WIT interface a plugin exports.
+const PLUGIN_INTERFACE: &str = "weir:preprocess/plugin@0.1.0";

@@ -73,12 +73,26 @@ impl Column {
             ));
         }
         if let ColumnValues::String { offsets, data } = &values {
-            let text = std::str::from_utf8(data)
-                .map_err(|e| format!("string column is not UTF-8: {e}"))?;
+            // ASCII (the usual case) is UTF-8 with a character boundary at
+            // every byte; checked as one reduction, which the compiler turns
+            // into SIMD (the standard library's `from_utf8` comes precompiled
+            // for Wasm without it)
+            let ascii = is_ascii(data);
+            if ascii && offsets_in_order(offsets, data.len()) {
+                return Ok(Column { validity, values });
+            }
+            let text = if ascii {
+                None
+            } else {
+                Some(
+                    std::str::from_utf8(data)
+                        .map_err(|e| format!("string column is not UTF-8: {e}"))?,
+                )
+            };
             let mut previous = 0;
             for &o in offsets {
                 let o = usize::try_from(o).map_err(|_| "negative string offset".to_string())?;
-                if o < previous || o > data.len() || !text.is_char_boundary(o) {
+                if o < previous || o > data.len() || text.is_some_and(|t| !t.is_char_boundary(o)) {
                     return Err(format!("bad string offset {o}"));
                 }
                 previous = o;
@@ -110,6 +124,26 @@ impl Column {
     pub fn into_parts(self) -> (Option<Vec<u8>>, ColumnValues) {
         (self.validity, self.values)
     }
+}
+
+/// Whether every byte is ASCII: one OR over all of them, without an early
+/// exit, so that it vectorises.
+fn is_ascii(data: &[u8]) -> bool {
+    data.iter().fold(0u8, |acc, &b| acc | b) < 0x80
+}
+
+/// Whether `offsets` start at 0 or more, never decrease and end within
+/// `len`: folds without an early exit, so that they vectorise (the checks
+/// one offset at a time, with their messages, run when this fails).
+fn offsets_in_order(offsets: &[i32], len: usize) -> bool {
+    let ordered = offsets
+        .windows(2)
+        .fold(true, |ok, pair| ok & (pair[0] <= pair[1]));
+    ordered
+        && offsets.first().is_none_or(|&first| first >= 0)
+        && offsets
+            .last()
+            .is_none_or(|&last| usize::try_from(last).is_ok_and(|last| last <= len))
 }
 
 /// A batch of events: one column per schema field, in schema order.
@@ -155,5 +189,40 @@ impl Batch {
         } else {
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(offsets: &[i32], data: &[u8]) -> Result<Column, String> {
+        let values = ColumnValues::String {
+            offsets: offsets.to_vec(),
+            data: data.to_vec(),
+        };
+        Column::new(None, values, offsets.len() - 1)
+    }
+
+    #[test]
+    fn string_columns_are_checked_ascii_or_not() {
+        assert!(strings(&[0, 1, 3], b"abc").is_ok());
+        assert!(strings(&[0, 2, 3], "éa".as_bytes()).is_ok());
+        // an offset inside a character, with and without other non-ASCII text
+        let err = strings(&[0, 1, 3], "éa".as_bytes()).unwrap_err();
+        assert_eq!(err, "bad string offset 1");
+        // not UTF-8
+        let err = strings(&[0, 2], b"a\xff").unwrap_err();
+        assert!(err.starts_with("string column is not UTF-8"), "{err}");
+        // out of order, past the end, negative: ASCII data too
+        assert_eq!(
+            strings(&[0, 2, 1], b"abc").unwrap_err(),
+            "bad string offset 1"
+        );
+        assert_eq!(strings(&[0, 4], b"abc").unwrap_err(), "bad string offset 4");
+        assert_eq!(
+            strings(&[0, -1], b"abc").unwrap_err(),
+            "negative string offset"
+        );
     }
 }

@@ -5,6 +5,7 @@
 //! The rules live in [`rules`]; this file maps them over a batch. The plugin
 //! is idempotent: its output, fed back in, comes out unchanged.
 
+mod bytes;
 pub mod rules;
 
 use weir_plugin_sdk::prelude::*;

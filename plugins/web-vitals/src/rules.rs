@@ -2,6 +2,8 @@
 //! so each rule is testable alone and the plugin loop stays allocation-free
 //! (every function writes into a buffer the caller reuses).
 
+use crate::bytes::{self, Lanes, WIDTH};
+
 /// Largest plausible TTI or TTAR, in milliseconds.
 pub const MAX_METRIC_MS: f64 = 600_000.0;
 
@@ -23,36 +25,75 @@ pub struct UserAgentTraits {
 /// use (one pass instead of nine substring searches, and no lower-cased
 /// copy: this is the plugin's hot loop).
 ///
+/// 16 positions are tested at once ([`Lanes`]) for the first two letters of
+/// a marker, and only those candidates are compared in full; the last few
+/// positions go through a one-byte table.
+///
 /// Every marker is ASCII letters, and `byte | 0x20` equals a lower-case
 /// letter exactly when `byte` is that letter in either case, so comparing
 /// through it is an exact ASCII-case-insensitive match.
 pub fn scan_user_agent(user_agent: &str) -> UserAgentTraits {
     let b = user_agent.as_bytes();
     let mut t = UserAgentTraits::default();
-    for i in 0..b.len() {
+    let mut at = 0;
+    // a window is 16 positions and the byte after the last
+    while b.len() > at + WIDTH {
+        let mut candidates = marker_candidates(&b[at..]);
+        while candidates != 0 {
+            check(&b[at + candidates.trailing_zeros() as usize..], &mut t);
+            candidates &= candidates - 1;
+        }
+        at += WIDTH;
+    }
+    for i in at..b.len() {
         // most bytes start no marker: one table load skips them (a `match`
         // on the byte is a jump table per byte, slow as Wasm)
-        let first = MARKER_START[b[i] as usize];
-        if first == 0 {
-            continue;
-        }
-        let rest = &b[i..];
-        match first {
-            b'b' => t.bot |= has(rest, b"bot"),
-            b'c' => t.bot |= has(rest, b"crawler"),
-            b's' => t.bot |= has(rest, b"spider"),
-            b'h' => t.bot |= has(rest, b"headlesschrome"),
-            b'i' => {
-                t.tablet |= has(rest, b"ipad");
-                t.mobile |= has(rest, b"iphone");
-            }
-            b't' => t.tablet |= has(rest, b"tablet"),
-            b'm' => t.mobile |= has(rest, b"mobi"),
-            b'a' => t.mobile |= has(rest, b"android"),
-            _ => {}
+        if MARKER_START[b[i] as usize] != 0 {
+            check(&b[i..], &mut t);
         }
     }
     t
+}
+
+/// The first two letters (lower case) of every marker: a position can start
+/// a marker only where its byte and the next one match a pair.
+const MARKER_PAIRS: [[u8; 2]; 8] = [
+    *b"bo", *b"cr", *b"sp", *b"he", *b"ip", *b"ta", *b"mo", *b"an",
+];
+
+/// A bit per position of `window`'s first 16 whose byte and the next one
+/// (ASCII case ignored) are the first two letters of a marker.
+#[inline(always)]
+fn marker_candidates(window: &[u8]) -> u32 {
+    let fold = Lanes::splat(0x20);
+    let first = Lanes::load(window).or(fold);
+    let second = Lanes::load(&window[1..]).or(fold);
+    let mut hits = first
+        .eq(MARKER_PAIRS[0][0])
+        .and(second.eq(MARKER_PAIRS[0][1]));
+    for [a, b] in &MARKER_PAIRS[1..] {
+        hits = hits.or(first.eq(*a).and(second.eq(*b)));
+    }
+    hits.bitmask()
+}
+
+/// Record the marker `rest` starts with, if any.
+#[inline(always)]
+fn check(rest: &[u8], t: &mut UserAgentTraits) {
+    match rest[0] | 0x20 {
+        b'b' => t.bot |= has(rest, b"bot"),
+        b'c' => t.bot |= has(rest, b"crawler"),
+        b's' => t.bot |= has(rest, b"spider"),
+        b'h' => t.bot |= has(rest, b"headlesschrome"),
+        b'i' => {
+            t.tablet |= has(rest, b"ipad");
+            t.mobile |= has(rest, b"iphone");
+        }
+        b't' => t.tablet |= has(rest, b"tablet"),
+        b'm' => t.mobile |= has(rest, b"mobi"),
+        b'a' => t.mobile |= has(rest, b"android"),
+        _ => {}
+    }
 }
 
 /// Per byte: the lower-case first letter of a marker it starts (either
@@ -70,9 +111,9 @@ static MARKER_START: [u8; 256] = {
     table
 };
 
-/// `rest` starts with `needle` (lower-case letters, the first one matched
-/// by the caller), ignoring ASCII case; the second byte is compared first,
-/// which rejects most candidates without a loop.
+/// `rest` starts with `needle` (lower-case letters), ignoring ASCII case;
+/// the second byte is compared first, which rejects most candidates
+/// without a loop.
 #[inline(always)]
 fn has(rest: &[u8], needle: &[u8]) -> bool {
     rest.len() >= needle.len()
@@ -95,88 +136,119 @@ pub fn normalize_url(raw: &str, out: &mut String) -> bool {
     normalize(raw, out, None)
 }
 
-/// [`normalize_url`], and when `group` is given also its [`page_group`],
-/// in the same pass over the path (the plugin's hot path).
-pub fn normalize(raw: &str, out: &mut String, mut group: Option<&mut String>) -> bool {
+/// [`normalize_url`], and when `group` is given also its [`page_group`]
+/// (the plugin's hot path).
+///
+/// The output is copied from `raw` in as few runs as possible: a copy of a
+/// few bytes costs a call into the runtime as Wasm (`memory.copy`), so
+/// `scheme://host` is one copy (lower-cased after), the path is copied
+/// between the slashes it drops, and the group between its id segments.
+pub fn normalize(raw: &str, out: &mut String, group: Option<&mut String>) -> bool {
     out.clear();
     let url = raw.trim();
     // the scheme ends at the first ':' (a later "://" cannot give http/https)
-    let Some(colon) = url.bytes().position(|b| b == b':') else {
+    let Some(colon) = bytes::find(url.as_bytes(), b':') else {
         return false;
     };
     let (scheme, rest) = (&url[..colon], &url[colon..]);
     let Some(rest) = rest.strip_prefix("://") else {
         return false;
     };
-    let (scheme, default_port) = if scheme.eq_ignore_ascii_case("http") {
-        ("http", 80)
+    let default_port = if scheme.eq_ignore_ascii_case("http") {
+        80
     } else if scheme.eq_ignore_ascii_case("https") {
-        ("https", 443)
+        443
     } else {
         return false;
     };
-    let authority_end = rest
-        .bytes()
-        .position(|b| matches!(b, b'/' | b'?' | b'#'))
-        .unwrap_or(rest.len());
+    let authority_end = bytes::find3(rest.as_bytes(), b'/', b'?', b'#').unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
     // user information is not part of the normalised URL
-    // (short strings: a plain reverse scan, not core's memrchr)
-    let authority = match authority.bytes().rposition(|b| b == b'@') {
-        Some(at) => &authority[at + 1..],
-        None => authority,
+    let user_info = bytes::rfind(authority.as_bytes(), b'@');
+    let authority = user_info.map_or(authority, |at| &authority[at + 1..]);
+    let Some((host, port)) = split_host_port(authority) else {
+        return false;
     };
-    let (host, port) = match split_host_port(authority) {
-        Some(hp) => hp,
-        None => return false,
-    };
-    out.push_str(scheme);
-    out.push_str("://");
-    let host_start = out.len();
-    out.push_str(host);
-    out[host_start..].make_ascii_lowercase();
+    if user_info.is_none() {
+        // `scheme://host` as written: the host starts the authority
+        out.push_str(&url[..colon + 3 + host.len()]);
+    } else {
+        out.push_str(scheme);
+        out.push_str("://");
+        out.push_str(host);
+    }
+    // the scheme is http or https in some case, "://" has no letters
+    out.make_ascii_lowercase();
     if let Some(port) = port.filter(|p| *p != default_port) {
         out.push(':');
-        out.push_str(&port.to_string());
+        push_decimal(out, port);
     }
-    let path = &tail[..tail
-        .bytes()
-        .position(|b| b == b'?' || b == b'#')
-        .unwrap_or(tail.len())];
-    if let Some(g) = group.as_deref_mut() {
-        g.clear();
-        g.push_str(out);
-    }
+    let path = &tail[..bytes::find2(tail.as_bytes(), b'?', b'#').unwrap_or(tail.len())];
     let path_start = out.len();
-    let bytes = path.as_bytes();
-    let mut start = 0;
-    for i in 0..=bytes.len() {
-        if i < bytes.len() && bytes[i] != b'/' {
-            continue;
-        }
-        if i > start {
-            // '/' is ASCII, so these are character boundaries
-            let segment = &path[start..i];
-            out.push('/');
-            out.push_str(segment);
-            if let Some(g) = group.as_deref_mut() {
-                g.push('/');
-                g.push_str(if is_id_segment(segment) {
-                    "{id}"
-                } else {
-                    segment
-                });
-            }
-        }
-        start = i + 1;
-    }
+    push_without_empty_segments(path, out);
     if out.len() == path_start {
         out.push('/');
-        if let Some(g) = group {
-            g.push('/');
-        }
+    }
+    if let Some(group) = group {
+        push_group(out, path_start, group);
     }
     true
+}
+
+/// Append `path` (empty or starting with '/') without its empty segments
+/// (a '/' followed by another or ending the path), in runs between them.
+fn push_without_empty_segments(path: &str, out: &mut String) {
+    let b = path.as_bytes();
+    let mut run = 0;
+    let mut at = 0;
+    while let Some(slash) = bytes::find(&b[at..], b'/').map(|i| at + i) {
+        if b.get(slash + 1).is_none_or(|&next| next == b'/') {
+            // '/' is ASCII, so these are character boundaries
+            out.push_str(&path[run..slash]);
+            run = slash + 1;
+        }
+        at = slash + 1;
+    }
+    out.push_str(&path[run..]);
+}
+
+/// Set `group` to `url` (normalised, its path from `path_start`) with every
+/// id segment replaced by `{id}`, copying the runs between them.
+fn push_group(url: &str, path_start: usize, group: &mut String) {
+    group.clear();
+    let b = url.as_bytes();
+    let mut run = 0;
+    let mut start = path_start + 1;
+    loop {
+        let end = bytes::find(&b[start..], b'/').map_or(b.len(), |i| start + i);
+        if is_id_segment(&url[start..end]) {
+            group.push_str(&url[run..start]);
+            group.push_str("{id}");
+            run = end;
+        }
+        if end == b.len() {
+            break;
+        }
+        start = end + 1;
+    }
+    group.push_str(&url[run..]);
+}
+
+/// Append `n` in decimal without going through `fmt`.
+fn push_decimal(out: &mut String, mut n: u16) {
+    let mut digits = [0u8; 5];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[start..] {
+        out.push(char::from(d));
+    }
 }
 
 /// Split `host[:port]` (or `[v6]:port`), validating both. An empty port
@@ -198,12 +270,14 @@ fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
         };
         (&authority[..close + 2], port)
     } else {
-        let (host, port) = match authority.bytes().rposition(|b| b == b':') {
+        let (host, port) = match bytes::rfind(authority.as_bytes(), b':') {
             Some(colon) => (&authority[..colon], &authority[colon + 1..]),
             None => (authority, ""),
         };
-        let valid = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_';
-        if host.is_empty() || !host.bytes().all(valid) || host.bytes().all(|b| b == b'.') {
+        if host.is_empty()
+            || !bytes::all_host_chars(host.as_bytes())
+            || host.bytes().all(|b| b == b'.')
+        {
             return None;
         }
         (host, port)
@@ -211,7 +285,7 @@ fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
     if port.is_empty() {
         return Some((host, None));
     }
-    if !port.bytes().all(|b| b.is_ascii_digit()) {
+    if !bytes::all_digits(port.as_bytes()) {
         return None;
     }
     Some((host, Some(port.parse().ok()?)))
@@ -242,7 +316,7 @@ pub fn page_group(url: &str, out: &mut String) {
 }
 
 fn is_id_segment(s: &str) -> bool {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+    if !s.is_empty() && bytes::all_digits(s.as_bytes()) {
         return true;
     }
     let b = s.as_bytes();
@@ -370,6 +444,38 @@ mod tests {
         assert_eq!(out, "https://e.com/");
         page_group("https://e.com:8080/42", &mut out);
         assert_eq!(out, "https://e.com:8080/{id}");
+    }
+
+    #[test]
+    fn markers_are_found_at_every_offset_and_in_either_case() {
+        let markers = [
+            ("bot", true, false, false),
+            ("Crawler", true, false, false),
+            ("SPIDER", true, false, false),
+            ("HeadlessChrome", true, false, false),
+            ("iPad", false, true, false),
+            ("tablet", false, true, false),
+            ("iPhone", false, false, true),
+            ("Mobi", false, false, true),
+            ("android", false, false, true),
+        ];
+        // fillers made of markers' first letters, so that candidates that
+        // are not markers sit around every window boundary (the spaces keep
+        // a filler from completing a marker)
+        for filler in ["x", "mo", "Bo a", "ip he; sp"] {
+            for (marker, bot, tablet, mobile) in markers {
+                for offset in 0..40 {
+                    let before: String = filler.chars().cycle().take(offset).collect();
+                    let after: String = filler.chars().cycle().take(37 - offset % 37).collect();
+                    let ua = format!("{before} {marker} {after}");
+                    let t = scan_user_agent(&ua);
+                    assert_eq!((t.bot, t.tablet, t.mobile), (bot, tablet, mobile), "{ua:?}");
+                    // cut one letter short, the marker is gone
+                    let cut = format!("{before} {}", &marker[..marker.len() - 1]);
+                    assert_eq!(scan_user_agent(&cut), UserAgentTraits::default(), "{cut:?}");
+                }
+            }
+        }
     }
 
     #[test]
