@@ -15,7 +15,7 @@ use wasmtime::{Config, Engine, OptLevel};
 use super::bindings::{Preprocessor, PreprocessorPre};
 use super::error::PluginError;
 use super::limits::Limits;
-use super::sandbox::HostState;
+use super::sandbox::{HostState, refuse_timers};
 
 /// The `weir:preprocess` versions this host runs.
 pub const ACCEPTED_VERSIONS: &[&str] = &["0.1.0"];
@@ -99,6 +99,7 @@ impl PluginEngine {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| PluginError::Engine(e.to_string()))?;
+        refuse_timers(&mut linker).map_err(|e| PluginError::Engine(e.to_string()))?;
         Preprocessor::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| PluginError::Engine(e.to_string()))?;
         start_epoch_ticker(&engine);

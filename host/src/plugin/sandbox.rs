@@ -5,14 +5,47 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{Linker, Resource, ResourceTable};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
-use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::p2::{DynPollable, OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::{logging, types};
 use super::deadline::CpuDeadline;
 use super::limits::Limits;
+
+/// The `wasi:clocks/monotonic-clock` the host links (`wasmtime-wasi` 48);
+/// a component importing any 0.2.x version is served by it.
+const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
+
+/// What a plugin that waits on a timer is told (its call traps with it).
+pub(crate) const TIMER_REFUSED: &str =
+    "plugins may not wait on a timer (wasi:clocks/monotonic-clock subscribe-*)";
+
+/// Replace the monotonic clock's `subscribe-duration` and
+/// `subscribe-instant` with functions that trap. A plugin blocked in a
+/// WASI wait runs host code, where no deadline can interrupt it: a sleep
+/// would hold its worker for as long as it asked. A plugin has nothing to
+/// wait for, so the call fails at once instead (`now` and `resolution`
+/// stay).
+pub(crate) fn refuse_timers(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance(MONOTONIC_CLOCK)?;
+    clock.func_wrap(
+        "subscribe-duration",
+        |_, (_duration,): (u64,)| -> wasmtime::Result<(Resource<DynPollable>,)> {
+            Err(wasmtime::format_err!("{TIMER_REFUSED}"))
+        },
+    )?;
+    clock.func_wrap(
+        "subscribe-instant",
+        |_, (_instant,): (u64,)| -> wasmtime::Result<(Resource<DynPollable>,)> {
+            Err(wasmtime::format_err!("{TIMER_REFUSED}"))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
 
 /// Longest log line a plugin may write through `logging.log`.
 const MAX_LOG_LINE: usize = 4096;

@@ -104,6 +104,22 @@ fn endless_loops_in_a_large_batch_are_isolated_with_short_deadlines() {
 }
 
 #[test]
+fn a_plugin_that_sleeps_is_refused_its_timer_instead_of_blocking_its_worker() {
+    // the sleep would wait in host code, past every deadline, for an hour
+    let started = std::time::Instant::now();
+    let mut runner = hostile("sleep", Limits::default(), &[]);
+    assert_isolated(
+        &mut runner,
+        100,
+        &[7, 60],
+        "plugins may not wait on a timer",
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(600));
+    let next = runner.process(&events(100, &[]));
+    assert_eq!(next.batch.num_rows(), 100);
+}
+
+#[test]
 fn isolation_stops_at_its_cpu_time_budget() {
     let limits = Limits {
         call_timeout_ms: 200,
