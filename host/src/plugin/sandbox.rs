@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use wasmtime::StoreContextMut;
 use wasmtime::component::{Linker, Resource, ResourceTable};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{DynPollable, OutputStream, Pollable, StreamResult};
@@ -29,20 +30,16 @@ pub(crate) const TIMER_REFUSED: &str =
 /// wait for, so the call fails at once instead (`now` and `resolution`
 /// stay).
 pub(crate) fn refuse_timers(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    fn refused(
+        _: StoreContextMut<'_, HostState>,
+        _: (u64,),
+    ) -> wasmtime::Result<(Resource<DynPollable>,)> {
+        Err(wasmtime::format_err!("{TIMER_REFUSED}"))
+    }
     linker.allow_shadowing(true);
     let mut clock = linker.instance(MONOTONIC_CLOCK)?;
-    clock.func_wrap(
-        "subscribe-duration",
-        |_, (_duration,): (u64,)| -> wasmtime::Result<(Resource<DynPollable>,)> {
-            Err(wasmtime::format_err!("{TIMER_REFUSED}"))
-        },
-    )?;
-    clock.func_wrap(
-        "subscribe-instant",
-        |_, (_instant,): (u64,)| -> wasmtime::Result<(Resource<DynPollable>,)> {
-            Err(wasmtime::format_err!("{TIMER_REFUSED}"))
-        },
-    )?;
+    clock.func_wrap("subscribe-duration", refused)?;
+    clock.func_wrap("subscribe-instant", refused)?;
     linker.allow_shadowing(false);
     Ok(())
 }

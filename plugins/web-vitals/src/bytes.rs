@@ -67,6 +67,12 @@ impl Lanes {
         Lanes(imp::or(self.0, other.0))
     }
 
+    /// Lanes not set.
+    #[inline(always)]
+    pub(crate) fn not(self) -> Lanes {
+        Lanes(imp::xor(self.0, imp::splat(0xff)))
+    }
+
     /// Bit `i` set when lane `i` is set (the high bit of each lane).
     #[inline(always)]
     pub(crate) fn bitmask(self) -> u32 {
@@ -137,13 +143,14 @@ pub(crate) fn rfind(hay: &[u8], byte: u8) -> Option<usize> {
 #[inline(never)]
 pub(crate) fn all_host_chars(hay: &[u8]) -> bool {
     find_by(hay, |l| {
-        let letter = Lanes(imp::or(l.0, imp::splat(0x20))).in_range(b'a', b'z');
-        let valid = letter
-            .or(l.in_range(b'0', b'9'))
+        let letter = l.or(Lanes::splat(0x20)).in_range(b'a', b'z');
+        let digit = l.in_range(b'0', b'9');
+        letter
+            .or(digit)
             .or(l.eq(b'-'))
             .or(l.eq(b'.'))
-            .or(l.eq(b'_'));
-        Lanes(imp::xor(valid.0, imp::splat(0xff)))
+            .or(l.eq(b'_'))
+            .not()
     })
     .is_none()
 }
@@ -151,10 +158,7 @@ pub(crate) fn all_host_chars(hay: &[u8]) -> bool {
 /// Whether every byte of `hay` is an ASCII digit.
 #[inline(never)]
 pub(crate) fn all_digits(hay: &[u8]) -> bool {
-    find_by(hay, |l| {
-        Lanes(imp::xor(l.in_range(b'0', b'9').0, imp::splat(0xff)))
-    })
-    .is_none()
+    find_by(hay, |l| l.in_range(b'0', b'9').not()).is_none()
 }
 
 #[cfg(target_arch = "x86_64")]

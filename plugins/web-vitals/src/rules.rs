@@ -2,6 +2,8 @@
 //! so each rule is testable alone and the plugin loop stays allocation-free
 //! (every function writes into a buffer the caller reuses).
 
+use std::fmt::Write;
+
 use crate::bytes::{self, Lanes, WIDTH};
 
 /// Largest plausible TTI or TTAR, in milliseconds.
@@ -180,8 +182,8 @@ pub fn normalize(raw: &str, out: &mut String, group: Option<&mut String>) -> boo
     // the scheme is http or https in some case, "://" has no letters
     out.make_ascii_lowercase();
     if let Some(port) = port.filter(|p| *p != default_port) {
-        out.push(':');
-        push_decimal(out, port);
+        // into the buffer, not through a `String` of its own
+        let _ = write!(out, ":{port}");
     }
     let path = &tail[..bytes::find2(tail.as_bytes(), b'?', b'#').unwrap_or(tail.len())];
     let path_start = out.len();
@@ -234,23 +236,6 @@ fn push_group(url: &str, path_start: usize, group: &mut String) {
     group.push_str(&url[run..]);
 }
 
-/// Append `n` in decimal without going through `fmt`.
-fn push_decimal(out: &mut String, mut n: u16) {
-    let mut digits = [0u8; 5];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in &digits[start..] {
-        out.push(char::from(d));
-    }
-}
-
 /// Split `host[:port]` (or `[v6]:port`), validating both. An empty port
 /// (`host:`) means no port.
 fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
@@ -294,23 +279,12 @@ fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
 /// `page_group`: the normalised URL with every all-digit or UUID path
 /// segment replaced by `{id}`. `url` must come from [`normalize_url`].
 pub fn page_group(url: &str, out: &mut String) {
-    out.clear();
-    let path_start = url.find("://").map_or(0, |i| i + 3);
-    let path_start = url[path_start..]
-        .find('/')
-        .map_or(url.len(), |i| path_start + i);
-    out.push_str(&url[..path_start]);
-    let path = &url[path_start..];
-    if path == "/" {
-        out.push('/');
-        return;
-    }
-    for segment in path.split('/').skip(1) {
-        out.push('/');
-        if is_id_segment(segment) {
-            out.push_str("{id}");
-        } else {
-            out.push_str(segment);
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    match url[after_scheme..].find('/') {
+        Some(i) => push_group(url, after_scheme + i, out),
+        None => {
+            out.clear();
+            out.push_str(url);
         }
     }
 }
