@@ -162,18 +162,17 @@ impl Verdicts {
     pub(crate) fn exclude(&mut self, row: usize, verdict: Verdict, reason: &str) {
         // a plugin gives few reasons, often the same one for row after row:
         // the last one is compared before anything is hashed
-        let last = self.exclusions.last().map(|e| e.reason);
-        let reason = match last.filter(|&id| self.reasons[id as usize] == reason) {
+        let known = (self.exclusions.last().map(|e| e.reason))
+            .filter(|&id| self.reasons[id as usize] == reason)
+            .or_else(|| self.reason_ids.get(reason).copied());
+        let reason = match known {
             Some(id) => id,
-            None => match self.reason_ids.get(reason) {
-                Some(&id) => id,
-                None => {
-                    let id = self.reasons.len() as u32;
-                    self.reasons.push(reason.to_string());
-                    self.reason_ids.insert(reason.to_string(), id);
-                    id
-                }
-            },
+            None => {
+                let id = self.reasons.len() as u32;
+                self.reasons.push(reason.to_string());
+                self.reason_ids.insert(reason.to_string(), id);
+                id
+            }
         };
         self.exclusions.push(Exclusion {
             row: row as u32,
