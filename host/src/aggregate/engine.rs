@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use arrow::datatypes::{Field, Schema, SchemaRef};
-use arrow::record_batch::RecordBatch;
+use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -142,6 +142,8 @@ impl Engine {
         let ctx = SessionContext::new_with_config_rt(config, self.runtime.clone());
         // exact percentiles, as PostgreSQL, Redshift and DuckDB compute them
         ctx.register_udaf(super::percentile::PercentileCont::udaf());
+        // several percentiles of one value share one copy of the values
+        ctx.add_optimizer_rule(Arc::new(super::percentile::SharePercentiles));
         if let Some(lake) = lake {
             ctx.register_object_store(store_url(lake)?.as_ref(), lake.store().clone());
         }
@@ -318,8 +320,9 @@ impl TableProvider for EventsTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        // the plugin takes whole rows: every column is read, and the
-        // projection applies to its output
+        // the plugin takes whole rows: for files it re-cleans every column
+        // is read, and the projection applies to its output; files read as
+        // written are read in the projection's columns only
         let partition = self.schema.index_of(&self.partition_by).ok();
         let file_fields: Vec<Arc<Field>> = self
             .schema
@@ -384,12 +387,30 @@ impl TableProvider for EventsTable {
                     .build(),
             );
             let config = FileScanConfigBuilder::new(store_url(lake)?, Arc::new(source))
-                .with_file_groups(groups)
-                .build();
+                .with_file_groups(groups);
+            let (config, table, projection) = match (&plugin, projection) {
+                (None, Some(columns)) => {
+                    // scan indices: the file's columns, then the partition column
+                    let scan: Vec<usize> = columns
+                        .iter()
+                        .map(|&i| match partition {
+                            Some(p) if i == p => file_schema.fields().len(),
+                            Some(p) if i > p => i - 1,
+                            _ => i,
+                        })
+                        .collect();
+                    (
+                        config.with_projection_indices(Some(scan))?,
+                        Arc::new(self.schema.project(columns)?),
+                        None,
+                    )
+                }
+                (_, projection) => (config, self.schema.clone(), projection.cloned()),
+            };
             parts.push(Arc::new(EventsExec::new(
-                DataSourceExec::from_data_source(config),
-                self.schema.clone(),
-                projection.cloned(),
+                DataSourceExec::from_data_source(config.build()),
+                table,
+                projection,
                 plugin,
                 self.tally.clone(),
             )?) as Arc<dyn ExecutionPlan>);
@@ -435,9 +456,10 @@ fn spread(mut files: Vec<PartitionedFile>, n: usize) -> Vec<FileGroup> {
 #[derive(Debug)]
 pub struct EventsExec {
     input: Arc<dyn ExecutionPlan>,
-    /// the table's schema (plugin input and output).
+    /// the rows' schema: the table's (the plugin's input and output), or
+    /// without a plugin the projected columns the scan reads.
     table: SchemaRef,
-    /// for each table column, its index in the input.
+    /// for each of its columns, its index in the input.
     order: Vec<usize>,
     projection: Option<Vec<usize>>,
     plugin: Option<BatchPlugin>,
@@ -573,9 +595,11 @@ struct Stream {
 impl Stream {
     async fn process(&mut self, batch: RecordBatch) -> DfResult<RecordBatch> {
         let rows = batch.num_rows() as u64;
-        let batch = RecordBatch::try_new(
+        // (a projection may keep no column: the row count is carried)
+        let batch = RecordBatch::try_new_with_options(
             self.table.clone(),
             batch.project(&self.order)?.columns().to_vec(),
+            &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
         )?;
         let (kept, dropped, rejected) = match &self.plugin {
             None => (batch, Vec::new(), Vec::new()),

@@ -16,8 +16,9 @@ use tokio_postgres::{Client, Config, NoTls};
 use super::copy::CopyPlan;
 use super::table::{
     AUDIT_COLUMNS, AuditRow, LoadRequest, SqlType, TableSpec, Value, audit_create_sql, dates_in,
-    quote, quote_name, row_values,
+    quote, quote_name,
 };
+use super::table::{Cell, cell};
 use super::{PushdownRows, Shown, WarehouseError};
 use crate::pipeline::aggregate::AggregationSql;
 
@@ -50,14 +51,28 @@ impl ToSql for Value {
         ty: &Type,
         out: &mut BytesMut,
     ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        self.as_cell().to_sql(ty, out)
+    }
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+    to_sql_checked!();
+}
+
+impl ToSql for Cell<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
         match self {
-            Value::Null => Ok(IsNull::Yes),
-            Value::Date(d) => d.to_sql(ty, out),
-            Value::Text(s) => s.to_sql(ty, out),
-            Value::Int(i) => i.to_sql(ty, out),
-            Value::Float(x) => x.to_sql(ty, out),
-            Value::Bool(b) => b.to_sql(ty, out),
-            Value::Timestamp(t) => t.to_sql(ty, out),
+            Cell::Null => Ok(IsNull::Yes),
+            Cell::Date(d) => d.to_sql(ty, out),
+            Cell::Text(s) => s.to_sql(ty, out),
+            Cell::Int(i) => i.to_sql(ty, out),
+            Cell::Float(x) => x.to_sql(ty, out),
+            Cell::Bool(b) => b.to_sql(ty, out),
+            Cell::Timestamp(t) => t.to_sql(ty, out),
         }
     }
     fn accepts(_: &Type) -> bool {
@@ -262,12 +277,7 @@ impl PgWarehouse {
                             table: table.clone(),
                             error: format!("staging the cleaned rows: {error}"),
                         })?;
-                        for r in 0..batch.num_rows() {
-                            let row = row_values(&batch, r);
-                            let values: Vec<&(dyn ToSql + Sync)> =
-                                row.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-                            writer.as_mut().write(&values).await.map_err(fail)?;
-                        }
+                        write_batch(writer.as_mut(), &batch).await.map_err(fail)?;
                     }
                 }
                 writer.finish().await.map_err(fail)?;
@@ -397,12 +407,27 @@ async fn copy_rows(
     request: &LoadRequest,
 ) -> Result<(), tokio_postgres::Error> {
     let mut writer = std::pin::pin!(copy_writer(tx, &request.table).await?);
-    for row in request.values() {
-        let values: Vec<&(dyn ToSql + Sync)> =
-            row.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-        writer.as_mut().write(&values).await?;
+    for batch in &request.rows {
+        write_batch(writer.as_mut(), batch).await?;
     }
     writer.finish().await?;
+    Ok(())
+}
+
+/// The rows of `batch` into a binary `COPY`, bound straight from the
+/// columns (texts are not copied first).
+async fn write_batch(
+    mut writer: std::pin::Pin<&mut tokio_postgres::binary_copy::BinaryCopyInWriter>,
+    batch: &arrow::record_batch::RecordBatch,
+) -> Result<(), tokio_postgres::Error> {
+    let mut cells: Vec<Cell<'_>> = Vec::with_capacity(batch.num_columns());
+    for r in 0..batch.num_rows() {
+        cells.clear();
+        cells.extend(batch.columns().iter().map(|c| cell(c.as_ref(), r)));
+        let values: Vec<&(dyn ToSql + Sync)> =
+            cells.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+        writer.as_mut().write(&values).await?;
+    }
     Ok(())
 }
 

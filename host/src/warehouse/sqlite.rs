@@ -9,7 +9,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, TransactionBehavior};
 
 use super::postgres::insert_sql;
-use super::table::{AUDIT_COLUMNS, LoadRequest, Value, audit_create_sql, quote_name};
+use super::table::{AUDIT_COLUMNS, Cell, LoadRequest, Value, audit_create_sql, cell, quote_name};
 use super::{Shown, WarehouseError};
 
 /// A SQLite database file.
@@ -21,15 +21,26 @@ pub struct SqliteWarehouse {
 
 impl rusqlite::ToSql for Value {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(match self {
-            Value::Null => ToSqlOutput::Borrowed(ValueRef::Null),
-            Value::Date(d) => ToSqlOutput::from(d.to_string()),
-            Value::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
-            Value::Int(i) => ToSqlOutput::from(*i),
-            Value::Float(x) => ToSqlOutput::from(*x),
-            Value::Bool(b) => ToSqlOutput::from(*b),
-            Value::Timestamp(t) => ToSqlOutput::from(t.to_string()),
-        })
+        Ok(output(self.as_cell()))
+    }
+}
+
+impl rusqlite::ToSql for Cell<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(output(*self))
+    }
+}
+
+/// A cell as SQLite binds it (dates and instants as text).
+fn output(cell: Cell<'_>) -> ToSqlOutput<'_> {
+    match cell {
+        Cell::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+        Cell::Date(d) => ToSqlOutput::from(d.to_string()),
+        Cell::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+        Cell::Int(i) => ToSqlOutput::from(i),
+        Cell::Float(x) => ToSqlOutput::from(x),
+        Cell::Bool(b) => ToSqlOutput::from(b),
+        Cell::Timestamp(t) => ToSqlOutput::from(t.to_string()),
     }
 }
 
@@ -92,10 +103,16 @@ impl SqliteWarehouse {
                 None,
             );
             let mut insert = tx.prepare(&sql).map_err(fail)?;
-            for row in request.values() {
-                insert
-                    .execute(rusqlite::params_from_iter(row.iter()))
-                    .map_err(fail)?;
+            // bound straight from the columns (texts are not copied first)
+            for batch in &request.rows {
+                for r in 0..batch.num_rows() {
+                    for (i, column) in batch.columns().iter().enumerate() {
+                        insert
+                            .raw_bind_parameter(i + 1, cell(column.as_ref(), r))
+                            .map_err(fail)?;
+                    }
+                    insert.raw_execute().map_err(fail)?;
+                }
             }
             let columns: Vec<&str> = AUDIT_COLUMNS.iter().map(|(c, _)| *c).collect();
             for audit in &request.audit {

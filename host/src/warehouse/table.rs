@@ -72,6 +72,21 @@ pub enum Value {
     Timestamp(chrono::NaiveDateTime),
 }
 
+impl Value {
+    /// The value as a cell (borrowing its text).
+    pub fn as_cell(&self) -> Cell<'_> {
+        match self {
+            Value::Null => Cell::Null,
+            Value::Date(d) => Cell::Date(*d),
+            Value::Text(s) => Cell::Text(s),
+            Value::Int(i) => Cell::Int(*i),
+            Value::Float(x) => Cell::Float(*x),
+            Value::Bool(b) => Cell::Bool(*b),
+            Value::Timestamp(t) => Cell::Timestamp(*t),
+        }
+    }
+}
+
 impl std::fmt::Display for Value {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -323,32 +338,68 @@ pub fn row_values(batch: &RecordBatch, r: usize) -> Vec<Value> {
     batch
         .columns()
         .iter()
-        .map(|c| {
-            if c.is_null(r) {
-                return Value::Null;
-            }
-            match c.data_type() {
-                DataType::Date32 => Value::Date(
-                    NaiveDate::from_num_days_from_ce_opt(
-                        c.as_primitive::<Date32Type>().value(r) + 719_163,
-                    )
-                    .unwrap_or_default(),
-                ),
-                DataType::Utf8 => Value::Text(c.as_string::<i32>().value(r).to_string()),
-                DataType::Int64 => Value::Int(c.as_primitive::<Int64Type>().value(r)),
-                DataType::Float64 => Value::Float(c.as_primitive::<Float64Type>().value(r)),
-                DataType::Boolean => Value::Bool(c.as_boolean().value(r)),
-                DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, _) => {
-                    chrono::DateTime::from_timestamp_millis(
-                        c.as_primitive::<arrow::datatypes::TimestampMillisecondType>()
-                            .value(r),
-                    )
-                    .map_or(Value::Null, |t| Value::Timestamp(t.naive_utc()))
-                }
-                _ => Value::Null,
-            }
-        })
+        .map(|c| cell(c.as_ref(), r).to_value())
         .collect()
+}
+
+/// One value of a row, borrowed from its column: what the loads bind,
+/// without a copy of each text.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Cell<'a> {
+    /// NULL (also a type weir does not load).
+    Null,
+    /// a date.
+    Date(NaiveDate),
+    /// text.
+    Text(&'a str),
+    /// an integer.
+    Int(i64),
+    /// a float.
+    Float(f64),
+    /// a boolean.
+    Bool(bool),
+    /// an instant (UTC, no zone).
+    Timestamp(chrono::NaiveDateTime),
+}
+
+impl Cell<'_> {
+    /// The value, owned.
+    pub fn to_value(self) -> Value {
+        match self {
+            Cell::Null => Value::Null,
+            Cell::Date(d) => Value::Date(d),
+            Cell::Text(s) => Value::Text(s.to_string()),
+            Cell::Int(i) => Value::Int(i),
+            Cell::Float(x) => Value::Float(x),
+            Cell::Bool(b) => Value::Bool(b),
+            Cell::Timestamp(t) => Value::Timestamp(t),
+        }
+    }
+}
+
+/// Row `r` of column `c`.
+pub fn cell(c: &dyn Array, r: usize) -> Cell<'_> {
+    if c.is_null(r) {
+        return Cell::Null;
+    }
+    match c.data_type() {
+        DataType::Date32 => Cell::Date(
+            NaiveDate::from_num_days_from_ce_opt(c.as_primitive::<Date32Type>().value(r) + 719_163)
+                .unwrap_or_default(),
+        ),
+        DataType::Utf8 => Cell::Text(c.as_string::<i32>().value(r)),
+        DataType::Int64 => Cell::Int(c.as_primitive::<Int64Type>().value(r)),
+        DataType::Float64 => Cell::Float(c.as_primitive::<Float64Type>().value(r)),
+        DataType::Boolean => Cell::Bool(c.as_boolean().value(r)),
+        DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, _) => {
+            chrono::DateTime::from_timestamp_millis(
+                c.as_primitive::<arrow::datatypes::TimestampMillisecondType>()
+                    .value(r),
+            )
+            .map_or(Cell::Null, |t| Cell::Timestamp(t.naive_utc()))
+        }
+        _ => Cell::Null,
+    }
 }
 
 /// Quote one identifier.
