@@ -417,12 +417,7 @@ impl Wanted {
                     valid.push(!v.is_empty());
                     offsets.push(figures.len() as i32);
                 }
-                Arc::new(ListArray::new(
-                    Arc::new(Field::new_list_field(DataType::Float64, true)),
-                    OffsetBuffer::new(ScalarBuffer::from(offsets)),
-                    Arc::new(Float64Array::new(ScalarBuffer::from(figures), None)),
-                    Some(NullBuffer::from(valid)),
-                ))
+                list(offsets, figures, Some(NullBuffer::from(valid)))
             }
         }
     }
@@ -457,11 +452,16 @@ fn to_list(groups: Vec<Vec<f64>>) -> ArrayRef {
         offsets.push(end);
     }
     let values: Vec<f64> = groups.into_iter().flatten().collect();
+    list(offsets, values, None)
+}
+
+/// A list array of float8 values, a row per offset pair.
+fn list(offsets: Vec<i32>, values: Vec<f64>, nulls: Option<NullBuffer>) -> ArrayRef {
     Arc::new(ListArray::new(
         Arc::new(Field::new_list_field(DataType::Float64, true)),
         OffsetBuffer::new(ScalarBuffer::from(offsets)),
         Arc::new(Float64Array::new(ScalarBuffer::from(values), None)),
-        None,
+        nulls,
     ))
 }
 
