@@ -18,7 +18,7 @@ use super::table::{
     AUDIT_COLUMNS, AuditRow, LoadRequest, SqlType, TableSpec, Value, audit_create_sql, dates_in,
     quote, quote_name,
 };
-use super::table::{Cell, cell};
+use super::table::{Cell, Cells};
 use super::{PushdownRows, Shown, WarehouseError};
 use crate::pipeline::aggregate::AggregationSql;
 
@@ -420,10 +420,15 @@ async fn write_batch(
     mut writer: std::pin::Pin<&mut tokio_postgres::binary_copy::BinaryCopyInWriter>,
     batch: &arrow::record_batch::RecordBatch,
 ) -> Result<(), tokio_postgres::Error> {
+    let columns: Vec<Cells<'_>> = batch
+        .columns()
+        .iter()
+        .map(|c| Cells::of(c.as_ref()))
+        .collect();
     let mut cells: Vec<Cell<'_>> = Vec::with_capacity(batch.num_columns());
     for r in 0..batch.num_rows() {
         cells.clear();
-        cells.extend(batch.columns().iter().map(|c| cell(c.as_ref(), r)));
+        cells.extend(columns.iter().map(|c| c.get(r)));
         let values: Vec<&(dyn ToSql + Sync)> =
             cells.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
         writer.as_mut().write(&values).await?;

@@ -2,14 +2,16 @@
 //! and the same replace-in-one-transaction load as PostgreSQL. Dates are
 //! stored as `YYYY-MM-DD` text.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use chrono::NaiveDate;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, TransactionBehavior};
 
 use super::postgres::insert_sql;
-use super::table::{AUDIT_COLUMNS, Cell, LoadRequest, Value, audit_create_sql, cell, quote_name};
+use super::table::{AUDIT_COLUMNS, Cell, Cells, LoadRequest, Value, audit_create_sql, quote_name};
 use super::{Shown, WarehouseError};
 
 /// A SQLite database file.
@@ -94,26 +96,7 @@ impl SqliteWarehouse {
             tx.execute(&delete, []).map_err(fail)?;
         }
         {
-            let ncols = request.table.columns.len();
-            let sql = insert_sql(
-                &quote_name(table),
-                &request.table.column_list(),
-                ncols,
-                1,
-                None,
-            );
-            let mut insert = tx.prepare(&sql).map_err(fail)?;
-            // bound straight from the columns (texts are not copied first)
-            for batch in &request.rows {
-                for r in 0..batch.num_rows() {
-                    for (i, column) in batch.columns().iter().enumerate() {
-                        insert
-                            .raw_bind_parameter(i + 1, cell(column.as_ref(), r))
-                            .map_err(fail)?;
-                    }
-                    insert.raw_execute().map_err(fail)?;
-                }
-            }
+            insert_rows(&tx, request).map_err(fail)?;
             let columns: Vec<&str> = AUDIT_COLUMNS.iter().map(|(c, _)| *c).collect();
             for audit in &request.audit {
                 let values = audit.values(load_id, table);
@@ -162,5 +145,152 @@ impl SqliteWarehouse {
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(fail)?;
         Ok(Shown { columns, rows })
+    }
+}
+
+/// Rows per `INSERT` statement: a few dozen rows amortise SQLite's cost
+/// per statement, well inside its limit of 32 766 parameters.
+fn rows_per_insert(ncols: usize) -> usize {
+    (32_766 / ncols.max(1)).clamp(1, 64)
+}
+
+/// The request's rows into its table: multi-row `INSERT`s bound straight
+/// from the columns (each column's type resolved once per batch, texts not
+/// copied first, a date's text made once per run of equal dates).
+fn insert_rows(tx: &rusqlite::Transaction<'_>, request: &LoadRequest) -> rusqlite::Result<()> {
+    let table = quote_name(&request.table.name);
+    let names = request.table.column_list();
+    let ncols = request.table.columns.len();
+    let per = rows_per_insert(ncols);
+    let mut full = tx.prepare(&insert_sql(&table, &names, ncols, per, None))?;
+    let mut dates = vec![DateText::default(); ncols];
+    for batch in &request.rows {
+        let columns: Vec<Cells<'_>> = batch
+            .columns()
+            .iter()
+            .map(|c| Cells::of(c.as_ref()))
+            .collect();
+        let n = batch.num_rows();
+        let mut start = 0;
+        while start < n {
+            let take = per.min(n - start);
+            let mut tail;
+            let stmt = if take == per {
+                &mut full
+            } else {
+                tail = tx.prepare_cached(&insert_sql(&table, &names, ncols, take, None))?;
+                &mut *tail
+            };
+            let mut index = 1;
+            for r in start..start + take {
+                for (column, date) in columns.iter().zip(&mut dates) {
+                    match column.get(r) {
+                        Cell::Date(d) => stmt.raw_bind_parameter(index, date.of(d))?,
+                        other => stmt.raw_bind_parameter(index, other)?,
+                    }
+                    index += 1;
+                }
+            }
+            stmt.raw_execute()?;
+            start += take;
+        }
+    }
+    Ok(())
+}
+
+/// A date as SQLite stores it (`YYYY-MM-DD`), formatted once while the
+/// same date repeats (rows of one date partition come together).
+#[derive(Clone, Debug, Default)]
+struct DateText {
+    date: Option<NaiveDate>,
+    text: String,
+}
+
+impl DateText {
+    fn of(&mut self, date: NaiveDate) -> &str {
+        if self.date != Some(date) {
+            self.text.clear();
+            // writing into a String cannot fail
+            let _ = write!(self.text, "{date}");
+            self.date = Some(date);
+        }
+        &self.text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{ArrayRef, Date32Array, Float64Array, Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::record_batch::RecordBatch;
+    use std::sync::Arc;
+
+    use crate::warehouse::table::TableSpec;
+
+    /// `n` rows from `first`: two dates, a text, an integer and a float,
+    /// each with NULLs at its own period.
+    fn batch(schema: &Arc<Schema>, first: i64, n: usize) -> RecordBatch {
+        let ids = first..first + n as i64;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Date32Array::from_iter_values(
+                ids.clone().map(|i| 20_000 + (i % 2) as i32),
+            )),
+            Arc::new(StringArray::from_iter(
+                ids.clone()
+                    .map(|i| (i % 7 != 0).then(|| format!("/p/{i}/é"))),
+            )),
+            Arc::new(Int64Array::from_iter(
+                ids.clone().map(|i| (i % 5 != 0).then_some(i)),
+            )),
+            Arc::new(Float64Array::from_iter(
+                ids.map(|i| (i % 3 != 0).then_some(i as f64 / 8.0)),
+            )),
+        ];
+        RecordBatch::try_new(schema.clone(), columns).unwrap()
+    }
+
+    fn as_stored(v: &Value) -> Value {
+        match v {
+            Value::Date(d) => Value::Text(d.to_string()),
+            other => other.clone(),
+        }
+    }
+
+    #[test]
+    fn a_load_of_full_and_partial_statements_reads_back_row_for_row() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("day", DataType::Date32, false),
+            Field::new("page", DataType::Utf8, true),
+            Field::new("events", DataType::Int64, true),
+            Field::new("avg", DataType::Float64, true),
+        ]));
+        let table = TableSpec::new("t", &schema, "day").unwrap();
+        let per = rows_per_insert(table.columns.len());
+        // full statements, a tail in each batch, and a batch shorter than one statement
+        let rows = vec![
+            batch(&schema, 0, 3 * per + 5),
+            batch(&schema, 1_000, per - 1),
+            batch(&schema, 2_000, 2 * per),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let warehouse = SqliteWarehouse::new(dir.path().join("w.db"), Duration::from_secs(5));
+        let request = LoadRequest {
+            table,
+            audit_table: "audit".into(),
+            dates: vec![],
+            rows,
+            audit: vec![],
+        };
+        warehouse.load(&request, "l1").unwrap();
+        let shown = warehouse
+            .query("t", "SELECT day, page, events, avg FROM t ORDER BY rowid")
+            .unwrap();
+        let expected: Vec<Vec<Value>> = request
+            .values()
+            .map(|row| row.iter().map(as_stored).collect())
+            .collect();
+        assert_eq!(shown.rows.len(), 6 * per + 4);
+        assert_eq!(shown.rows, expected);
     }
 }

@@ -2,8 +2,13 @@
 //! aggregated rows' Arrow schema, DDL that PostgreSQL, Redshift and SQLite
 //! all accept, the audit row, and values taken out of Arrow arrays.
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::{DataType, Date32Type, Float64Type, Int64Type, SchemaRef};
+use arrow::array::{
+    Array, AsArray, BooleanArray, Date32Array, Float64Array, Int64Array, StringArray,
+    TimestampMillisecondArray,
+};
+use arrow::datatypes::{
+    DataType, Date32Type, Float64Type, Int64Type, SchemaRef, TimestampMillisecondType,
+};
 use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
 use serde::Serialize;
@@ -379,26 +384,64 @@ impl Cell<'_> {
 
 /// Row `r` of column `c`.
 pub fn cell(c: &dyn Array, r: usize) -> Cell<'_> {
-    if c.is_null(r) {
-        return Cell::Null;
-    }
-    match c.data_type() {
-        DataType::Date32 => Cell::Date(
-            NaiveDate::from_num_days_from_ce_opt(c.as_primitive::<Date32Type>().value(r) + 719_163)
-                .unwrap_or_default(),
-        ),
-        DataType::Utf8 => Cell::Text(c.as_string::<i32>().value(r)),
-        DataType::Int64 => Cell::Int(c.as_primitive::<Int64Type>().value(r)),
-        DataType::Float64 => Cell::Float(c.as_primitive::<Float64Type>().value(r)),
-        DataType::Boolean => Cell::Bool(c.as_boolean().value(r)),
-        DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, _) => {
-            chrono::DateTime::from_timestamp_millis(
-                c.as_primitive::<arrow::datatypes::TimestampMillisecondType>()
-                    .value(r),
-            )
-            .map_or(Cell::Null, |t| Cell::Timestamp(t.naive_utc()))
+    Cells::of(c).get(r)
+}
+
+/// A column resolved once to its Arrow type, read row by row: a load's
+/// loop over cells without a match on the data type per cell.
+#[derive(Clone, Copy, Debug)]
+pub enum Cells<'a> {
+    /// DATE.
+    Date(&'a Date32Array),
+    /// text.
+    Text(&'a StringArray),
+    /// BIGINT.
+    Int(&'a Int64Array),
+    /// DOUBLE PRECISION.
+    Float(&'a Float64Array),
+    /// BOOLEAN.
+    Bool(&'a BooleanArray),
+    /// TIMESTAMP (milliseconds, UTC).
+    Timestamp(&'a TimestampMillisecondArray),
+    /// a type weir does not load: every cell is NULL.
+    Unloaded,
+}
+
+impl<'a> Cells<'a> {
+    /// The column `c`, resolved.
+    pub fn of(c: &'a dyn Array) -> Self {
+        match c.data_type() {
+            DataType::Date32 => Cells::Date(c.as_primitive::<Date32Type>()),
+            DataType::Utf8 => Cells::Text(c.as_string::<i32>()),
+            DataType::Int64 => Cells::Int(c.as_primitive::<Int64Type>()),
+            DataType::Float64 => Cells::Float(c.as_primitive::<Float64Type>()),
+            DataType::Boolean => Cells::Bool(c.as_boolean()),
+            DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, _) => {
+                Cells::Timestamp(c.as_primitive::<TimestampMillisecondType>())
+            }
+            _ => Cells::Unloaded,
         }
-        _ => Cell::Null,
+    }
+
+    /// Row `r`.
+    pub fn get(&self, r: usize) -> Cell<'a> {
+        fn valid<A: Array>(a: &A, r: usize) -> bool {
+            a.is_valid(r)
+        }
+        match *self {
+            Cells::Date(a) if valid(a, r) => Cell::Date(
+                NaiveDate::from_num_days_from_ce_opt(a.value(r) + 719_163).unwrap_or_default(),
+            ),
+            Cells::Text(a) if valid(a, r) => Cell::Text(a.value(r)),
+            Cells::Int(a) if valid(a, r) => Cell::Int(a.value(r)),
+            Cells::Float(a) if valid(a, r) => Cell::Float(a.value(r)),
+            Cells::Bool(a) if valid(a, r) => Cell::Bool(a.value(r)),
+            Cells::Timestamp(a) if valid(a, r) => {
+                chrono::DateTime::from_timestamp_millis(a.value(r))
+                    .map_or(Cell::Null, |t| Cell::Timestamp(t.naive_utc()))
+            }
+            _ => Cell::Null,
+        }
     }
 }
 
