@@ -359,8 +359,7 @@ fn fraction(expr: &Arc<dyn PhysicalExpr>) -> Result<f64> {
     let ColumnarValue::Scalar(value) = expr.evaluate(&empty).map_err(|_| not_a_fraction())? else {
         return Err(not_a_fraction());
     };
-    let p = literal_fraction(&value).ok_or_else(not_a_fraction)?;
-    Ok(p)
+    literal_fraction(&value).ok_or_else(not_a_fraction)
 }
 
 /// A literal's value when it is a number in 0..=1.

@@ -425,13 +425,12 @@ async fn write_batch(
         .iter()
         .map(|c| Cells::of(c.as_ref()))
         .collect();
-    let mut cells: Vec<Cell<'_>> = Vec::with_capacity(batch.num_columns());
+    // one buffer of cells for every row (no allocation per row)
+    let mut cells: Vec<Cell<'_>> = Vec::with_capacity(columns.len());
     for r in 0..batch.num_rows() {
         cells.clear();
         cells.extend(columns.iter().map(|c| c.get(r)));
-        let values: Vec<&(dyn ToSql + Sync)> =
-            cells.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-        writer.as_mut().write(&values).await?;
+        writer.as_mut().write_raw(cells.iter()).await?;
     }
     Ok(())
 }

@@ -425,20 +425,14 @@ impl<'a> Cells<'a> {
 
     /// Row `r`.
     pub fn get(&self, r: usize) -> Cell<'a> {
-        fn valid<A: Array>(a: &A, r: usize) -> bool {
-            a.is_valid(r)
-        }
         match *self {
-            Cells::Date(a) if valid(a, r) => Cell::Date(
-                NaiveDate::from_num_days_from_ce_opt(a.value(r) + 719_163).unwrap_or_default(),
-            ),
-            Cells::Text(a) if valid(a, r) => Cell::Text(a.value(r)),
-            Cells::Int(a) if valid(a, r) => Cell::Int(a.value(r)),
-            Cells::Float(a) if valid(a, r) => Cell::Float(a.value(r)),
-            Cells::Bool(a) if valid(a, r) => Cell::Bool(a.value(r)),
-            Cells::Timestamp(a) if valid(a, r) => {
-                chrono::DateTime::from_timestamp_millis(a.value(r))
-                    .map_or(Cell::Null, |t| Cell::Timestamp(t.naive_utc()))
+            Cells::Date(a) if a.is_valid(r) => Cell::Date(a.value_as_date(r).unwrap_or_default()),
+            Cells::Text(a) if a.is_valid(r) => Cell::Text(a.value(r)),
+            Cells::Int(a) if a.is_valid(r) => Cell::Int(a.value(r)),
+            Cells::Float(a) if a.is_valid(r) => Cell::Float(a.value(r)),
+            Cells::Bool(a) if a.is_valid(r) => Cell::Bool(a.value(r)),
+            Cells::Timestamp(a) if a.is_valid(r) => {
+                a.value_as_datetime(r).map_or(Cell::Null, Cell::Timestamp)
             }
             _ => Cell::Null,
         }
