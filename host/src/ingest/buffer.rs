@@ -1,12 +1,14 @@
 //! What one Kafka partition holds between two commits: decoded rows waiting
-//! for the plugin, the plugin's kept output, dead letters, offsets.
+//! for the plugin, the plugin's kept output (encoded into its files as it
+//! comes), dead letters, offsets.
 
 use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
 
+use super::files::{FileLayout, OpenFiles};
 use crate::decode::JsonDecoder;
-use crate::lake::{DeadLetter, Resume};
+use crate::lake::{DeadLetter, FileMetadata, Resume};
 use crate::pipeline::DeclaredSchema;
 
 /// A run of one partition's raw messages, as the coordinator gathers them
@@ -16,7 +18,8 @@ use crate::pipeline::DeclaredSchema;
 #[derive(Default)]
 pub(crate) struct RawMessages {
     data: Vec<u8>,
-    ends: Vec<usize>,
+    /// where each message's payload starts and ends in `data`.
+    spans: Vec<(usize, usize)>,
     offsets: Vec<i64>,
     timestamps: Vec<Option<i64>>,
 }
@@ -26,7 +29,7 @@ impl RawMessages {
     pub fn with_capacity(messages: usize, bytes: usize) -> Self {
         RawMessages {
             data: Vec::with_capacity(bytes),
-            ends: Vec::with_capacity(messages),
+            spans: Vec::with_capacity(messages),
             offsets: Vec::with_capacity(messages),
             timestamps: Vec::with_capacity(messages),
         }
@@ -39,10 +42,61 @@ impl RawMessages {
 
     /// Remember the message behind the next decoded row.
     pub fn push(&mut self, offset: i64, timestamp: Option<i64>, payload: &[u8]) {
+        let start = self.data.len();
         self.data.extend_from_slice(payload);
-        self.ends.push(self.data.len());
+        self.spans.push((start, self.data.len()));
         self.offsets.push(offset);
         self.timestamps.push(timestamp);
+    }
+
+    /// Take the complete lines at the start of `block` as messages, up to
+    /// `max` of them, at offsets counting up from `*next` (advanced past
+    /// them), with one copy of their bytes. A message is a line without
+    /// its end (`\n` or `\r\n`); empty lines are skipped and take no
+    /// offset. The bytes of `block` used (the rest starts with the next
+    /// line, or an incomplete one).
+    pub fn take_lines(&mut self, block: &[u8], max: usize, next: &mut i64) -> usize {
+        let base = self.data.len();
+        let mut used = 0;
+        let mut taken = 0;
+        for end in memchr::memchr_iter(b'\n', block) {
+            if taken == max {
+                break;
+            }
+            let line = &block[used..end];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if !line.is_empty() {
+                self.spans.push((base + used, base + used + line.len()));
+                self.offsets.push(*next);
+                self.timestamps.push(None);
+                *next += 1;
+                taken += 1;
+            }
+            used = end + 1;
+        }
+        self.data.extend_from_slice(&block[..used]);
+        used
+    }
+
+    /// The messages at `offset` and after (a resumed source skips what is
+    /// in the lake already).
+    pub fn from_offset(self, offset: i64) -> RawMessages {
+        if self.offsets.first().is_none_or(|first| *first >= offset) {
+            return self;
+        }
+        let mut rest = RawMessages::default();
+        for row in 0..self.len() {
+            let (at, timestamp, payload) = self.get(row);
+            if at >= offset {
+                rest.push(at, timestamp, payload);
+            }
+        }
+        rest
+    }
+
+    /// The offset of the last message, if any.
+    pub fn last_offset(&self) -> Option<i64> {
+        self.offsets.last().copied()
     }
 
     /// Messages held.
@@ -57,11 +111,11 @@ impl RawMessages {
 
     /// Offset, Kafka timestamp and payload of row `row`.
     pub fn get(&self, row: usize) -> (i64, Option<i64>, &[u8]) {
-        let start = if row == 0 { 0 } else { self.ends[row - 1] };
+        let (start, end) = self.spans[row];
         (
             self.offsets[row],
             self.timestamps[row],
-            &self.data[start..self.ends[row]],
+            &self.data[start..end],
         )
     }
 }
@@ -96,11 +150,12 @@ pub(crate) struct PartitionBuffer {
     /// per row waiting for the plugin: its run (an index into `runs`, or
     /// `runs.len()` for the run being taken) and its row in that run.
     pub decoded: Vec<(u32, u32)>,
-    pub kept: Vec<RecordBatch>,
+    /// the plugin's kept output, encoded into the next stage's files.
+    pub files: OpenFiles,
     pub kept_rows: usize,
     pub dead: Vec<DeadLetter>,
-    /// memory of `kept` and `dead` (see [`Self::held_bytes`]).
-    output_bytes: usize,
+    /// memory of `dead` (see [`Self::held_bytes`]).
+    dead_bytes: usize,
     pub read: u64,
     pub dropped: u64,
 }
@@ -127,10 +182,10 @@ impl PartitionBuffer {
             decoder: JsonDecoder::new(schema, batch_rows),
             runs: Vec::new(),
             decoded: Vec::new(),
-            kept: Vec::new(),
+            files: OpenFiles::default(),
             kept_rows: 0,
             dead: Vec::new(),
-            output_bytes: 0,
+            dead_bytes: 0,
             read: 0,
             dropped: 0,
         }
@@ -162,37 +217,47 @@ impl PartitionBuffer {
         self.last_offset = -1;
         self.runs.clear();
         self.decoded.clear();
-        self.kept.clear();
+        self.files.clear();
         self.kept_rows = 0;
         self.dead.clear();
-        self.output_bytes = 0;
+        self.dead_bytes = 0;
         self.read = 0;
         self.dropped = 0;
     }
 
-    /// Keep a batch of the plugin's output until the next stage.
-    pub fn keep(&mut self, batch: RecordBatch) {
+    /// Keep a batch of the plugin's output until the next stage: encode
+    /// it into the files laid out by `layout`.
+    pub fn keep(&mut self, batch: &RecordBatch, layout: &FileLayout) {
         if batch.num_rows() == 0 {
             return;
         }
-        self.output_bytes += batch.get_array_memory_size();
         self.kept_rows += batch.num_rows();
-        self.kept.push(batch);
+        let (topic, partition) = (&self.topic, self.partition);
+        let first_offset = self.first_offset.unwrap_or(self.last_offset);
+        self.files.write(batch, layout, || FileMetadata {
+            plugin_digest: layout.digest.clone(),
+            topic: topic.to_string(),
+            partition,
+            first_offset,
+            last_offset: -1,
+            writer_token: FileMetadata::new_token(),
+        });
     }
 
     /// Keep a dead letter until the next stage.
     pub fn dead_letter(&mut self, letter: DeadLetter) {
-        self.output_bytes +=
+        self.dead_bytes +=
             std::mem::size_of::<DeadLetter>() + letter.payload.len() + letter.reason.len();
         self.dead.push(letter);
     }
 
     /// The memory this partition holds for the next stage: the messages
-    /// behind rows waiting for the plugin, the plugin's kept output (as
-    /// Arrow holds it, which is what a cycle's memory is made of, not the
-    /// size of the messages read) and the dead letters.
+    /// behind rows waiting for the plugin, the plugin's kept output (as its
+    /// files hold it, encoded or in progress) and the dead letters.
     pub fn held_bytes(&self) -> usize {
-        self.runs.iter().map(RawMessages::bytes).sum::<usize>() + self.output_bytes
+        self.runs.iter().map(RawMessages::bytes).sum::<usize>()
+            + self.files.memory()
+            + self.dead_bytes
     }
 
     /// A staged flush is in the tables, which now stand at `resume`.
@@ -218,7 +283,7 @@ impl PartitionBuffer {
 
 #[cfg(test)]
 mod tests {
-    use arrow::array::{ArrayRef, StringArray};
+    use arrow::array::{ArrayRef, Date32Array, StringArray};
 
     use super::*;
     use crate::pipeline::{FieldSpec, FieldType};
@@ -237,11 +302,15 @@ mod tests {
         assert_eq!(b.held_bytes(), 5, "a message waiting for the plugin");
 
         let ids: ArrayRef = Arc::new(StringArray::from(vec!["x".repeat(1000); 100]));
-        let batch = RecordBatch::try_from_iter([("event_id", ids)]).unwrap();
-        let memory = batch.get_array_memory_size();
-        assert!(memory >= 100_000, "{memory}");
-        b.keep(batch);
-        assert_eq!(b.held_bytes(), 5 + memory, "the output as Arrow holds it");
+        let days: ArrayRef = Arc::new(Date32Array::from(vec![20_000; 100]));
+        let batch = RecordBatch::try_from_iter([("event_id", ids), ("event_date", days)]).unwrap();
+        let lake: crate::pipeline::LakeConfig = toml::from_str("url = \"/lake\"").unwrap();
+        let layout = FileLayout::new(&lake, "digest", 1, 2);
+        b.note_message(0);
+        b.keep(&batch, &layout);
+        let memory = b.files.memory();
+        assert!(memory > 0, "the output as its file holds it");
+        assert_eq!(b.held_bytes(), 5 + memory);
         assert_eq!(b.kept_rows, 100);
 
         b.dead_letter(DeadLetter {

@@ -362,6 +362,23 @@ impl Core {
         Ok(Some(i))
     }
 
+    /// A run of partition `i`'s messages the caller gathered itself (a
+    /// file read a block at a time), sent to its worker as it is, after
+    /// any gathered here. Offsets must follow those routed before.
+    pub fn on_run(&mut self, i: usize, run: RawMessages) -> Result<(), WorkerGone> {
+        let Some(last) = run.last_offset() else {
+            return Ok(());
+        };
+        self.send_pending(i)?;
+        let track = &mut self.partitions[i];
+        track.since.get_or_insert_with(Instant::now);
+        track.read += run.len() as u64;
+        track.bytes += run.bytes();
+        track.routed_next = track.routed_next.max(last + 1);
+        self.workers
+            .send(track.worker, Command::Messages(track.key.clone(), run))
+    }
+
     /// Send partition `i`'s gathered messages to its worker.
     fn send_pending(&mut self, i: usize) -> Result<(), WorkerGone> {
         let track = &mut self.partitions[i];
@@ -435,18 +452,29 @@ impl Core {
     }
 
     /// The partitions a flush cycle takes: every one due, plus those past
-    /// half their age limit (they ride along instead of costing a commit
-    /// of their own soon after). Empty when none is due, or while a cycle
-    /// is open (rows gather, up to the buffer cap, and go with the next).
+    /// half of any limit (count, size or age). They ride along instead of
+    /// costing a commit of their own soon after, and partitions filling at
+    /// the same rate stage together, so their workers encode at the same
+    /// time instead of one encoding while the other waits for messages the
+    /// coordinator cannot send past the first's full queue. Empty when none
+    /// is due, or while a cycle is open (rows gather, up to the buffer cap,
+    /// and go with the next).
     pub fn cycle(&self) -> Vec<PartitionKey> {
         if self.cycle_open() || !(0..self.partitions.len()).any(|i| self.due(i, true)) {
             return Vec::new();
         }
-        let half = Duration::from_millis(self.pipeline.config.ingest.flush_age_ms / 2);
+        let cfg = &self.pipeline.config.ingest;
+        let half = Duration::from_millis(cfg.flush_age_ms / 2);
         self.partitions
             .iter()
             .enumerate()
-            .filter(|(i, t)| self.due(*i, true) || t.since.is_some_and(|s| s.elapsed() >= half))
+            .filter(|(i, t)| {
+                self.due(*i, true)
+                    || (!t.is_empty()
+                        && (t.read as usize >= cfg.flush_rows / 2
+                            || t.bytes >= cfg.flush_bytes / 2
+                            || t.since.is_some_and(|s| s.elapsed() >= half)))
+            })
             .map(|(_, t)| t.key.clone())
             .collect()
     }

@@ -20,6 +20,7 @@ pub mod control;
 mod core;
 mod cycle;
 mod file;
+mod files;
 pub mod produce;
 mod run;
 pub mod source;

@@ -7,7 +7,6 @@
 //! it stages, then tells it where each partition now stands
 //! ([`Writer::committed`], or [`Writer::reset`] when another writer won).
 
-use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,11 +14,12 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::buffer::{PartitionBuffer, RawMessages};
+use super::files::FileLayout;
 use crate::lake::{
-    DeadLetter, FileMetadata, LakeError, ParquetEncoder, PartitionFlush, Resume, StagedFile,
-    TableKind, dead_letters_batch, encode_parquet, split_by_partition,
+    DeadLetter, FileMetadata, LakeError, PartitionFlush, Resume, StagedFile, TableKind,
+    dead_letters_batch, encode_parquet,
 };
-use crate::pipeline::{DeclaredSchema, LakeConfig, Pipeline};
+use crate::pipeline::{DeclaredSchema, Pipeline};
 use crate::plugin::{PluginRunner, Verdict};
 use crate::telemetry::Metrics;
 
@@ -104,11 +104,10 @@ pub(crate) fn partition_column(
 /// One worker's partitions and plugin instance.
 pub(crate) struct Writer {
     runner: PluginRunner,
-    /// position of the partition column in the plugin's output.
-    partition_column: usize,
+    /// how the plugin's output becomes files.
+    layout: FileLayout,
     /// the declared input schema (each partition's decoder).
     schema: DeclaredSchema,
-    lake: LakeConfig,
     batch_rows: usize,
     partitions: HashMap<PartitionKey, PartitionBuffer>,
     metrics: Option<Arc<Metrics>>,
@@ -125,10 +124,9 @@ impl Writer {
         let partition_column = partition_column(pipeline, runner.output_schema())
             .map_err(|problem| format!("{problem} (output: {})", runner.output_schema()))?;
         Ok(Writer {
+            layout: layout_of(pipeline, &runner, partition_column),
             runner,
-            partition_column,
             schema: pipeline.schema.clone(),
-            lake: pipeline.config.lake.clone(),
             batch_rows: pipeline.config.ingest.batch_rows,
             partitions: HashMap::new(),
             metrics,
@@ -215,6 +213,7 @@ impl Writer {
                     &mut self.runner,
                     buffer,
                     Some(&messages),
+                    &self.layout,
                     self.metrics.as_deref(),
                 );
             }
@@ -243,29 +242,42 @@ impl Writer {
 
     /// Stage every partition of `keys` holding something: the rest of its
     /// rows through the plugin, then its data files (one per partition
-    /// value) and its dead-letter file, encoded in memory. Once all are
-    /// encoded, the buffers let go of what was staged and go on taking
-    /// messages: the coordinator holds the files until they are committed
-    /// ([`Writer::committed`]), or drops them when another writer won
-    /// ([`Writer::reset`]). When one fails to encode, nothing is let go.
+    /// value, encoded as the rows came) are finished and its dead-letter
+    /// file is encoded, all in memory. Then the buffers let go of what was
+    /// staged and go on taking messages: the coordinator holds the files
+    /// until they are committed ([`Writer::committed`]), or drops them when
+    /// another writer won ([`Writer::reset`]). When a file fails to encode,
+    /// the stage fails, and so does every later one of these partitions:
+    /// nothing is let go, and nothing is committed past the failure.
     pub fn stage(&mut self, keys: &[PartitionKey]) -> Result<Vec<Staged>, LakeError> {
+        let held = |key| self.partitions.get(key).filter(|b| !b.is_empty());
+        if let Some(e) = keys.iter().find_map(|key| held(key)?.files.failure()) {
+            return Err(e);
+        }
         let mut staged = Vec::new();
         for key in keys {
-            let Some(buffer) = self.partitions.get_mut(key) else {
+            let Some(buffer) = self.partitions.get_mut(key).filter(|b| !b.is_empty()) else {
                 continue;
             };
-            if buffer.is_empty() {
-                continue;
-            }
-            run_plugin(&mut self.runner, buffer, None, self.metrics.as_deref());
-            staged.push(encode(
-                key,
+            run_plugin(
+                &mut self.runner,
                 buffer,
-                &self.lake,
-                &self.runner.plugin().digest,
-                self.partition_column,
-                self.runner.output_schema().fields().len(),
-            )?);
+                None,
+                &self.layout,
+                self.metrics.as_deref(),
+            );
+            match encode(key, buffer, &self.layout) {
+                Ok(s) => staged.push(s),
+                Err(e) => {
+                    // the files staged before it are dropped with the stage
+                    for key in keys {
+                        if let Some(buffer) = self.partitions.get_mut(key) {
+                            buffer.files.poison(&e);
+                        }
+                    }
+                    return Err(e);
+                }
+            }
         }
         for s in &staged {
             if let Some(buffer) = self.partitions.get_mut(&s.key) {
@@ -303,8 +315,8 @@ impl Writer {
         if !self.is_empty() {
             return Err("rows of the old version are still buffered".into());
         }
+        self.layout = layout_of(pipeline, &runner, position);
         self.runner = runner;
-        self.partition_column = position;
         Ok(())
     }
 }
@@ -353,6 +365,7 @@ fn run_plugin(
     runner: &mut PluginRunner,
     buffer: &mut PartitionBuffer,
     taking: Option<&RawMessages>,
+    layout: &FileLayout,
     metrics: Option<&Metrics>,
 ) {
     if buffer.decoder.is_empty() {
@@ -395,61 +408,37 @@ fn run_plugin(
     }
     buffer.runs.clear();
     buffer.decoded.clear();
-    buffer.keep(processed.batch);
+    buffer.keep(&processed.batch, layout);
 }
 
-/// Encode one partition's buffered output as files (not yet written),
-/// and its share of the cycle's commit.
+/// How `runner`'s output becomes files in `pipeline`'s lake.
+fn layout_of(pipeline: &Pipeline, runner: &PluginRunner, partition_column: usize) -> FileLayout {
+    FileLayout::new(
+        &pipeline.config.lake,
+        &runner.plugin().digest,
+        partition_column,
+        runner.output_schema().fields().len(),
+    )
+}
+
+/// Finish one partition's files and encode its dead letters (not yet
+/// written), with its share of the cycle's commit.
 fn encode(
     key: &PartitionKey,
-    buffer: &PartitionBuffer,
-    lake: &LakeConfig,
-    digest: &str,
-    partition_column: usize,
-    columns: usize,
+    buffer: &mut PartitionBuffer,
+    layout: &FileLayout,
 ) -> Result<Staged, LakeError> {
+    let lake = &layout.lake;
     let first = buffer.first_offset.unwrap_or(buffer.last_offset);
-    let meta = FileMetadata {
-        plugin_digest: digest.to_string(),
+    let meta = buffer.files.metadata(buffer.last_offset, || FileMetadata {
+        plugin_digest: layout.digest.clone(),
         topic: buffer.topic.to_string(),
         partition: buffer.partition,
         first_offset: first,
         last_offset: buffer.last_offset,
         writer_token: FileMetadata::new_token(),
-    };
-    // per partition value: its file's path and encoder. Each kept batch is
-    // split and written as it goes, so the stage adds one batch's split and
-    // the encoded files to the kept rows, not a second copy of every row
-    // (the kept rows stay until the stage succeeded, for one that fails).
-    let mut by_value: BTreeMap<String, (String, ParquetEncoder)> = BTreeMap::new();
-    // Delta keeps partition values in the log, not in the files
-    let stored: Vec<usize> = (0..columns).filter(|i| *i != partition_column).collect();
-    let encode_error = |path: &str, e: &dyn std::fmt::Display| LakeError::Encode {
-        path: path.to_string(),
-        reason: e.to_string(),
-    };
-    for batch in &buffer.kept {
-        for (value, part) in split_by_partition(batch, partition_column) {
-            let part = part
-                .project(&stored)
-                .map_err(|e| encode_error(&meta.data_path(&lake.partition_by, &value), &e))?;
-            let (path, encoder) = match by_value.entry(value) {
-                Entry::Occupied(entry) => entry.into_mut(),
-                Entry::Vacant(entry) => {
-                    let path = meta.data_path(&lake.partition_by, entry.key());
-                    let encoder = ParquetEncoder::new(
-                        part.schema(),
-                        &lake.compression,
-                        lake.row_group_rows,
-                        &meta,
-                    )
-                    .map_err(|e| encode_error(&path, &e))?;
-                    entry.insert((path, encoder))
-                }
-            };
-            encoder.write(&part).map_err(|e| encode_error(path, &e))?;
-        }
-    }
+    });
+    let finished = buffer.files.finish(layout, &meta)?;
     let mut part = PartitionFlush {
         topic: buffer.topic.to_string(),
         partition: buffer.partition,
@@ -458,20 +447,18 @@ fn encode(
         data_files: Vec::new(),
         dead_files: Vec::new(),
     };
-    let mut files = Vec::new();
-    for (value, (path, encoder)) in by_value {
-        let rows = encoder.rows();
-        let bytes = encoder.finish().map_err(|e| encode_error(&path, &e))?;
+    let mut files = Vec::with_capacity(finished.len() + 1);
+    for file in finished {
         part.data_files.push(StagedFile {
-            path: path.clone(),
-            partition_value: Some(value),
-            rows,
-            bytes: bytes.len() as u64,
+            path: file.path.clone(),
+            partition_value: Some(file.value),
+            rows: file.rows,
+            bytes: file.bytes.len() as u64,
         });
         files.push(FileBytes {
             table: TableKind::Data,
-            path,
-            bytes,
+            path: file.path,
+            bytes: file.bytes,
         });
     }
     if !buffer.dead.is_empty() {

@@ -76,8 +76,16 @@ pub fn encode_parquet(
     for batch in batches {
         encoder.write(batch)?;
     }
-    encoder.finish()
+    encoder.finish(meta.last_offset)
 }
+
+/// How large a column's dictionary may grow before the column falls back
+/// to plain encoding for the rest of its row group. Columns of few values
+/// (countries, devices, page groups) stay well under it; nearly unique ones
+/// (event ids, timestamps, measurements) reach it after a few thousand
+/// values instead of a hundred thousand (the crate's default of 1 MiB),
+/// so they are not hashed into a dictionary that saves nothing.
+const DICTIONARY_PAGE_BYTES: usize = 64 << 10;
 
 /// One Parquet file being encoded in memory, batch by batch: what it holds
 /// is the encoded pages, not the batches written to it (they can be dropped
@@ -90,7 +98,9 @@ pub struct ParquetEncoder {
 impl ParquetEncoder {
     /// A file of `schema`, compressed with `compression` (`zstd`, `snappy`,
     /// `lz4` or `none`), in row groups of `row_group_rows`, with `meta` in
-    /// its key-value metadata.
+    /// its key-value metadata (all but the last offset, which
+    /// [`Self::finish`] writes: a file can be opened before its last row
+    /// is known).
     pub fn new(
         schema: SchemaRef,
         compression: &str,
@@ -107,13 +117,13 @@ impl ParquetEncoder {
         let props = WriterProperties::builder()
             .set_compression(compression)
             .set_max_row_group_row_count(Some(row_group_rows.max(1)))
+            .set_dictionary_page_size_limit(DICTIONARY_PAGE_BYTES)
             .set_key_value_metadata(Some(vec![
                 kv("weir.version", crate::VERSION.to_string()),
                 kv("weir.plugin_digest", meta.plugin_digest.clone()),
                 kv("weir.kafka_topic", meta.topic.clone()),
                 kv("weir.kafka_partition", meta.partition.to_string()),
                 kv("weir.kafka_first_offset", meta.first_offset.to_string()),
-                kv("weir.kafka_last_offset", meta.last_offset.to_string()),
             ]))
             .build();
         Ok(ParquetEncoder {
@@ -134,8 +144,18 @@ impl ParquetEncoder {
         self.rows
     }
 
-    /// The finished file.
-    pub fn finish(self) -> Result<Bytes, parquet::errors::ParquetError> {
+    /// The memory the file holds so far: its encoded row groups and the
+    /// row group in progress.
+    pub fn memory(&self) -> usize {
+        self.writer.bytes_written() + self.writer.memory_size()
+    }
+
+    /// The finished file, its last Kafka offset written in its metadata.
+    pub fn finish(mut self, last_offset: i64) -> Result<Bytes, parquet::errors::ParquetError> {
+        self.writer.append_key_value_metadata(KeyValue::new(
+            "weir.kafka_last_offset".to_string(),
+            last_offset.to_string(),
+        ));
         Ok(Bytes::from(self.writer.into_inner()?))
     }
 }
