@@ -80,7 +80,7 @@ impl RawMessages {
 
     /// The messages at `offset` and after (a resumed source skips what is
     /// in the lake already).
-    pub fn from_offset(self, offset: i64) -> RawMessages {
+    pub fn starting_at(self, offset: i64) -> RawMessages {
         if self.offsets.first().is_none_or(|first| *first >= offset) {
             return self;
         }

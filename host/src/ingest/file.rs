@@ -73,7 +73,7 @@ pub fn ingest_file(
             break; // the end of the file
         }
         run_bytes = run.bytes();
-        core.on_run(p, run.from_offset(resume_at))?;
+        core.on_run(p, run.starting_at(resume_at))?;
         let cycle = core.rolling(p);
         if !cycle.is_empty() {
             core.flush(&cycle, &ReadOnce)?;
@@ -230,7 +230,7 @@ mod tests {
         let mut reader = BufReader::new(&b"a\nb\nc\nd\n"[..]);
         let mut next = 0;
         let run = read_run(&mut reader, 10, &mut next, 0).unwrap();
-        let rest = run.from_offset(2);
+        let rest = run.starting_at(2);
         assert_eq!(rest.len(), 2);
         assert_eq!(rest.get(0), (2, None, &b"c"[..]));
         assert_eq!(rest.get(1), (3, None, &b"d"[..]));
