@@ -169,6 +169,15 @@ impl Track {
         self.read == 0
     }
 
+    /// Count `messages` of `bytes` routed to this partition, up to offset
+    /// `last`.
+    fn routed(&mut self, messages: u64, bytes: usize, last: i64) {
+        self.since.get_or_insert_with(Instant::now);
+        self.read += messages;
+        self.bytes += bytes;
+        self.routed_next = self.routed_next.max(last + 1);
+    }
+
     /// Forget what was read since the last stage.
     fn forget(&mut self) {
         self.read = 0;
@@ -349,12 +358,7 @@ impl Core {
             return Ok(None);
         };
         let track = &mut self.partitions[i];
-        if track.since.is_none() {
-            track.since = Some(Instant::now());
-        }
-        track.read += 1;
-        track.bytes += payload.len();
-        track.routed_next = track.routed_next.max(offset + 1);
+        track.routed(1, payload.len(), offset);
         track.pending.push(offset, timestamp, payload);
         if track.pending.len() >= RUN_MESSAGES {
             self.send_pending(i)?;
@@ -371,10 +375,7 @@ impl Core {
         };
         self.send_pending(i)?;
         let track = &mut self.partitions[i];
-        track.since.get_or_insert_with(Instant::now);
-        track.read += run.len() as u64;
-        track.bytes += run.bytes();
-        track.routed_next = track.routed_next.max(last + 1);
+        track.routed(run.len() as u64, run.bytes(), last);
         self.workers
             .send(track.worker, Command::Messages(track.key.clone(), run))
     }
@@ -439,16 +440,20 @@ impl Core {
     /// `by_age` also by the age of its oldest event (the periodic sweep asks
     /// for that; the per-message check skips the clock read).
     pub fn due(&self, i: usize, by_age: bool) -> bool {
-        let Some(t) = self.partitions.get(i) else {
-            return false;
-        };
+        self.partitions
+            .get(i)
+            .is_some_and(|t| self.past(t, 1, by_age))
+    }
+
+    /// Whether `t` holds something and is past `1/share` of its count or
+    /// size limit, or (with `by_age`) of its age limit.
+    fn past(&self, t: &Track, share: usize, by_age: bool) -> bool {
         let cfg = &self.pipeline.config.ingest;
+        let age = Duration::from_millis(cfg.flush_age_ms / share as u64);
         !t.is_empty()
-            && (t.read as usize >= cfg.flush_rows
-                || t.bytes >= cfg.flush_bytes
-                || (by_age
-                    && t.since
-                        .is_some_and(|s| s.elapsed() >= Duration::from_millis(cfg.flush_age_ms))))
+            && (t.read as usize >= cfg.flush_rows / share
+                || t.bytes >= cfg.flush_bytes / share
+                || (by_age && t.since.is_some_and(|s| s.elapsed() >= age)))
     }
 
     /// The partitions a flush cycle takes: every one due, plus those past
@@ -463,19 +468,10 @@ impl Core {
         if self.cycle_open() || !(0..self.partitions.len()).any(|i| self.due(i, true)) {
             return Vec::new();
         }
-        let cfg = &self.pipeline.config.ingest;
-        let half = Duration::from_millis(cfg.flush_age_ms / 2);
         self.partitions
             .iter()
-            .enumerate()
-            .filter(|(i, t)| {
-                self.due(*i, true)
-                    || (!t.is_empty()
-                        && (t.read as usize >= cfg.flush_rows / 2
-                            || t.bytes >= cfg.flush_bytes / 2
-                            || t.since.is_some_and(|s| s.elapsed() >= half)))
-            })
-            .map(|(_, t)| t.key.clone())
+            .filter(|t| self.past(t, 2, true))
+            .map(|t| t.key.clone())
             .collect()
     }
 

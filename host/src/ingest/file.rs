@@ -56,19 +56,14 @@ pub fn ingest_file(
             message: "the lake's txn versions cannot be read".into(),
         });
     }
-    let io_error = |e: std::io::Error| IngestError::Config {
-        file: path.display().to_string(),
-        message: format!("cannot read the source: {e}"),
-    };
-    let input = std::fs::File::open(path).map_err(io_error)?;
-    let mut reader = std::io::BufReader::with_capacity(1 << 20, input);
+    let mut reader = open(path)?;
     // a run's buffer is sized like the one before it
     let mut run_bytes = DEAL * 512;
     // timed from the first line (opening the tables is not the stream's work)
     let started = Instant::now();
     for p in (0..offsets.len()).cycle() {
         let (resume_at, ref mut next) = offsets[p];
-        let run = read_run(&mut reader, DEAL, next, run_bytes).map_err(io_error)?;
+        let run = read_run(&mut reader, DEAL, next, run_bytes).map_err(read_error(path))?;
         if run.is_empty() {
             break; // the end of the file
         }
@@ -143,31 +138,37 @@ fn read_run(
     Ok(run)
 }
 
-/// Call `each` with every non-empty line of `path` (without its line end);
-/// the bytes read.
+/// The source file, buffered for [`read_run`].
+fn open(path: &Path) -> Result<std::io::BufReader<std::fs::File>, IngestError> {
+    let input = std::fs::File::open(path).map_err(read_error(path))?;
+    Ok(std::io::BufReader::with_capacity(1 << 20, input))
+}
+
+/// How a failure to read `path` is reported.
+fn read_error(path: &Path) -> impl Fn(std::io::Error) -> IngestError + '_ {
+    move |e| IngestError::Config {
+        file: path.display().to_string(),
+        message: format!("cannot read the source: {e}"),
+    }
+}
+
+/// Call `each` with every non-empty line of `path` (without its line end),
+/// read in runs as ingest reads them; the bytes read.
 pub(crate) fn for_each_line(
     path: &Path,
     mut each: impl FnMut(&[u8]) -> Result<(), IngestError>,
 ) -> Result<u64, IngestError> {
-    let io_error = |e: std::io::Error| IngestError::Config {
-        file: path.display().to_string(),
-        message: format!("cannot read the source: {e}"),
-    };
-    let input = std::fs::File::open(path).map_err(io_error)?;
-    let mut reader = std::io::BufReader::with_capacity(1 << 20, input);
-    let mut line = Vec::with_capacity(4096);
-    let mut bytes = 0u64;
+    let mut reader = open(path)?;
+    let (mut next, mut bytes, mut run_bytes) = (0, 0u64, DEAL * 512);
     loop {
-        line.clear();
-        let n = reader.read_until(b'\n', &mut line).map_err(io_error)?;
-        if n == 0 {
+        let run = read_run(&mut reader, DEAL, &mut next, run_bytes).map_err(read_error(path))?;
+        if run.is_empty() {
             return Ok(bytes);
         }
-        bytes += n as u64;
-        let payload = line.strip_suffix(b"\n").unwrap_or(&line);
-        let payload = payload.strip_suffix(b"\r").unwrap_or(payload);
-        if !payload.is_empty() {
-            each(payload)?;
+        run_bytes = run.bytes();
+        bytes += run_bytes as u64;
+        for row in 0..run.len() {
+            each(run.get(row).2)?;
         }
     }
 }

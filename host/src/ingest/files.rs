@@ -72,6 +72,22 @@ pub(crate) struct FinishedFile {
     pub bytes: Bytes,
 }
 
+/// A file that could not be encoded, and why.
+#[derive(Clone, Debug)]
+pub(crate) struct Failure {
+    pub path: String,
+    pub reason: String,
+}
+
+impl From<Failure> for LakeError {
+    fn from(f: Failure) -> Self {
+        LakeError::Encode {
+            path: f.path,
+            reason: f.reason,
+        }
+    }
+}
+
 /// The data files of one partition's next stage, open for more rows.
 #[derive(Default)]
 pub(crate) struct OpenFiles {
@@ -82,7 +98,7 @@ pub(crate) struct OpenFiles {
     /// the first file that could not be encoded, and why: every stage
     /// reports it from then on (the rows it lost are not committed as
     /// done; ingest stops making progress on this partition, loudly).
-    failed: Option<(String, String)>,
+    failed: Option<Failure>,
 }
 
 impl OpenFiles {
@@ -101,7 +117,8 @@ impl OpenFiles {
         let meta = self.meta.get_or_insert_with(meta);
         for (value, part) in split_by_partition(batch, layout.partition_column) {
             if let Err(reason) = write_part(&mut self.by_value, &value, &part, layout, meta) {
-                self.failed = Some((meta.data_path(&layout.lake.partition_by, &value), reason));
+                let path = meta.data_path(&layout.lake.partition_by, &value);
+                self.failed = Some(Failure { path, reason });
                 return;
             }
         }
@@ -122,24 +139,14 @@ impl OpenFiles {
     }
 
     /// Why the files cannot be staged, if a file failed to encode.
-    pub fn failure(&self) -> Option<LakeError> {
-        self.failed
-            .as_ref()
-            .map(|(path, reason)| LakeError::Encode {
-                path: path.clone(),
-                reason: reason.clone(),
-            })
+    pub fn failure(&self) -> Option<&Failure> {
+        self.failed.as_ref()
     }
 
-    /// Fail every later stage with `error` (a file staged with these could
-    /// not be finished, so these cannot be committed either).
-    pub fn poison(&mut self, error: &LakeError) {
-        if self.failed.is_none() {
-            self.failed = Some(match error {
-                LakeError::Encode { path, reason } => (path.clone(), reason.clone()),
-                other => (String::new(), other.to_string()),
-            });
-        }
+    /// Fail every later stage with `failure` (a file staged with these
+    /// could not be finished, so these cannot be committed either).
+    pub fn poison(&mut self, failure: &Failure) {
+        self.failed.get_or_insert_with(|| failure.clone());
     }
 
     /// Finish every file with `meta` (see [`Self::metadata`]). They are
@@ -148,9 +155,9 @@ impl OpenFiles {
         &mut self,
         layout: &FileLayout,
         meta: &FileMetadata,
-    ) -> Result<Vec<FinishedFile>, LakeError> {
-        if let Some(e) = self.failure() {
-            return Err(e);
+    ) -> Result<Vec<FinishedFile>, Failure> {
+        if let Some(failed) = &self.failed {
+            return Err(failed.clone());
         }
         self.meta = None;
         let mut files = Vec::with_capacity(self.by_value.len());
@@ -165,11 +172,12 @@ impl OpenFiles {
                     bytes,
                 }),
                 Err(e) => {
-                    self.failed = Some((path.clone(), e.to_string()));
-                    return Err(LakeError::Encode {
+                    let failed = Failure {
                         path,
                         reason: e.to_string(),
-                    });
+                    };
+                    self.failed = Some(failed.clone());
+                    return Err(failed);
                 }
             }
         }

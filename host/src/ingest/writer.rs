@@ -14,7 +14,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::buffer::{PartitionBuffer, RawMessages};
-use super::files::FileLayout;
+use super::files::{Failure, FileLayout};
 use crate::lake::{
     DeadLetter, FileMetadata, LakeError, PartitionFlush, Resume, StagedFile, TableKind,
     dead_letters_batch, encode_parquet,
@@ -247,12 +247,13 @@ impl Writer {
     /// staged and go on taking messages: the coordinator holds the files
     /// until they are committed ([`Writer::committed`]), or drops them when
     /// another writer won ([`Writer::reset`]). When a file fails to encode,
-    /// the stage fails, and so does every later one of these partitions:
-    /// nothing is let go, and nothing is committed past the failure.
+    /// the stage fails, and so does every later one of its partition and of
+    /// those whose files were finished before it (they went with the
+    /// failed stage): nothing is committed past the failure.
     pub fn stage(&mut self, keys: &[PartitionKey]) -> Result<Vec<Staged>, LakeError> {
         let held = |key| self.partitions.get(key).filter(|b| !b.is_empty());
-        if let Some(e) = keys.iter().find_map(|key| held(key)?.files.failure()) {
-            return Err(e);
+        if let Some(failed) = keys.iter().find_map(|key| held(key)?.files.failure()) {
+            return Err(failed.clone().into());
         }
         let mut staged = Vec::new();
         for key in keys {
@@ -268,14 +269,15 @@ impl Writer {
             );
             match encode(key, buffer, &self.layout) {
                 Ok(s) => staged.push(s),
-                Err(e) => {
-                    // the files staged before it are dropped with the stage
-                    for key in keys {
+                Err(failed) => {
+                    // the files finished before it go with the failed stage
+                    let finished = staged.iter().map(|s: &Staged| &s.key).chain([key]);
+                    for key in finished {
                         if let Some(buffer) = self.partitions.get_mut(key) {
-                            buffer.files.poison(&e);
+                            buffer.files.poison(&failed);
                         }
                     }
-                    return Err(e);
+                    return Err(failed.into());
                 }
             }
         }
@@ -427,7 +429,7 @@ fn encode(
     key: &PartitionKey,
     buffer: &mut PartitionBuffer,
     layout: &FileLayout,
-) -> Result<Staged, LakeError> {
+) -> Result<Staged, Failure> {
     let lake = &layout.lake;
     let first = buffer.first_offset.unwrap_or(buffer.last_offset);
     let meta = buffer.files.metadata(buffer.last_offset, || FileMetadata {
@@ -465,7 +467,7 @@ fn encode(
         let batch = dead_letters_batch(&buffer.dead);
         let path = meta.dead_letter_path();
         let bytes = encode_parquet(&[batch], &lake.compression, lake.row_group_rows, &meta)
-            .map_err(|e| LakeError::Encode {
+            .map_err(|e| Failure {
                 path: path.clone(),
                 reason: e.to_string(),
             })?;
