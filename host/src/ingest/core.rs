@@ -62,8 +62,12 @@ pub struct IngestSummary {
 /// How long a seek may wait for the fetcher to take the new position.
 const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Messages of one partition gathered before they go to its worker.
-const RUN_MESSAGES: usize = 1024;
+/// Messages of one partition gathered before they go to its worker. A run
+/// is one send on the worker's channel and one wake-up of the thread on the
+/// other side (a futex wake, which costs tens of microseconds on a virtual
+/// machine): runs of 4096 spend a quarter of what runs of 1024 did on them,
+/// a batch of the plugin's worth of messages each.
+pub(crate) const RUN_MESSAGES: usize = 4096;
 
 /// What the coordinator needs of its source of messages: send a partition
 /// back to an offset, and hear that offsets up to one were committed.

@@ -20,7 +20,7 @@ use crate::plugin::{PluginEngine, PluginRunner};
 
 /// Lines dealt to one partition before the next partition's turn (a run's
 /// worth: every worker's queue is fed in turn).
-const DEAL: usize = 1024;
+const DEAL: usize = super::core::RUN_MESSAGES;
 
 /// Ingest every line of `path` into the pipeline's lake, dealt over
 /// `partitions` partitions, and commit it all.
