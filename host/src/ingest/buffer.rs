@@ -232,15 +232,10 @@ impl PartitionBuffer {
             return;
         }
         self.kept_rows += batch.num_rows();
-        let (topic, partition) = (&self.topic, self.partition);
         let first_offset = self.first_offset.unwrap_or(self.last_offset);
-        self.files.write(batch, layout, || FileMetadata {
-            plugin_digest: layout.digest.clone(),
-            topic: topic.to_string(),
-            partition,
-            first_offset,
-            last_offset: -1,
-            writer_token: FileMetadata::new_token(),
+        let (topic, partition) = (&self.topic, self.partition);
+        self.files.write(batch, layout, || {
+            file_metadata(topic, partition, first_offset, -1, &layout.digest)
         });
     }
 
@@ -278,6 +273,25 @@ impl PartitionBuffer {
 
     pub fn label(&self) -> String {
         format!("{}/{}", self.topic, self.partition)
+    }
+}
+
+/// The metadata of a new file of partition `topic`/`partition` holding
+/// offsets `first_offset..=last_offset`, written by plugin `digest`.
+pub(crate) fn file_metadata(
+    topic: &str,
+    partition: i32,
+    first_offset: i64,
+    last_offset: i64,
+    digest: &str,
+) -> FileMetadata {
+    FileMetadata {
+        plugin_digest: digest.to_string(),
+        topic: topic.to_string(),
+        partition,
+        first_offset,
+        last_offset,
+        writer_token: FileMetadata::new_token(),
     }
 }
 

@@ -13,11 +13,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::buffer::{PartitionBuffer, RawMessages};
+use super::buffer::{PartitionBuffer, RawMessages, file_metadata};
 use super::files::{Failure, FileLayout};
 use crate::lake::{
-    DeadLetter, FileMetadata, LakeError, PartitionFlush, Resume, StagedFile, TableKind,
-    dead_letters_batch, encode_parquet,
+    DeadLetter, LakeError, PartitionFlush, Resume, StagedFile, TableKind, dead_letters_batch,
+    encode_parquet,
 };
 use crate::pipeline::{DeclaredSchema, Pipeline};
 use crate::plugin::{PluginRunner, Verdict};
@@ -432,13 +432,9 @@ fn encode(
 ) -> Result<Staged, Failure> {
     let lake = &layout.lake;
     let first = buffer.first_offset.unwrap_or(buffer.last_offset);
-    let meta = buffer.files.metadata(buffer.last_offset, || FileMetadata {
-        plugin_digest: layout.digest.clone(),
-        topic: buffer.topic.to_string(),
-        partition: buffer.partition,
-        first_offset: first,
-        last_offset: buffer.last_offset,
-        writer_token: FileMetadata::new_token(),
+    let last = buffer.last_offset;
+    let meta = buffer.files.metadata(last, || {
+        file_metadata(&buffer.topic, buffer.partition, first, last, &layout.digest)
     });
     let finished = buffer.files.finish(layout, &meta)?;
     let mut part = PartitionFlush {
