@@ -807,11 +807,11 @@ impl BatchJob {
             if pending_rows > 0 && (done || pending_rows >= rows_per_file) {
                 let batches = std::mem::take(&mut pending);
                 let rows = std::mem::take(&mut pending_rows) as u64;
-                let (compression, row_group_rows) = (lake.compression.clone(), lake.row_group_rows);
+                let lake_config = lake.clone();
                 let file_meta = meta(written.len());
                 let path = path(written.len(), &file_meta);
                 let bytes = tokio::task::spawn_blocking(move || {
-                    crate::lake::encode_parquet(&batches, &compression, row_group_rows, &file_meta)
+                    crate::lake::encode_parquet(&batches, (&lake_config).into(), &file_meta)
                 })
                 .await
                 .map_err(|e| BatchError::Worker(e.to_string()))?

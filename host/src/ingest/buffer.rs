@@ -2,6 +2,7 @@
 //! for the plugin, the plugin's kept output (encoded into its files as it
 //! comes), dead letters, offsets.
 
+use std::io::Read;
 use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
@@ -49,32 +50,85 @@ impl RawMessages {
         self.timestamps.push(timestamp);
     }
 
-    /// Take the complete lines at the start of `block` as messages, up to
-    /// `max` of them, at offsets counting up from `*next` (advanced past
-    /// them), with one copy of their bytes. A message is a line without
-    /// its end (`\n` or `\r\n`); empty lines are skipped and take no
-    /// offset. The bytes of `block` used (the rest starts with the next
-    /// line, or an incomplete one).
-    pub fn take_lines(&mut self, block: &[u8], max: usize, next: &mut i64) -> usize {
-        let base = self.data.len();
-        let mut used = 0;
-        let mut taken = 0;
-        for end in memchr::memchr_iter(b'\n', block) {
-            if taken == max {
+    /// Read lines of `reader` straight into this run until it holds `max`
+    /// messages or the input ends, at offsets counting up from `*next`
+    /// (advanced past them): the bytes go from the reader into the run's
+    /// buffer, with no copy in between. `carry` holds bytes an earlier run
+    /// read past its last line; they come first, and on return `carry`
+    /// holds what this run read past its own. Each read asks for what the
+    /// lines still wanted should take, and at least `min_read` bytes. A
+    /// message is a line without its end (`\n` or `\r\n`, or none for the
+    /// input's last line); empty lines are skipped and take no offset.
+    pub fn read_lines(
+        &mut self,
+        reader: &mut impl Read,
+        max: usize,
+        next: &mut i64,
+        carry: &mut Vec<u8>,
+        min_read: usize,
+    ) -> std::io::Result<()> {
+        self.data.extend_from_slice(carry);
+        carry.clear();
+        // where the lines not yet taken start
+        let mut from = 0;
+        loop {
+            from = self.index_lines(from, max, next);
+            if self.len() >= max {
+                carry.extend_from_slice(&self.data[from..]);
+                self.data.truncate(from);
+                return Ok(());
+            }
+            // as much as the lines still wanted should take, within the
+            // room left when there is some: growing the buffer copies it
+            let line = if self.is_empty() {
+                512
+            } else {
+                from / self.len() + 1
+            };
+            let mut want = ((max - self.len()) * line).max(min_read);
+            let room = self.data.capacity() - self.data.len();
+            if room >= min_read {
+                want = want.min(room);
+            } else {
+                self.data.reserve(want);
+            }
+            if reader
+                .by_ref()
+                .take(want as u64)
+                .read_to_end(&mut self.data)?
+                == 0
+            {
+                // the input's last line may have no line end
+                if self.data.len() > from {
+                    self.data.push(b'\n');
+                    self.index_lines(from, max, next);
+                }
+                return Ok(());
+            }
+        }
+    }
+
+    /// Take the complete lines of `data[from..]` as messages, up to `max`
+    /// in the run, in place. Where the lines not taken start.
+    fn index_lines(&mut self, from: usize, max: usize, next: &mut i64) -> usize {
+        let mut used = from;
+        for end in memchr::memchr_iter(b'\n', &self.data[from..]).map(|end| from + end) {
+            if self.offsets.len() >= max {
                 break;
             }
-            let line = &block[used..end];
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if !line.is_empty() {
-                self.spans.push((base + used, base + used + line.len()));
+            let line_end = if end > used && self.data[end - 1] == b'\r' {
+                end - 1
+            } else {
+                end
+            };
+            if line_end > used {
+                self.spans.push((used, line_end));
                 self.offsets.push(*next);
                 self.timestamps.push(None);
                 *next += 1;
-                taken += 1;
             }
             used = end + 1;
         }
-        self.data.extend_from_slice(&block[..used]);
         used
     }
 

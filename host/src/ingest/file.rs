@@ -4,10 +4,10 @@
 //! `partitions` partitions of a topic named after the file (offsets count
 //! each partition's lines), so every worker gets its share; the lake's
 //! `txn` versions say where each partition resumes, as with Kafka. A run
-//! is read a block at a time straight into the buffer its worker takes,
-//! so the coordinator does not copy or handle each line.
+//! is read from the file straight into the buffer its worker takes, so
+//! the coordinator neither copies nor handles each line.
 
-use std::io::BufRead;
+use std::io::Read;
 use std::path::Path;
 use std::time::Instant;
 
@@ -56,14 +56,14 @@ pub fn ingest_file(
             message: "the lake's txn versions cannot be read".into(),
         });
     }
-    let mut reader = open(path)?;
+    let mut lines = open(path)?;
     // a run's buffer is sized like the one before it
     let mut run_bytes = DEAL * 512;
     // timed from the first line (opening the tables is not the stream's work)
     let started = Instant::now();
     for p in (0..offsets.len()).cycle() {
         let (resume_at, ref mut next) = offsets[p];
-        let run = read_run(&mut reader, DEAL, next, run_bytes).map_err(read_error(path))?;
+        let run = lines.run(DEAL, next, run_bytes).map_err(read_error(path))?;
         if run.is_empty() {
             break; // the end of the file
         }
@@ -89,59 +89,42 @@ pub fn ingest_file(
     Ok(summary)
 }
 
-/// The next run of up to `max` non-empty lines of `reader`, at offsets
-/// counting up from `*next`, sized for `bytes`: empty at the end. Lines are
-/// copied a block at a time; only one that straddles two blocks is copied
-/// twice.
-fn read_run(
-    reader: &mut impl BufRead,
-    max: usize,
-    next: &mut i64,
-    bytes: usize,
-) -> std::io::Result<RawMessages> {
-    let mut run = RawMessages::with_capacity(max, bytes);
-    // the start of a line the last block ended in
-    let mut partial = Vec::new();
-    while run.len() < max {
-        let block = reader.fill_buf()?;
-        let (used, more) = if block.is_empty() {
-            // the last line has no line end
-            if !partial.is_empty() {
-                partial.push(b'\n');
-                run.take_lines(&partial, 1, next);
-            }
-            break;
-        } else if !partial.is_empty() {
-            // the rest of the line
-            let end = memchr::memchr(b'\n', block).map_or(block.len(), |end| end + 1);
-            partial.extend_from_slice(&block[..end]);
-            if partial.ends_with(b"\n") {
-                run.take_lines(&partial, 1, next);
-                partial.clear();
-            }
-            (end, true)
-        } else {
-            let used = run.take_lines(block, max - run.len(), next);
-            if run.len() < max {
-                // what is left is the start of a line
-                partial.extend_from_slice(&block[used..]);
-                (block.len(), true)
-            } else {
-                (used, false)
-            }
-        };
-        reader.consume(used);
-        if !more {
-            break;
-        }
-    }
-    Ok(run)
+/// A source read in runs of lines, each read straight into the buffer
+/// its worker takes.
+struct Lines<R> {
+    reader: R,
+    /// bytes read past the last run's last line.
+    carry: Vec<u8>,
+    /// the least one read asks for (a run reads past its last line by
+    /// less than this, mostly).
+    min_read: usize,
 }
 
-/// The source file, buffered for [`read_run`].
-fn open(path: &Path) -> Result<std::io::BufReader<std::fs::File>, IngestError> {
+impl<R: Read> Lines<R> {
+    fn new(reader: R, min_read: usize) -> Self {
+        Lines {
+            reader,
+            carry: Vec::new(),
+            min_read,
+        }
+    }
+
+    /// The next run of up to `max` non-empty lines, at offsets counting up
+    /// from `*next`, with room for about `bytes`: empty at the end.
+    fn run(&mut self, max: usize, next: &mut i64, bytes: usize) -> std::io::Result<RawMessages> {
+        // a little more than asked, so that the last read of a run
+        // rarely has to grow the buffer (a copy of all of it)
+        let room = bytes + bytes / 16 + 4 * self.min_read;
+        let mut run = RawMessages::with_capacity(max, room);
+        run.read_lines(&mut self.reader, max, next, &mut self.carry, self.min_read)?;
+        Ok(run)
+    }
+}
+
+/// The source file, read in runs.
+fn open(path: &Path) -> Result<Lines<std::fs::File>, IngestError> {
     let input = std::fs::File::open(path).map_err(read_error(path))?;
-    Ok(std::io::BufReader::with_capacity(1 << 20, input))
+    Ok(Lines::new(input, 16 << 10))
 }
 
 /// How a failure to read `path` is reported.
@@ -158,10 +141,12 @@ pub(crate) fn for_each_line(
     path: &Path,
     mut each: impl FnMut(&[u8]) -> Result<(), IngestError>,
 ) -> Result<u64, IngestError> {
-    let mut reader = open(path)?;
+    let mut lines = open(path)?;
     let (mut next, mut bytes, mut run_bytes) = (0, 0u64, DEAL * 512);
     loop {
-        let run = read_run(&mut reader, DEAL, &mut next, run_bytes).map_err(read_error(path))?;
+        let run = lines
+            .run(DEAL, &mut next, run_bytes)
+            .map_err(read_error(path))?;
         if run.is_empty() {
             return Ok(bytes);
         }
@@ -175,18 +160,29 @@ pub(crate) fn for_each_line(
 
 #[cfg(test)]
 mod tests {
-    use std::io::BufReader;
-
     use super::*;
 
-    /// Every run of `text` read through a buffer of `capacity` bytes, as
-    /// (offset, line) pairs.
-    fn runs(text: &[u8], capacity: usize, max: usize) -> Vec<Vec<(i64, String)>> {
-        let mut reader = BufReader::with_capacity(capacity, text);
+    /// A reader that gives at most `block` bytes per read.
+    struct Blocks<'a>(&'a [u8], usize);
+
+    impl Read for Blocks<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.1).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    /// Every run of `text` read `block` bytes at a time, reads of at least
+    /// `block` bytes, into buffers of room for `bytes`, as (offset, line)
+    /// pairs.
+    fn runs(text: &[u8], block: usize, max: usize, bytes: usize) -> Vec<Vec<(i64, String)>> {
+        let mut lines = Lines::new(Blocks(text, block), block);
         let mut next = 10;
         let mut all = Vec::new();
         loop {
-            let run = read_run(&mut reader, max, &mut next, 0).unwrap();
+            let run = lines.run(max, &mut next, bytes).unwrap();
             if run.is_empty() {
                 return all;
             }
@@ -211,26 +207,29 @@ mod tests {
             "{\"d\":4444}",
             "{\"e\":5}",
         ];
-        for capacity in 1..=text.len() + 1 {
+        let want: Vec<(i64, String)> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (10 + i as i64, l.to_string()))
+            .collect();
+        for block in 1..=text.len() + 1 {
             for max in 1..=6 {
-                let got = runs(text, capacity, max);
-                assert!(got.iter().all(|run| run.len() <= max), "{capacity}/{max}");
-                let flat: Vec<(i64, String)> = got.into_iter().flatten().collect();
-                let want: Vec<(i64, String)> = lines
-                    .iter()
-                    .enumerate()
-                    .map(|(i, l)| (10 + i as i64, l.to_string()))
-                    .collect();
-                assert_eq!(flat, want, "block {capacity}, runs of {max}");
+                for bytes in [0, 9, 100] {
+                    let got = runs(text, block, max, bytes);
+                    let case = format!("block {block}, runs of {max}, room {bytes}");
+                    assert!(got.iter().all(|run| run.len() <= max), "{case}");
+                    let flat: Vec<(i64, String)> = got.into_iter().flatten().collect();
+                    assert_eq!(flat, want, "{case}");
+                }
             }
         }
     }
 
     #[test]
     fn a_resumed_run_keeps_only_what_is_not_in_the_lake() {
-        let mut reader = BufReader::new(&b"a\nb\nc\nd\n"[..]);
+        let mut lines = Lines::new(&b"a\nb\nc\nd\n"[..], 16);
         let mut next = 0;
-        let run = read_run(&mut reader, 10, &mut next, 0).unwrap();
+        let run = lines.run(10, &mut next, 0).unwrap();
         let rest = run.starting_at(2);
         assert_eq!(rest.len(), 2);
         assert_eq!(rest.get(0), (2, None, &b"c"[..]));

@@ -49,13 +49,8 @@ fn write_part(
     let encoder = match files.get_mut(value) {
         Some(encoder) => encoder,
         None => {
-            let encoder = ParquetEncoder::new(
-                part.schema(),
-                &layout.lake.compression,
-                layout.lake.row_group_rows,
-                meta,
-            )
-            .map_err(|e| e.to_string())?;
+            let encoder = ParquetEncoder::new(part.schema(), (&layout.lake).into(), meta)
+                .map_err(|e| e.to_string())?;
             files.entry(value.to_string()).or_insert(encoder)
         }
     };

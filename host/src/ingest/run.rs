@@ -199,7 +199,7 @@ pub fn ingest(
             tracing::info!("stop requested; flushing");
             break;
         }
-        match consumer.poll(Duration::from_millis(100)) {
+        let quiet = match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => {
                 unswept += 1;
                 let mut c = core.lock().unwrap_or_else(|p| p.into_inner());
@@ -219,23 +219,32 @@ pub fn ingest(
                 if unswept < SWEEP_EVERY {
                     continue;
                 }
+                false
             }
-            Some(Err(e)) => tracing::warn!(error = %e, "kafka consumer error"),
-            None => {}
-        }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "kafka consumer error");
+                true
+            }
+            None => true,
+        };
         let now = Instant::now();
         if unswept > 0 {
             first_message.get_or_insert(now);
             last_message = now;
             unswept = 0;
         }
+        let sweep = now.duration_since(last_sweep) >= SWEEP_INTERVAL;
         let mut c = core.lock().unwrap_or_else(|p| p.into_inner());
-        // a quiet poll or a sweep: every run gathered goes to its worker
-        c.send_all_pending()?;
+        // runs gathered go to their workers when full (on_message), and the
+        // rest at a quiet poll or a timed sweep: sending them at every look
+        // at the clock would cut runs of a few dozen messages
+        if quiet || sweep {
+            c.send_all_pending()?;
+        }
         c.serve_events(&consumer)?;
         let collected = c.collect(&consumer);
         paused_on(&mut c, collected, &consumer, &mut stall)?;
-        if now.duration_since(last_sweep) < Duration::from_millis(100) {
+        if !sweep {
             continue;
         }
         last_sweep = now;
@@ -347,9 +356,14 @@ pub fn ingest(
     Ok(summary)
 }
 
-/// Messages between two looks at the clock (sweeps, the first and last
-/// message times), so that the hot path reads no clock per message.
+/// Messages between two looks at the clock (the first and last message
+/// times, whether a sweep is due), so that the hot path reads no clock per
+/// message.
 const SWEEP_EVERY: usize = 256;
+
+/// Time between two sweeps (partial runs sent, flushes due by age, plugin
+/// swaps, health), while messages flow; a quiet poll sweeps too.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Switch plugins at a batch boundary: every partition's rows processed by
 /// the old version are flushed and committed first, so no file mixes two

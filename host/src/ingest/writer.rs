@@ -462,11 +462,10 @@ fn encode(
     if !buffer.dead.is_empty() {
         let batch = dead_letters_batch(&buffer.dead);
         let path = meta.dead_letter_path();
-        let bytes = encode_parquet(&[batch], &lake.compression, lake.row_group_rows, &meta)
-            .map_err(|e| Failure {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
+        let bytes = encode_parquet(&[batch], lake.into(), &meta).map_err(|e| Failure {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
         part.dead_files.push(StagedFile {
             path: path.clone(),
             partition_value: None,

@@ -24,7 +24,7 @@ mod table;
 
 pub use dead_letters::{DeadLetter, dead_letter_schema, dead_letters_batch};
 pub use maintain::{OptimizeReport, VacuumReport};
-pub use parquet_file::{FileMetadata, ParquetEncoder, encode_parquet};
+pub use parquet_file::{FileMetadata, ParquetEncoder, ParquetOptions, encode_parquet};
 pub use partition::{NULL_PARTITION, partition_value, split_by_partition};
 pub use read::{Changes, HistoryEntry, LakeFile, conform};
 pub use table::{

@@ -5,10 +5,35 @@ use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+
+use crate::pipeline::LakeConfig;
+
+/// How a file is encoded: the lake's settings, or a file of its own (a
+/// warehouse's staged rows).
+#[derive(Clone, Copy, Debug)]
+pub struct ParquetOptions<'a> {
+    /// `zstd`, `snappy`, `lz4` or `none`.
+    pub compression: &'a str,
+    /// rows per row group.
+    pub row_group_rows: usize,
+    /// columns written without min/max statistics.
+    pub skip_statistics: &'a [String],
+}
+
+impl<'a> From<&'a LakeConfig> for ParquetOptions<'a> {
+    fn from(lake: &'a LakeConfig) -> Self {
+        ParquetOptions {
+            compression: &lake.compression,
+            row_group_rows: lake.row_group_rows,
+            skip_statistics: &lake.skip_statistics,
+        }
+    }
+}
 
 /// Provenance written into every file's key-value metadata (all empty by
 /// default: files that are not the lake's, such as staged ones).
@@ -64,15 +89,14 @@ impl FileMetadata {
 /// Encode `batches` (one schema) as a Parquet file.
 pub fn encode_parquet(
     batches: &[RecordBatch],
-    compression: &str,
-    row_group_rows: usize,
+    options: ParquetOptions<'_>,
     meta: &FileMetadata,
 ) -> Result<Bytes, parquet::errors::ParquetError> {
     let schema = batches
         .first()
         .map(|b| b.schema())
         .expect("at least one batch");
-    let mut encoder = ParquetEncoder::new(schema, compression, row_group_rows, meta)?;
+    let mut encoder = ParquetEncoder::new(schema, options, meta)?;
     for batch in batches {
         encoder.write(batch)?;
     }
@@ -96,27 +120,29 @@ pub struct ParquetEncoder {
 }
 
 impl ParquetEncoder {
-    /// A file of `schema`, compressed with `compression` (`zstd`, `snappy`,
-    /// `lz4` or `none`), in row groups of `row_group_rows`, with `meta` in
-    /// its key-value metadata (all but the last offset, which
-    /// [`Self::finish`] writes: a file can be opened before its last row
-    /// is known).
+    /// A file of `schema`, encoded as `options` say, with `meta` in its
+    /// key-value metadata (all but the last offset, which [`Self::finish`]
+    /// writes: a file can be opened before its last row is known).
+    ///
+    /// Every column gets page-level min/max statistics except those in
+    /// `options.skip_statistics`: for a string column, statistics cost two
+    /// comparisons per value, which buy nothing on ids or user agents (a
+    /// row group's range of them prunes no query).
     pub fn new(
         schema: SchemaRef,
-        compression: &str,
-        row_group_rows: usize,
+        options: ParquetOptions<'_>,
         meta: &FileMetadata,
     ) -> Result<Self, parquet::errors::ParquetError> {
-        let compression = match compression {
+        let compression = match options.compression {
             "snappy" => Compression::SNAPPY,
             "lz4" => Compression::LZ4_RAW,
             "none" => Compression::UNCOMPRESSED,
             _ => Compression::ZSTD(ZstdLevel::default()),
         };
         let kv = |k: &str, v: String| KeyValue::new(k.to_string(), v);
-        let props = WriterProperties::builder()
+        let mut props = WriterProperties::builder()
             .set_compression(compression)
-            .set_max_row_group_row_count(Some(row_group_rows.max(1)))
+            .set_max_row_group_row_count(Some(options.row_group_rows.max(1)))
             .set_dictionary_page_size_limit(DICTIONARY_PAGE_BYTES)
             .set_key_value_metadata(Some(vec![
                 kv("weir.version", crate::VERSION.to_string()),
@@ -124,10 +150,15 @@ impl ParquetEncoder {
                 kv("weir.kafka_topic", meta.topic.clone()),
                 kv("weir.kafka_partition", meta.partition.to_string()),
                 kv("weir.kafka_first_offset", meta.first_offset.to_string()),
-            ]))
-            .build();
+            ]));
+        for column in options.skip_statistics {
+            props = props.set_column_statistics_enabled(
+                ColumnPath::from(column.as_str()),
+                EnabledStatistics::None,
+            );
+        }
         Ok(ParquetEncoder {
-            writer: ArrowWriter::try_new(Vec::new(), schema, Some(props))?,
+            writer: ArrowWriter::try_new(Vec::new(), schema, Some(props.build()))?,
             rows: 0,
         })
     }
@@ -157,5 +188,50 @@ impl ParquetEncoder {
             last_offset.to_string(),
         ));
         Ok(Bytes::from(self.writer.into_inner()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    use super::*;
+
+    #[test]
+    fn skipped_columns_carry_no_statistics_and_the_others_do() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("event_id", DataType::Utf8, false),
+            Field::new("page_url", DataType::Utf8, false),
+            Field::new("tti_ms", DataType::Int64, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec!["b", "a", "c"])),
+                Arc::new(StringArray::from(vec!["/y", "/x", "/z"])),
+                Arc::new(Int64Array::from(vec![Some(3), None, Some(1)])),
+            ],
+        )
+        .unwrap();
+        let skip = vec!["event_id".to_string()];
+        let options = ParquetOptions {
+            compression: "zstd",
+            row_group_rows: 1024,
+            skip_statistics: &skip,
+        };
+        let bytes = encode_parquet(&[batch], options, &FileMetadata::default()).unwrap();
+        let reader = SerializedFileReader::new(bytes).unwrap();
+        let group = reader.metadata().row_group(0);
+        assert!(group.column(0).statistics().is_none(), "event_id");
+        let url = group.column(1).statistics().expect("page_url statistics");
+        assert_eq!(url.min_bytes_opt(), Some(&b"/x"[..]));
+        assert_eq!(url.max_bytes_opt(), Some(&b"/z"[..]));
+        let tti = group.column(2).statistics().expect("tti_ms statistics");
+        assert_eq!(tti.null_count_opt(), Some(1));
+        assert_eq!(tti.min_bytes_opt(), Some(&1i64.to_le_bytes()[..]));
     }
 }

@@ -136,6 +136,12 @@ pub struct LakeConfig {
     /// rows per Parquet row group.
     #[serde(default = "default_row_group_rows")]
     pub row_group_rows: usize,
+    /// output columns written without Parquet min/max statistics (every
+    /// other column has them per page): columns of unique or long strings
+    /// such as ids and user agents, whose range in a row group prunes no
+    /// query while keeping it costs two string comparisons per value.
+    #[serde(default)]
+    pub skip_statistics: Vec<String>,
     /// S3 settings (region, endpoint, ...); credentials come from the usual
     /// AWS chain (environment, profile, instance role) unless set here.
     #[serde(default)]

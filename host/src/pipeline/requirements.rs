@@ -1,6 +1,6 @@
 //! What a pipeline needs of its plugin's output: the lake's partition
-//! column (a date: the batch path selects dates) and the columns the
-//! aggregation shorthand reads. `weir validate` and
+//! column (a date: the batch path selects dates), the columns named in
+//! `lake.skip_statistics` and the columns the aggregation shorthand reads. `weir validate` and
 //! `weir plugin check --pipeline` name every column that is missing or of
 //! the wrong type, before a run would fail on the first one.
 
@@ -55,9 +55,6 @@ impl Pipeline {
     /// `aggregate.sql` is checked by planning it (`weir validate`), not here.
     pub fn output_requirements(&self) -> Vec<Requirement> {
         let mut required = vec![self.partition_requirement()];
-        let Some(aggregate) = self.config.aggregate.as_ref().filter(|a| a.sql.is_none()) else {
-            return required;
-        };
         let mut add = |column: &str, types: Vec<FieldType>, key: String| {
             if !required.iter().any(|r| r.column == column) {
                 required.push(Requirement {
@@ -66,6 +63,12 @@ impl Pipeline {
                     key,
                 });
             }
+        };
+        for column in &self.config.lake.skip_statistics {
+            add(column, Vec::new(), "lake.skip_statistics".into());
+        }
+        let Some(aggregate) = self.config.aggregate.as_ref().filter(|a| a.sql.is_none()) else {
+            return required;
         };
         for column in &aggregate.group_by {
             add(column, Vec::new(), "aggregate.group_by".into());
@@ -111,6 +114,7 @@ fields = [{ name = "event_id", type = "string" }]
 path = "p.wasm"
 [lake]
 url = "/tmp/lake"
+skip_statistics = ["event_id", "user_agent"]
 [aggregate]
 group_by = ["event_date", "page_url"]
 distinct = "event_id"
@@ -130,6 +134,7 @@ stats = ["avg"]
             problems,
             [
                 "lake.partition_by: the plugin's output has no column `event_date` (expected one of type date or timestamp)",
+                "lake.skip_statistics: the plugin's output has no column `user_agent` (expected one)",
                 "aggregate.metrics[0].column: the plugin's column `tti_ms` is string, expected of type float64 or int64",
             ]
         );
@@ -138,6 +143,7 @@ stats = ["avg"]
             FieldSpec::new("page_url", FieldType::String, false),
             FieldSpec::new("tti_ms", FieldType::Float64, true),
             FieldSpec::new("event_date", FieldType::Date, false),
+            FieldSpec::new("user_agent", FieldType::String, true),
         ])
         .unwrap();
         assert!(p.output_problems(&good).is_empty());

@@ -316,15 +316,11 @@ fn build_lake(
             .iter()
             .map(|b| b.project(&stored).expect("columns in range"))
             .collect();
-        let bytes = encode_parquet(
-            &batches,
-            &p.config.lake.compression,
-            p.config.lake.row_group_rows,
-            &meta,
-        )
-        .map_err(|e| BatchError::Config {
-            file: "bench".into(),
-            message: e.to_string(),
+        let bytes = encode_parquet(&batches, (&p.config.lake).into(), &meta).map_err(|e| {
+            BatchError::Config {
+                file: "bench".into(),
+                message: e.to_string(),
+            }
         })?;
         let path = meta.data_path(&p.config.lake.partition_by, date);
         let file = StagedFile {

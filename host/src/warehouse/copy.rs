@@ -9,7 +9,7 @@ use arrow::record_batch::RecordBatch;
 use super::WarehouseError;
 use super::config::CopyConfig;
 use super::table::{literal, quote_name};
-use crate::lake::{FileMetadata, encode_parquet};
+use crate::lake::{FileMetadata, ParquetOptions, encode_parquet};
 use crate::objstore::Location;
 use crate::pipeline::LakeConfig;
 
@@ -82,8 +82,12 @@ pub async fn stage(
         if batches.is_empty() {
             batches.push(first.clone());
         }
-        let bytes =
-            encode_parquet(&batches, "snappy", 1 << 20, &meta).map_err(|e| fail(e.to_string()))?;
+        let options = ParquetOptions {
+            compression: "snappy",
+            row_group_rows: 1 << 20,
+            skip_statistics: &[],
+        };
+        let bytes = encode_parquet(&batches, options, &meta).map_err(|e| fail(e.to_string()))?;
         store
             .put(&name, bytes)
             .await
