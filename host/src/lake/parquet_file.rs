@@ -25,6 +25,18 @@ pub struct ParquetOptions<'a> {
     pub skip_statistics: &'a [String],
 }
 
+impl<'a> ParquetOptions<'a> {
+    /// `compression`, in row groups of `row_group_rows`, with statistics
+    /// on every column.
+    pub fn new(compression: &'a str, row_group_rows: usize) -> Self {
+        ParquetOptions {
+            compression,
+            row_group_rows,
+            skip_statistics: &[],
+        }
+    }
+}
+
 impl<'a> From<&'a LakeConfig> for ParquetOptions<'a> {
     fn from(lake: &'a LakeConfig) -> Self {
         ParquetOptions {
@@ -219,9 +231,8 @@ mod tests {
         .unwrap();
         let skip = vec!["event_id".to_string()];
         let options = ParquetOptions {
-            compression: "zstd",
-            row_group_rows: 1024,
             skip_statistics: &skip,
+            ..ParquetOptions::new("zstd", 1024)
         };
         let bytes = encode_parquet(&[batch], options, &FileMetadata::default()).unwrap();
         let reader = SerializedFileReader::new(bytes).unwrap();

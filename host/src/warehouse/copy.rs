@@ -82,11 +82,7 @@ pub async fn stage(
         if batches.is_empty() {
             batches.push(first.clone());
         }
-        let options = ParquetOptions {
-            compression: "snappy",
-            row_group_rows: 1 << 20,
-            skip_statistics: &[],
-        };
+        let options = ParquetOptions::new("snappy", 1 << 20);
         let bytes = encode_parquet(&batches, options, &meta).map_err(|e| fail(e.to_string()))?;
         store
             .put(&name, bytes)

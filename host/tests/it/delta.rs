@@ -173,7 +173,12 @@ fn after_a_thousand_commits_planning_and_polling_read_a_checkpoint_and_a_short_t
         last_offset: 2,
         writer_token: String::new(),
     };
-    let bytes = weir::lake::encode_parquet(&[decoder.flush()], "zstd", 1024, &meta).unwrap();
+    let bytes = weir::lake::encode_parquet(
+        &[decoder.flush()],
+        weir::lake::ParquetOptions::new("zstd", 1024),
+        &meta,
+    )
+    .unwrap();
     let dates = ["2026-11-20", "2026-11-21", "2026-11-22", "2026-11-23"];
     let provenance = Provenance::default();
     for i in 0..COMMITS {

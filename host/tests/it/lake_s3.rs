@@ -42,7 +42,12 @@ fn flush_of(
         last_offset: (first + rows - 1) as i64,
         writer_token: weir::lake::FileMetadata::new_token(),
     };
-    let bytes = weir::lake::encode_parquet(&[batch], "zstd", 1024, &meta).unwrap();
+    let bytes = weir::lake::encode_parquet(
+        &[batch],
+        weir::lake::ParquetOptions::new("zstd", 1024),
+        &meta,
+    )
+    .unwrap();
     // every event of the fixture is on one of three days; the race puts
     // them all under one date (the dates are not what it tests)
     let path = meta.data_path(partition_by, "2026-11-24");
