@@ -790,7 +790,8 @@ impl BatchJob {
             .stream("SELECT * FROM events", events)
             .await
             .map_err(|e| fail(aggregate::describe_sql_error(&e)))?;
-        let lake = &self.pipeline.config.lake;
+        // shared with the encoding threads, one clone for the whole day
+        let lake = Arc::new(self.pipeline.config.lake.clone());
         let mut written = Vec::new();
         let mut pending = Vec::new();
         let mut pending_rows = 0;
@@ -807,11 +808,11 @@ impl BatchJob {
             if pending_rows > 0 && (done || pending_rows >= rows_per_file) {
                 let batches = std::mem::take(&mut pending);
                 let rows = std::mem::take(&mut pending_rows) as u64;
-                let lake_config = lake.clone();
+                let lake = Arc::clone(&lake);
                 let file_meta = meta(written.len());
                 let path = path(written.len(), &file_meta);
                 let bytes = tokio::task::spawn_blocking(move || {
-                    crate::lake::encode_parquet(&batches, (&lake_config).into(), &file_meta)
+                    crate::lake::encode_parquet(&batches, (&*lake).into(), &file_meta)
                 })
                 .await
                 .map_err(|e| BatchError::Worker(e.to_string()))?

@@ -57,17 +57,14 @@ pub fn ingest_file(
         });
     }
     let mut lines = open(path)?;
-    // a run's buffer is sized like the one before it
-    let mut run_bytes = DEAL * 512;
     // timed from the first line (opening the tables is not the stream's work)
     let started = Instant::now();
     for p in (0..offsets.len()).cycle() {
         let (resume_at, ref mut next) = offsets[p];
-        let run = lines.run(DEAL, next, run_bytes).map_err(read_error(path))?;
+        let run = lines.run(DEAL, next).map_err(read_error(path))?;
         if run.is_empty() {
             break; // the end of the file
         }
-        run_bytes = run.bytes();
         core.on_run(p, run.starting_at(resume_at))?;
         let cycle = core.rolling(p);
         if !cycle.is_empty() {
@@ -98,33 +95,40 @@ struct Lines<R> {
     /// the least one read asks for (a run reads past its last line by
     /// less than this, mostly).
     min_read: usize,
+    /// the bytes of the last run: the next one is sized like it.
+    last_bytes: usize,
 }
 
 impl<R: Read> Lines<R> {
-    fn new(reader: R, min_read: usize) -> Self {
+    /// Runs of `reader`, the first sized for `first_bytes`.
+    fn new(reader: R, min_read: usize, first_bytes: usize) -> Self {
         Lines {
             reader,
             carry: Vec::new(),
             min_read,
+            last_bytes: first_bytes,
         }
     }
 
     /// The next run of up to `max` non-empty lines, at offsets counting up
-    /// from `*next`, with room for about `bytes`: empty at the end.
-    fn run(&mut self, max: usize, next: &mut i64, bytes: usize) -> std::io::Result<RawMessages> {
-        // a little more than asked, so that the last read of a run
-        // rarely has to grow the buffer (a copy of all of it)
+    /// from `*next`: empty at the end.
+    fn run(&mut self, max: usize, next: &mut i64) -> std::io::Result<RawMessages> {
+        // a little more than the last run took, so that the last read of a
+        // run rarely has to grow the buffer (a copy of all of it)
+        let bytes = self.last_bytes;
         let room = bytes + bytes / 16 + 4 * self.min_read;
         let mut run = RawMessages::with_capacity(max, room);
         run.read_lines(&mut self.reader, max, next, &mut self.carry, self.min_read)?;
+        self.last_bytes = run.bytes();
         Ok(run)
     }
 }
 
-/// The source file, read in runs.
+/// The source file, read in runs of [`DEAL`] lines (of about 512 bytes
+/// each, to begin with).
 fn open(path: &Path) -> Result<Lines<std::fs::File>, IngestError> {
     let input = std::fs::File::open(path).map_err(read_error(path))?;
-    Ok(Lines::new(input, 16 << 10))
+    Ok(Lines::new(input, 16 << 10, DEAL * 512))
 }
 
 /// How a failure to read `path` is reported.
@@ -142,16 +146,13 @@ pub(crate) fn for_each_line(
     mut each: impl FnMut(&[u8]) -> Result<(), IngestError>,
 ) -> Result<u64, IngestError> {
     let mut lines = open(path)?;
-    let (mut next, mut bytes, mut run_bytes) = (0, 0u64, DEAL * 512);
+    let (mut next, mut bytes) = (0, 0u64);
     loop {
-        let run = lines
-            .run(DEAL, &mut next, run_bytes)
-            .map_err(read_error(path))?;
+        let run = lines.run(DEAL, &mut next).map_err(read_error(path))?;
         if run.is_empty() {
             return Ok(bytes);
         }
-        run_bytes = run.bytes();
-        bytes += run_bytes as u64;
+        bytes += run.bytes() as u64;
         for row in 0..run.len() {
             each(run.get(row).2)?;
         }
@@ -175,14 +176,14 @@ mod tests {
     }
 
     /// Every run of `text` read `block` bytes at a time, reads of at least
-    /// `block` bytes, into buffers of room for `bytes`, as (offset, line)
+    /// `block` bytes, the first run sized for `bytes`, as (offset, line)
     /// pairs.
     fn runs(text: &[u8], block: usize, max: usize, bytes: usize) -> Vec<Vec<(i64, String)>> {
-        let mut lines = Lines::new(Blocks(text, block), block);
+        let mut lines = Lines::new(Blocks(text, block), block, bytes);
         let mut next = 10;
         let mut all = Vec::new();
         loop {
-            let run = lines.run(max, &mut next, bytes).unwrap();
+            let run = lines.run(max, &mut next).unwrap();
             if run.is_empty() {
                 return all;
             }
@@ -227,9 +228,9 @@ mod tests {
 
     #[test]
     fn a_resumed_run_keeps_only_what_is_not_in_the_lake() {
-        let mut lines = Lines::new(&b"a\nb\nc\nd\n"[..], 16);
+        let mut lines = Lines::new(&b"a\nb\nc\nd\n"[..], 16, 0);
         let mut next = 0;
-        let run = lines.run(10, &mut next, 0).unwrap();
+        let run = lines.run(10, &mut next).unwrap();
         let rest = run.starting_at(2);
         assert_eq!(rest.len(), 2);
         assert_eq!(rest.get(0), (2, None, &b"c"[..]));
