@@ -62,6 +62,10 @@ pub struct IngestSummary {
 /// How long a seek may wait for the fetcher to take the new position.
 const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a stop without a deadline waits for the lake's read-back of
+/// its last commits (see [`Core::finish_reads`]).
+const FINISH_READS: Duration = Duration::from_secs(10);
+
 /// Messages of one partition gathered before they go to its worker. A run
 /// is one send on the worker's channel and one wake-up of the thread on the
 /// other side (a futex wake, which costs tens of microseconds on a virtual
@@ -553,6 +557,22 @@ impl Core {
     ) -> Result<(), FlushError> {
         self.flush(keys, consumer)?;
         self.settle(consumer)
+    }
+
+    /// Before the runtime stops: wait (up to the shutdown deadline, or
+    /// [`FINISH_READS`] without one) for the lake's read-back of its last
+    /// commits. A failure is logged: the commits are in the log already.
+    pub fn finish_reads(&mut self) {
+        let within = self.deadline.map_or(FINISH_READS, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
+        let lake = self.lake.clone();
+        if let Err(e) = self
+            .rt
+            .block_on(async move { lake.lock().await.finish_reads(within).await })
+        {
+            tracing::warn!(error = %e, "reading the lake's last commits back failed");
+        }
     }
 
     /// Move the open cycle along without waiting: launch its uploads and

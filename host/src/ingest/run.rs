@@ -351,6 +351,7 @@ pub fn ingest(
     let mut summary = c.summary.clone();
     summary.busy_ms = first_message.map(|t| t.elapsed().as_millis() as u64);
     summary.final_flush_ms = Some(read.elapsed().as_millis() as u64);
+    c.finish_reads();
     drop(c);
     consumer.unsubscribe();
     Ok(summary)

@@ -27,7 +27,10 @@ use deltalake::kernel::{Action, Add, Remove, StructType, Transaction};
 use deltalake::logstore::LogStoreRef;
 use deltalake::protocol::{DeltaOperation, OutputMode, SaveMode};
 use deltalake::table::config::TablePropertiesExt;
+use deltalake::table::state::DeltaTableState;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError, TableProperty};
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use object_store::ObjectStore;
 use serde_json::{Value, json};
 
@@ -194,6 +197,31 @@ pub struct Table {
     /// version costs no replay of the log.
     txns: HashMap<String, Option<i64>>,
     txns_at: Option<i64>,
+    /// a streaming commit whose snapshot is still being read (see
+    /// [`Table::catch_up`]).
+    settling: Option<Settling>,
+}
+
+/// The snapshot of a commit made, read in a task of its own: delta-rs reads
+/// a new commit back after writing it (a listing and two reads, plus a
+/// checkpoint every `checkpointInterval` commits), and none of that decides
+/// whether the commit is in. A streaming commit returns once its log entry
+/// is written; the next use of the snapshot waits for this.
+#[derive(Clone)]
+struct Settling {
+    /// the version committed.
+    version: i64,
+    /// its snapshot, or `None` when reading it failed (the table is then
+    /// read again from the log).
+    snapshot: Shared<BoxFuture<'static, Option<DeltaTableState>>>,
+}
+
+impl std::fmt::Debug for Settling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settling")
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Table {
@@ -213,7 +241,26 @@ impl Table {
             table,
             txns: HashMap::new(),
             txns_at: None,
+            settling: None,
         })
+    }
+
+    /// Wait for the snapshot of the last streaming commit (if it is still
+    /// being read) and take it as the table's; when reading it failed, read
+    /// the log's tail instead.
+    async fn catch_up(&mut self) -> Result<(), LakeError> {
+        let Some(settling) = self.settling.take() else {
+            return Ok(());
+        };
+        match settling.snapshot.await {
+            Some(state) => self.table.state = Some(state),
+            None => self
+                .table
+                .update_incremental(Some(settling.version as u64))
+                .await
+                .map_err(|e| self.fail(e))?,
+        }
+        Ok(())
     }
 
     /// The table's URL.
@@ -247,6 +294,7 @@ impl Table {
     /// Read what is new in the log (checkpoint plus tail the first time,
     /// the tail after that). `false` when no table exists yet.
     pub async fn refresh(&mut self) -> Result<bool, LakeError> {
+        self.catch_up().await?;
         if self.table.version().is_none() {
             // before the first load, ask whether there is a log at all (a
             // missing table is no error, and delta-rs would log it as one)
@@ -269,9 +317,13 @@ impl Table {
         }
     }
 
-    /// The loaded version (`None` before the table exists).
+    /// The loaded version, or the last one committed through it (`None`
+    /// before the table exists).
     pub fn version(&self) -> Option<i64> {
-        self.table.version().map(|v| v as i64)
+        match &self.settling {
+            Some(s) => Some(s.version),
+            None => self.table.version().map(|v| v as i64),
+        }
     }
 
     /// The `txn` version of `app_id` in the loaded snapshot. The first
@@ -310,6 +362,7 @@ impl Table {
         if let Some(known) = self.txns.get(app_id) {
             return Ok(*known);
         }
+        self.catch_up().await?;
         let state = self.table.snapshot().map_err(|e| self.fail(e))?;
         let found = state
             .transaction_version(self.table.log_store().as_ref(), app_id)
@@ -483,11 +536,19 @@ impl Table {
             query_id: "weir".to_string(),
             epoch_id: epoch,
         };
-        self.commit_as(operation, actions, txns, metadata, retries)
-            .await
+        self.commit_as(
+            operation,
+            actions,
+            txns,
+            metadata,
+            retries,
+            AfterCommit::ReadInBackground,
+        )
+        .await
     }
 
-    /// Commit `actions` as `operation` (see [`Table::commit`]).
+    /// Commit `actions` as `operation` (see [`Table::commit`]); `after`
+    /// says whether the new snapshot is read before this returns.
     async fn commit_as(
         &mut self,
         operation: DeltaOperation,
@@ -495,11 +556,13 @@ impl Table {
         txns: Vec<Transaction>,
         metadata: Vec<(String, Value)>,
         retries: usize,
+        after: AfterCommit,
     ) -> Result<Option<i64>, LakeError> {
         // what this commit sets, to keep the `txn` cache without reading the
         // commit back (one GET per commit on an object store)
         let committed: Vec<(String, i64)> =
             txns.iter().map(|t| (t.app_id.clone(), t.version)).collect();
+        self.catch_up().await?;
         let state = self.table.snapshot().map_err(|e| self.fail(e))?.clone();
         // delta-rs lists the whole `_delta_log` after every commit to expire
         // old entries: a request that grows with the log, on the commit's
@@ -512,14 +575,52 @@ impl Table {
             .with_application_transactions(txns)
             .with_max_retries(retries)
             .with_cleanup_expired_logs((!checkpoint_due).then_some(false));
-        let result = CommitBuilder::from(properties)
+        let written = CommitBuilder::from(properties)
             .with_actions(actions)
             .build(Some(&state), self.table.log_store(), operation)
+            .into_prepared_commit_future()
             .await;
-        match result {
-            Ok(done) => {
-                let version = done.version() as i64;
+        // the log entry is written once the prepared commit resolves; what
+        // is left reads the new snapshot back (and writes a checkpoint when
+        // one is due)
+        let result = match written {
+            Ok(prepared) => prepared.await,
+            Err(e) => Err(e),
+        };
+        let result = match (result, after) {
+            (Ok(post), AfterCommit::ReadInBackground) => {
+                let version = post.version as i64;
+                let url = self.url();
+                let task = tokio::spawn(post.into_future());
+                let snapshot = async move {
+                    match task.await {
+                        Ok(Ok(done)) => Some(done.snapshot),
+                        Ok(Err(e)) => {
+                            tracing::debug!(table = %url, version, error = %e,
+                                "reading a commit back failed; the log is read again");
+                            None
+                        }
+                        Err(e) => {
+                            tracing::debug!(table = %url, version, error = %e,
+                                "reading a commit back stopped; the log is read again");
+                            None
+                        }
+                    }
+                };
+                self.settling = Some(Settling {
+                    version,
+                    snapshot: snapshot.boxed().shared(),
+                });
+                Ok(version)
+            }
+            (Ok(post), AfterCommit::Wait) => post.await.map(|done| {
                 self.table.state = Some(done.snapshot());
+                done.version() as i64
+            }),
+            (Err(e), _) => Err(e),
+        };
+        match result {
+            Ok(version) => {
                 if self.txns_at == Some(version - 1) {
                     // no other writer committed in between: the cache moves
                     // by exactly what this commit set
@@ -542,6 +643,15 @@ impl Table {
             Err(e) => Err(self.fail(e)),
         }
     }
+}
+
+/// Whether a commit returns before its snapshot is read back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AfterCommit {
+    /// read it before returning.
+    Wait,
+    /// read it in a task; the next use of the table waits for it.
+    ReadInBackground,
 }
 
 /// Whether a load failed because nothing is there yet.
@@ -663,6 +773,27 @@ impl Lake {
         self.data.refresh().await?;
         self.dead.refresh().await?;
         Ok(())
+    }
+
+    /// Wait, at most `within`, for the snapshots of both tables' last
+    /// streaming commits still being read back (before the runtime stops:
+    /// a read cut off by the runtime's end reports a crash of delta-rs's
+    /// executor). The commits are in the log whether or not this finishes.
+    pub async fn finish_reads(&mut self, within: std::time::Duration) -> Result<(), LakeError> {
+        let reads = async {
+            self.data.catch_up().await?;
+            self.dead.catch_up().await
+        };
+        match tokio::time::timeout(within, reads).await {
+            Ok(done) => done,
+            Err(_) => {
+                tracing::warn!(
+                    within_ms = within.as_millis() as u64,
+                    "the lake's last commits are still being read back; stopping anyway"
+                );
+                Ok(())
+            }
+        }
     }
 
     /// Where a partition stands in the snapshots loaded (see [`Lake::refresh`]).
@@ -835,7 +966,14 @@ impl Lake {
         let retries = self.config.commit_retries;
         let url = self.data.url();
         self.data
-            .commit_as(operation, actions, Vec::new(), metadata, retries)
+            .commit_as(
+                operation,
+                actions,
+                Vec::new(),
+                metadata,
+                retries,
+                AfterCommit::Wait,
+            )
             .await?
             .ok_or(LakeError::Contended { url, attempts: 1 })
     }

@@ -371,6 +371,7 @@ fn build_lake(
     for (date, batches) in std::mem::take(&mut pending) {
         flush(&date, batches, &mut chains)?;
     }
+    rt.block_on(lake.finish_reads(std::time::Duration::from_secs(10)))?;
     Ok(())
 }
 

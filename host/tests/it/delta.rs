@@ -22,12 +22,14 @@ use weir::orchestrate::{Orchestrator, RunOutcome};
 use crate::batch::batch_events;
 use crate::support::*;
 
-/// An object store that counts what it is asked.
+/// An object store that counts what it is asked, and can hold reads back.
 #[derive(Debug)]
 struct Counting {
     inner: Arc<dyn ObjectStore>,
     gets: AtomicUsize,
     lists: AtomicUsize,
+    /// whether reads go through (`false`: they wait until it is `true`).
+    reads_open: tokio::sync::watch::Sender<bool>,
 }
 
 impl Counting {
@@ -69,6 +71,8 @@ impl ObjectStore for Counting {
         location: &Path,
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
+        let mut open = self.reads_open.subscribe();
+        let _ = open.wait_for(|open| *open).await;
         self.gets.fetch_add(1, Ordering::SeqCst);
         self.inner.get_opts(location, options).await
     }
@@ -125,6 +129,7 @@ fn counted_lake(p: &weir::pipeline::Pipeline) -> (Lake, Arc<Counting>) {
         inner: location.store().clone(),
         gets: AtomicUsize::new(0),
         lists: AtomicUsize::new(0),
+        reads_open: tokio::sync::watch::Sender::new(true),
     });
     let location = location.with_store(counting.clone());
     (
@@ -258,10 +263,12 @@ fn after_a_thousand_commits_planning_and_polling_read_a_checkpoint_and_a_short_t
     assert!(gets <= 4, "{gets} GET requests for one poll");
     assert!(lists <= 2, "{lists} LIST requests for one poll");
 
-    // a writer's steady commit: no read of its own commit back, no listing
-    // of the whole log (expired entries go when a checkpoint is written)
+    // a writer's steady commit: no listing of the whole log (expired
+    // entries go when a checkpoint is written), and no read of its own
+    // commit back before it returns (delta-rs reads it back, a LIST from
+    // the checkpoint and the new commit twice, in a task of its own)
     let mut last = COMMITS as i64 * 3 + 2;
-    for round in 0..2 {
+    let mut commit = |lake: &mut Lake| {
         let mut flush = [PartitionFlush {
             topic: "t".into(),
             partition: 0,
@@ -273,18 +280,46 @@ fn after_a_thousand_commits_planning_and_polling_read_a_checkpoint_and_a_short_t
             data_files: Vec::new(),
             dead_files: Vec::new(),
         }];
-        counting.reset();
-        rt.block_on(lake.commit(&mut flush, &provenance)).unwrap();
         last += 3;
-        let (gets, lists) = counting.reset();
-        eprintln!("commit {round} after {COMMITS} commits: {gets} GETs, {lists} LISTs");
-        // delta-rs: a LIST for the latest version before the write; after
-        // it, a LIST from the checkpoint and the new commit read (twice)
-        if round == 1 {
-            assert!(gets <= 2, "{gets} GET requests for one commit");
-            assert!(lists <= 2, "{lists} LIST requests for one commit");
-        }
-    }
+        rt.block_on(async {
+            tokio::time::timeout(
+                std::time::Duration::from_secs(30),
+                lake.commit(&mut flush, &provenance),
+            )
+            .await
+        })
+    };
+    commit(&mut lake)
+        .expect("a commit with reads open")
+        .unwrap();
+    // (its read-back done)
+    rt.block_on(lake.refresh()).unwrap();
+    // reads held back: the commit still returns, having read nothing
+    counting.reads_open.send_replace(false);
+    counting.reset();
+    let report = commit(&mut lake)
+        .expect("a commit returns without reading its commit back")
+        .unwrap();
+    let (gets, lists) = counting.reset();
+    eprintln!("one steady commit after {COMMITS} commits: {gets} GETs, {lists} LISTs");
+    assert_eq!(report.data_version, Some(COMMITS as i64 + 3));
+    assert_eq!(gets, 0, "{gets} GET requests before the commit returned");
+    // its own LIST for the latest version, and the read-back's first
+    assert!(lists <= 2, "{lists} LIST requests for one commit");
+    assert!(
+        dir.path()
+            .join(format!("lake/_delta_log/{:020}.json", COMMITS + 3))
+            .exists()
+    );
+    // reads open again: the next commit takes the snapshot read back, and
+    // an independent reader finds both commits
+    counting.reads_open.send_replace(true);
+    let report = commit(&mut lake).expect("the next commit").unwrap();
+    assert_eq!(report.data_version, Some(COMMITS as i64 + 4));
+    let found = read_delta(dir.path().join("lake").to_str().unwrap(), "", 0, &[]);
+    assert_eq!(found["version"], COMMITS + 4, "{found}");
+    rt.block_on(lake.finish_reads(std::time::Duration::from_secs(30)))
+        .unwrap();
 }
 
 #[test]

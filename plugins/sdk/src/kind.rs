@@ -105,7 +105,7 @@ impl Kind for Str {
     fn push(values: &mut ColumnValues, value: Option<&str>) {
         match values {
             ColumnValues::String { offsets, data } => {
-                data.extend_from_slice(value.unwrap_or("").as_bytes());
+                crate::copy::extend(data, value.unwrap_or("").as_bytes());
                 offsets.push(data.len() as i32);
             }
             other => wrong_kind(FieldType::String, other),

@@ -25,6 +25,7 @@
 mod batch;
 mod columnar;
 mod config;
+pub mod copy;
 mod kind;
 pub mod log;
 mod output;

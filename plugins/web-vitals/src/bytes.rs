@@ -30,10 +30,32 @@ impl Lanes {
     }
 
     /// `bytes` (at most [`WIDTH`]) followed by zeros.
+    ///
+    /// The bytes go in as two overlapping copies of a constant length: as
+    /// Wasm, a copy of a length known only at run time is a call out of the
+    /// plugin's code (see `weir_plugin_sdk::copy`), paid on every search's
+    /// last, partial block.
     #[inline(always)]
     fn load_partial(bytes: &[u8]) -> Lanes {
         let mut padded = [0u8; WIDTH];
-        padded[..bytes.len()].copy_from_slice(bytes);
+        let n = bytes.len();
+        match n {
+            0 => {}
+            1..=3 => {
+                padded[0] = bytes[0];
+                padded[n / 2] = bytes[n / 2];
+                padded[n - 1] = bytes[n - 1];
+            }
+            4..=7 => {
+                padded[..4].copy_from_slice(&bytes[..4]);
+                padded[n - 4..n].copy_from_slice(&bytes[n - 4..]);
+            }
+            8..=15 => {
+                padded[..8].copy_from_slice(&bytes[..8]);
+                padded[n - 8..n].copy_from_slice(&bytes[n - 8..]);
+            }
+            _ => padded.copy_from_slice(&bytes[..WIDTH]),
+        }
         Lanes(imp::load(&padded))
     }
 

@@ -4,6 +4,8 @@
 
 use std::fmt::Write;
 
+use weir_plugin_sdk::copy;
+
 use crate::bytes::{self, Lanes, WIDTH};
 
 /// Largest plausible TTI or TTAR, in milliseconds.
@@ -173,11 +175,11 @@ pub fn normalize(raw: &str, out: &mut String, group: Option<&mut String>) -> boo
     };
     if user_info.is_none() {
         // `scheme://host` as written: the host starts the authority
-        out.push_str(&url[..colon + 3 + host.len()]);
+        copy::push_str(out, &url[..colon + 3 + host.len()]);
     } else {
-        out.push_str(scheme);
-        out.push_str("://");
-        out.push_str(host);
+        copy::push_str(out, scheme);
+        copy::push_str(out, "://");
+        copy::push_str(out, host);
     }
     // the scheme is http or https in some case, "://" has no letters
     out.make_ascii_lowercase();
@@ -206,12 +208,12 @@ fn push_without_empty_segments(path: &str, out: &mut String) {
     while let Some(slash) = bytes::find(&b[at..], b'/').map(|i| at + i) {
         if b.get(slash + 1).is_none_or(|&next| next == b'/') {
             // '/' is ASCII, so these are character boundaries
-            out.push_str(&path[run..slash]);
+            copy::push_str(out, &path[run..slash]);
             run = slash + 1;
         }
         at = slash + 1;
     }
-    out.push_str(&path[run..]);
+    copy::push_str(out, &path[run..]);
 }
 
 /// Set `group` to `url` (normalised, its path from `path_start`) with every
@@ -224,8 +226,8 @@ fn push_group(url: &str, path_start: usize, group: &mut String) {
     loop {
         let end = bytes::find(&b[start..], b'/').map_or(b.len(), |i| start + i);
         if is_id_segment(&url[start..end]) {
-            group.push_str(&url[run..start]);
-            group.push_str("{id}");
+            copy::push_str(group, &url[run..start]);
+            copy::push_str(group, "{id}");
             run = end;
         }
         if end == b.len() {
@@ -233,7 +235,7 @@ fn push_group(url: &str, path_start: usize, group: &mut String) {
         }
         start = end + 1;
     }
-    group.push_str(&url[run..]);
+    copy::push_str(group, &url[run..]);
 }
 
 /// Split `host[:port]` (or `[v6]:port`), validating both. An empty port
@@ -284,7 +286,7 @@ pub fn page_group(url: &str, out: &mut String) {
         Some(i) => push_group(url, after_scheme + i, out),
         None => {
             out.clear();
-            out.push_str(url);
+            copy::push_str(out, url);
         }
     }
 }
