@@ -247,9 +247,11 @@ impl Table {
 
     /// Wait for the snapshot of the last streaming commit (if it is still
     /// being read) and take it as the table's; when reading it failed, read
-    /// the log's tail instead.
+    /// the log's tail instead. Until that succeeds, the commit stays
+    /// pending (a wait cut short or a failed read is taken up again by the
+    /// next call), so the table never answers from the snapshot before it.
     async fn catch_up(&mut self) -> Result<(), LakeError> {
-        let Some(settling) = self.settling.take() else {
+        let Some(settling) = self.settling.clone() else {
             return Ok(());
         };
         match settling.snapshot.await {
@@ -260,6 +262,7 @@ impl Table {
                 .await
                 .map_err(|e| self.fail(e))?,
         }
+        self.settling = None;
         Ok(())
     }
 
