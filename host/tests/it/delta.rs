@@ -289,10 +289,13 @@ fn after_a_thousand_commits_planning_and_polling_read_a_checkpoint_and_a_short_t
             .await
         })
     };
+    // with reads open: this lake loads its dead-letter table, whose first
+    // `txn` question (in the commit) replays the log; then the commit's
+    // read-back finishes
+    rt.block_on(lake.refresh()).unwrap();
     commit(&mut lake)
         .expect("a commit with reads open")
         .unwrap();
-    // (its read-back done)
     rt.block_on(lake.refresh()).unwrap();
     // reads held back: the commit still returns, having read nothing
     counting.reads_open.send_replace(false);
