@@ -562,14 +562,13 @@ impl Core {
     /// Before the runtime stops: wait (up to the shutdown deadline, or
     /// [`FINISH_READS`] without one) for the lake's read-back of its last
     /// commits. A failure is logged: the commits are in the log already.
-    pub fn finish_reads(&mut self) {
+    pub fn finish_reads(&self) {
         let within = self.deadline.map_or(FINISH_READS, |d| {
             d.saturating_duration_since(Instant::now())
         });
-        let lake = self.lake.clone();
         if let Err(e) = self
             .rt
-            .block_on(async move { lake.lock().await.finish_reads(within).await })
+            .block_on(async { self.lake.lock().await.finish_reads(within).await })
         {
             tracing::warn!(error = %e, "reading the lake's last commits back failed");
         }

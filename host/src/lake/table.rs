@@ -596,19 +596,16 @@ impl Table {
                 let url = self.url();
                 let task = tokio::spawn(post.into_future());
                 let snapshot = async move {
-                    match task.await {
-                        Ok(Ok(done)) => Some(done.snapshot),
-                        Ok(Err(e)) => {
-                            tracing::debug!(table = %url, version, error = %e,
-                                "reading a commit back failed; the log is read again");
-                            None
-                        }
-                        Err(e) => {
-                            tracing::debug!(table = %url, version, error = %e,
-                                "reading a commit back stopped; the log is read again");
-                            None
-                        }
-                    }
+                    let read = match task.await {
+                        Ok(read) => read.map_err(|e| e.to_string()),
+                        Err(stopped) => Err(stopped.to_string()),
+                    };
+                    read.inspect_err(|error| {
+                        tracing::debug!(table = %url, version, %error,
+                            "reading a commit back failed; the log is read again");
+                    })
+                    .ok()
+                    .map(|done| done.snapshot)
                 };
                 self.settling = Some(Settling {
                     version,

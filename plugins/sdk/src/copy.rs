@@ -12,7 +12,8 @@
 //!
 //! The SDK's own [`OutputBuilder::push`](crate::OutputBuilder::push) of a
 //! string goes through [`extend`]; use [`push_str`] for the strings a plugin
-//! builds itself.
+//! builds itself, and [`copy_short`] for a short copy into a buffer of its
+//! own.
 
 /// Append `src` to `dst`.
 #[inline(always)]
@@ -41,8 +42,27 @@ pub fn push_str(dst: &mut String, src: &str) {
 /// The longest copy made inline (wasmtime's limit for an inline copy).
 const SHORT: usize = 128;
 
-/// Append `src` (at most [`SHORT`] bytes) as at most two copies of a
-/// constant length, overlapping where `src` is not a power of two long.
+/// Copy `src` (at most 128 bytes) over `dst` (as long), as at most two
+/// copies of a constant length: what [`extend`] does, for a buffer of a
+/// plugin's own (the last, partial block of a search, say). Natively it is
+/// `copy_from_slice`.
+#[inline(always)]
+pub fn copy_short(dst: &mut [u8], src: &[u8]) {
+    assert!(
+        dst.len() == src.len() && src.len() <= SHORT,
+        "copy_short copies at most {SHORT} bytes between slices of one length"
+    );
+    #[cfg(target_arch = "wasm32")]
+    // SAFETY: both slices are `src.len()` long, and a shared and a unique
+    // borrow cannot overlap.
+    unsafe {
+        short(src.as_ptr(), dst.as_mut_ptr(), src.len());
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    dst.copy_from_slice(src);
+}
+
+/// Append `src` (at most [`SHORT`] bytes) with [`short`].
 /// (Natively only the tests call it.)
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 #[inline(always)]
@@ -51,14 +71,29 @@ fn extend_short(dst: &mut Vec<u8>, src: &[u8]) {
     assert!(n <= SHORT, "extend_short takes at most {SHORT} bytes");
     dst.reserve(n);
     let at = dst.len();
-    let s = src.as_ptr();
-    // SAFETY: `reserve` made room for `n` bytes after `at`. Each copy below
-    // reads `src[k..k + N]` and writes the room's `[k..k + N]` with
-    // `k + N <= n`, so every byte of the room is written (twice where the
-    // copies overlap, with the same value) before `set_len`; `src` is a
-    // shared borrow, so it cannot overlap `dst`'s spare room.
+    // SAFETY: `reserve` made room for `n` bytes after `at`, and `short`
+    // writes every one of them before `set_len`; `src` is a shared borrow,
+    // so it cannot overlap `dst`'s spare room.
     unsafe {
-        let d = dst.as_mut_ptr().add(at);
+        short(src.as_ptr(), dst.as_mut_ptr().add(at), n);
+        dst.set_len(at + n);
+    }
+}
+
+/// Copy `n` bytes (at most [`SHORT`]) from `s` to `d` as at most two
+/// copies of a constant length, overlapping where `n` is not a power of
+/// two; each writes `d[k..k + N]` from `s[k..k + N]` with `k + N <= n`, so
+/// every byte is written (twice where the copies overlap, with the same
+/// value).
+///
+/// # Safety
+/// `s` must be valid for reads and `d` for writes of `n` bytes, and the
+/// two must not overlap.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+#[inline(always)]
+unsafe fn short(s: *const u8, d: *mut u8, n: usize) {
+    // SAFETY: the caller's promise; each arm stays within `n` bytes.
+    unsafe {
         match n {
             0 => {}
             1..=3 => {
@@ -72,7 +107,6 @@ fn extend_short(dst: &mut Vec<u8>, src: &[u8]) {
             32..=63 => pair::<32>(s, d, n),
             _ => pair::<64>(s, d, n),
         }
-        dst.set_len(at + n);
     }
 }
 
@@ -106,10 +140,16 @@ mod tests {
                 extend(&mut bytes, &text.as_bytes()[..n]);
                 assert_eq!(&bytes[prefix..], &text.as_bytes()[..n], "{n} bytes");
                 if n <= SHORT {
-                    // the Wasm build's path, whatever this build's target
+                    // the Wasm build's paths, whatever this build's target
                     let mut short = vec![b'#'; prefix];
                     extend_short(&mut short, &text.as_bytes()[..n]);
                     assert_eq!(short, bytes, "{n} bytes");
+                    let mut over = vec![b'#'; n];
+                    // SAFETY: both are `n` bytes long, in two allocations.
+                    unsafe { super::short(text.as_ptr(), over.as_mut_ptr(), n) };
+                    assert_eq!(over, &text.as_bytes()[..n], "{n} bytes");
+                    copy_short(&mut over, &text.as_bytes()[..n]);
+                    assert_eq!(over, &text.as_bytes()[..n], "{n} bytes");
                 }
                 let mut s = "é".repeat(prefix);
                 push_str(&mut s, &text[..n]);

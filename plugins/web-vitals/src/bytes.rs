@@ -29,33 +29,14 @@ impl Lanes {
         Lanes(imp::load(bytes))
     }
 
-    /// `bytes` (at most [`WIDTH`]) followed by zeros.
-    ///
-    /// The bytes go in as two overlapping copies of a constant length: as
-    /// Wasm, a copy of a length known only at run time is a call out of the
-    /// plugin's code (see `weir_plugin_sdk::copy`), paid on every search's
-    /// last, partial block.
+    /// `bytes` (at most [`WIDTH`]) followed by zeros. (The copy is the
+    /// SDK's short one: as Wasm, a copy of a length known only at run time
+    /// is a call out of the plugin's code, paid on every search's last,
+    /// partial block.)
     #[inline(always)]
     fn load_partial(bytes: &[u8]) -> Lanes {
         let mut padded = [0u8; WIDTH];
-        let n = bytes.len();
-        match n {
-            0 => {}
-            1..=3 => {
-                padded[0] = bytes[0];
-                padded[n / 2] = bytes[n / 2];
-                padded[n - 1] = bytes[n - 1];
-            }
-            4..=7 => {
-                padded[..4].copy_from_slice(&bytes[..4]);
-                padded[n - 4..n].copy_from_slice(&bytes[n - 4..]);
-            }
-            8..=15 => {
-                padded[..8].copy_from_slice(&bytes[..8]);
-                padded[n - 8..n].copy_from_slice(&bytes[n - 8..]);
-            }
-            _ => padded.copy_from_slice(&bytes[..WIDTH]),
-        }
+        weir_plugin_sdk::copy::copy_short(&mut padded[..bytes.len()], bytes);
         Lanes(imp::load(&padded))
     }
 
