@@ -40,7 +40,7 @@ pub fn process<P: Plugin>(input: WitBatch) -> Result<WitOutput, String> {
     let columns = input
         .columns
         .into_iter()
-        .map(|c| Column::new(c.validity, values_from_wit(c.values), rows))
+        .map(|c| Column::from_host(c.validity, values_from_wit(c.values), rows))
         .collect::<Result<Vec<_>, _>>()?;
     let batch = Batch::new(rows, columns)?;
     INSTANCE.with(|slot| {

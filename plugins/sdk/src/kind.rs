@@ -94,8 +94,9 @@ impl Kind for Str {
             ColumnValues::String { offsets, data } => {
                 let bytes = &data[offsets[row] as usize..offsets[row + 1] as usize];
                 // SAFETY: `Column::new` and the builders only admit UTF-8 data
-                // with offsets on character boundaries, and the fields are
-                // private to the crate.
+                // with offsets on character boundaries, `Column::from_host`
+                // admits what the host lowers, which the WIT requires to be
+                // so, and the fields are private to the crate.
                 unsafe { std::str::from_utf8_unchecked(bytes) }
             }
             other => wrong_kind(FieldType::String, other),

@@ -40,6 +40,17 @@ impl Lanes {
         Lanes(imp::load(&padded))
     }
 
+    /// The first [`WIDTH`] bytes of `bytes`, or all of them followed by
+    /// zeros when it is shorter.
+    #[inline(always)]
+    pub(crate) fn load_padded(bytes: &[u8]) -> Lanes {
+        if bytes.len() >= WIDTH {
+            Lanes::load(bytes)
+        } else {
+            Lanes::load_partial(bytes)
+        }
+    }
+
     /// `byte` in every lane.
     #[inline(always)]
     pub(crate) fn splat(byte: u8) -> Lanes {

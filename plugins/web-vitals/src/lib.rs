@@ -7,6 +7,7 @@
 
 mod bytes;
 pub mod rules;
+mod url_map;
 
 use weir_plugin_sdk::prelude::*;
 

@@ -2,8 +2,6 @@
 //! so each rule is testable alone and the plugin loop stays allocation-free
 //! (every function writes into a buffer the caller reuses).
 
-use std::fmt::Write;
-
 use weir_plugin_sdk::copy;
 
 use crate::bytes::{self, Lanes, WIDTH};
@@ -30,8 +28,8 @@ pub struct UserAgentTraits {
 /// copy: this is the plugin's hot loop).
 ///
 /// 16 positions are tested at once ([`Lanes`]) for the first two letters of
-/// a marker, and only those candidates are compared in full; the last few
-/// positions go through a one-byte table.
+/// a marker, and only those candidates are compared in full; the last,
+/// partial window is padded with zeros, which start no marker.
 ///
 /// Every marker is ASCII letters, and `byte | 0x20` equals a lower-case
 /// letter exactly when `byte` is that letter in either case, so comparing
@@ -40,21 +38,13 @@ pub fn scan_user_agent(user_agent: &str) -> UserAgentTraits {
     let b = user_agent.as_bytes();
     let mut t = UserAgentTraits::default();
     let mut at = 0;
-    // a window is 16 positions and the byte after the last
-    while b.len() > at + WIDTH {
+    while at < b.len() {
         let mut candidates = marker_candidates(&b[at..]);
         while candidates != 0 {
             check(&b[at + candidates.trailing_zeros() as usize..], &mut t);
             candidates &= candidates - 1;
         }
         at += WIDTH;
-    }
-    for i in at..b.len() {
-        // most bytes start no marker: one table load skips them (a `match`
-        // on the byte is a jump table per byte, slow as Wasm)
-        if MARKER_START[b[i] as usize] != 0 {
-            check(&b[i..], &mut t);
-        }
     }
     t
 }
@@ -65,13 +55,19 @@ const MARKER_PAIRS: [[u8; 2]; 8] = [
     *b"bo", *b"cr", *b"sp", *b"he", *b"ip", *b"ta", *b"mo", *b"an",
 ];
 
-/// A bit per position of `window`'s first 16 whose byte and the next one
-/// (ASCII case ignored) are the first two letters of a marker.
+/// A bit per position of `window`'s first 16 (fewer when it is shorter)
+/// whose byte and the next one (ASCII case ignored) are the first two
+/// letters of a marker.
 #[inline(always)]
 fn marker_candidates(window: &[u8]) -> u32 {
     let fold = Lanes::splat(0x20);
-    let first = Lanes::load(window).or(fold);
-    let second = Lanes::load(&window[1..]).or(fold);
+    let (first, second) = if window.len() > WIDTH {
+        (Lanes::load(window), Lanes::load(&window[1..]))
+    } else {
+        // zeros past the end: `0 | 0x20` is a space, which starts no pair
+        (Lanes::load_padded(window), Lanes::load_padded(&window[1..]))
+    };
+    let (first, second) = (first.or(fold), second.or(fold));
     let mut hits = first
         .eq(MARKER_PAIRS[0][0])
         .and(second.eq(MARKER_PAIRS[0][1]));
@@ -99,21 +95,6 @@ fn check(rest: &[u8], t: &mut UserAgentTraits) {
         _ => {}
     }
 }
-
-/// Per byte: the lower-case first letter of a marker it starts (either
-/// case), or 0.
-static MARKER_START: [u8; 256] = {
-    let mut table = [0u8; 256];
-    let letters = *b"bcshitma";
-    let mut i = 0;
-    while i < letters.len() {
-        let l = letters[i];
-        table[l as usize] = l;
-        table[l.to_ascii_uppercase() as usize] = l;
-        i += 1;
-    }
-    table
-};
 
 /// `rest` starts with `needle` (lower-case letters), ignoring ASCII case;
 /// the second byte is compared first, which rejects most candidates
@@ -147,9 +128,23 @@ pub fn normalize_url(raw: &str, out: &mut String) -> bool {
 /// few bytes costs a call into the runtime as Wasm (`memory.copy`), so
 /// `scheme://host` is one copy (lower-cased after), the path is copied
 /// between the slashes it drops, and the group between its id segments.
-pub fn normalize(raw: &str, out: &mut String, group: Option<&mut String>) -> bool {
-    out.clear();
+pub fn normalize(raw: &str, out: &mut String, mut group: Option<&mut String>) -> bool {
     let url = raw.trim();
+    if let Some(ok) = crate::url_map::normalize(url, out, group.as_deref_mut()) {
+        return ok;
+    }
+    normalize_by_searches(url, out, group)
+}
+
+/// [`normalize`] of a trimmed `url` by a search per part: the
+/// implementation for what [`crate::url_map`] does not take (URLs longer
+/// than it maps, bracketed hosts), and its reference in tests.
+pub(crate) fn normalize_by_searches(
+    url: &str,
+    out: &mut String,
+    group: Option<&mut String>,
+) -> bool {
+    out.clear();
     // the scheme ends at the first ':' (a later "://" cannot give http/https)
     let Some(colon) = bytes::find(url.as_bytes(), b':') else {
         return false;
@@ -184,8 +179,7 @@ pub fn normalize(raw: &str, out: &mut String, group: Option<&mut String>) -> boo
     // the scheme is http or https in some case, "://" has no letters
     out.make_ascii_lowercase();
     if let Some(port) = port.filter(|p| *p != default_port) {
-        // into the buffer, not through a `String` of its own
-        let _ = write!(out, ":{port}");
+        push_port(out, port);
     }
     let path = &tail[..bytes::find2(tail.as_bytes(), b'?', b'#').unwrap_or(tail.len())];
     let path_start = out.len();
@@ -197,6 +191,24 @@ pub fn normalize(raw: &str, out: &mut String, group: Option<&mut String>) -> boo
         push_group(out, path_start, group);
     }
     true
+}
+
+/// Append `:port` (digits written into the buffer, without `fmt`).
+pub(crate) fn push_port(out: &mut String, port: u16) {
+    let mut digits = [0u8; 5];
+    let mut at = digits.len();
+    let mut rest = port;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.push(':');
+    // ASCII digits
+    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
 }
 
 /// Append `path` (empty or starting with '/') without its empty segments
