@@ -165,9 +165,7 @@ impl Plugin for WebVitals {
                 continue;
             }
             let country = batch.get(i.country, row).and_then(rules::country);
-            let country = country
-                .as_ref()
-                .map(|c| std::str::from_utf8(c).expect("ASCII letters"));
+            let country = country.as_ref().map(rules::CountryCode::as_str);
             if self.push_ids {
                 out.push(o.event_id, Some(event_id));
                 out.push(o.timestamp, Some(timestamp));

@@ -207,8 +207,9 @@ pub(crate) fn push_port(out: &mut String, port: u16) {
         }
     }
     out.push(':');
-    // ASCII digits
-    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
+    for &digit in &digits[at..] {
+        out.push(char::from(digit));
+    }
 }
 
 /// Append `path` (empty or starting with '/') without its empty segments
@@ -335,12 +336,28 @@ pub fn device_class_of(traits: Option<UserAgentTraits>) -> &'static str {
     }
 }
 
+/// A country code: two ASCII upper-case letters (made only by [`country`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CountryCode([u8; 2]);
+
+impl CountryCode {
+    /// The code as text.
+    #[inline(always)]
+    pub fn as_str(&self) -> &str {
+        // SAFETY: two ASCII letters, which `country`, the only constructor,
+        // checks (`from_utf8` here was a call per row into the standard
+        // library's byte-at-a-time check, as Wasm)
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
+    }
+}
+
 /// Country upper-cased when exactly two ASCII letters, otherwise `None`.
-pub fn country(raw: &str) -> Option<[u8; 2]> {
+pub fn country(raw: &str) -> Option<CountryCode> {
     match raw.as_bytes() {
-        [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
-            Some([a.to_ascii_uppercase(), b.to_ascii_uppercase()])
-        }
+        [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => Some(CountryCode([
+            a.to_ascii_uppercase(),
+            b.to_ascii_uppercase(),
+        ])),
         _ => None,
     }
 }
@@ -491,7 +508,9 @@ mod tests {
         // `| 0x20` folds only letters onto letters: no false matches
         assert!(!is_bot("\u{2}OT b\u{f}t B@T"));
         assert_eq!(device_class(Some("MOBÍ")), "desktop");
-        assert_eq!(country("de"), Some(*b"DE"));
+        assert_eq!(country("de").as_ref().map(CountryCode::as_str), Some("DE"));
+        assert_eq!(country("Zq").as_ref().map(CountryCode::as_str), Some("ZQ"));
+        assert_eq!(country("d1"), None);
         assert_eq!(country("deu"), None);
         assert_eq!(event_date(-1), -1);
         assert_eq!(event_date(86_400_000), 1);
