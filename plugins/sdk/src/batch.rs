@@ -117,27 +117,16 @@ impl Column {
         values: ColumnValues,
         rows: usize,
     ) -> Result<Self, String> {
-        if cfg!(debug_assertions) {
-            return Column::new(validity, values, rows);
-        }
-        if values.len() != rows {
-            return Err(format!(
-                "column has {} values, batch has {rows} rows",
-                values.len()
-            ));
-        }
-        if let Some(bits) = &validity
-            && bits.len() < rows.div_ceil(8)
-        {
-            return Err(format!(
-                "validity bitmap of {} bytes is too short for {rows} rows",
-                bits.len()
-            ));
-        }
-        if let ColumnValues::String { offsets, data } = &values
-            && !offsets_in_order(offsets, data.len())
-        {
-            // the checks one offset at a time, with their messages
+        let shaped = values.len() == rows
+            && validity
+                .as_ref()
+                .is_none_or(|bits| bits.len() >= rows.div_ceil(8))
+            && match &values {
+                ColumnValues::String { offsets, data } => offsets_in_order(offsets, data.len()),
+                _ => true,
+            };
+        if cfg!(debug_assertions) || !shaped {
+            // every check, with the message of the one that fails
             return Column::new(validity, values, rows);
         }
         Ok(Column { validity, values })
@@ -244,6 +233,25 @@ mod tests {
             data: data.to_vec(),
         };
         Column::new(None, values, offsets.len() - 1)
+    }
+
+    #[test]
+    fn host_columns_are_checked_for_shape() {
+        let strings = |offsets: &[i32], data: &[u8]| ColumnValues::String {
+            offsets: offsets.to_vec(),
+            data: data.to_vec(),
+        };
+        assert!(Column::from_host(None, strings(&[0, 1, 3], b"abc"), 2).is_ok());
+        let accented = strings(&[0, 2, 3], "\u{e9}a".as_bytes());
+        assert!(Column::from_host(Some(vec![0b11]), accented, 2).is_ok());
+        let err = Column::from_host(None, strings(&[0, 2, 1], b"abc"), 2).unwrap_err();
+        assert_eq!(err, "bad string offset 1");
+        let err = Column::from_host(None, strings(&[0, 4], b"abc"), 1).unwrap_err();
+        assert_eq!(err, "bad string offset 4");
+        let err = Column::from_host(None, strings(&[0, 1], b"abc"), 2).unwrap_err();
+        assert_eq!(err, "column has 1 values, batch has 2 rows");
+        let err = Column::from_host(Some(vec![]), ColumnValues::Int64(vec![1]), 1).unwrap_err();
+        assert_eq!(err, "validity bitmap of 0 bytes is too short for 1 rows");
     }
 
     #[test]
