@@ -49,6 +49,8 @@ pub struct WebVitals {
     push_ids: bool,
     url: String,
     group: String,
+    /// the kept rows of the batch in hand, with their device class.
+    kept: Vec<(u32, &'static str)>,
 }
 
 /// The input schema the plugin is written for (extra fields are ignored).
@@ -131,6 +133,7 @@ impl Plugin for WebVitals {
             push_ids,
             url: String::new(),
             group: String::new(),
+            kept: Vec::new(),
         };
         Ok((plugin, schema))
     }
@@ -139,8 +142,13 @@ impl Plugin for WebVitals {
         let (i, o) = (&self.input, &self.out);
         let mut output = self.columns.output(batch);
         let (batch, out) = output.split();
+        // first pass: each row's verdict, and the URL columns of kept rows;
+        // the other columns follow one at a time over the kept rows, so each
+        // loop keeps few values live (as Wasm, a loop over ten columns at
+        // once spends much of its time moving them to and from the stack)
+        self.kept.clear();
         for row in 0..batch.num_rows() {
-            let (Some(event_id), Some(timestamp), Some(page_url)) = (
+            let (Some(_), Some(_), Some(page_url)) = (
                 batch.get(i.event_id, row),
                 batch.get(i.timestamp, row),
                 batch.get(i.page_url, row),
@@ -148,8 +156,10 @@ impl Plugin for WebVitals {
                 out.reject_row(row, "missing required field");
                 continue;
             };
-            let user_agent = batch.get(i.user_agent, row).filter(|ua| !ua.is_empty());
-            let traits = user_agent.map(rules::scan_user_agent);
+            let traits = batch
+                .get(i.user_agent, row)
+                .filter(|ua| !ua.is_empty())
+                .map(rules::scan_user_agent);
             if traits.is_some_and(|t| t.bot) {
                 out.drop_row(row, "bot");
                 continue;
@@ -158,25 +168,52 @@ impl Plugin for WebVitals {
                 out.reject_row(row, "invalid page_url");
                 continue;
             }
-            let tti = rules::clean_metric(batch.get(i.tti_ms, row));
-            let ttar = rules::clean_metric(batch.get(i.ttar_ms, row));
-            if tti.is_none() && ttar.is_none() {
+            if rules::clean_metric(batch.get(i.tti_ms, row)).is_none()
+                && rules::clean_metric(batch.get(i.ttar_ms, row)).is_none()
+            {
                 out.drop_row(row, "no valid metrics");
                 continue;
             }
-            let country = batch.get(i.country, row).and_then(rules::country);
-            let country = country.as_ref().map(rules::CountryCode::as_str);
-            if self.push_ids {
-                out.push(o.event_id, Some(event_id));
-                out.push(o.timestamp, Some(timestamp));
-            }
-            out.push(o.event_date, Some(rules::event_date(timestamp)));
             out.push(o.page_url, Some(self.url.as_str()));
             out.push(o.page_group, Some(self.group.as_str()));
-            out.push(o.tti_ms, tti);
-            out.push(o.ttar_ms, ttar);
-            out.push(o.device_class, Some(rules::device_class_of(traits)));
-            out.push(o.country, country);
+            self.kept.push((row as u32, rules::device_class_of(traits)));
+        }
+        let kept = &self.kept;
+        if self.push_ids {
+            for &(row, _) in kept {
+                out.push(o.event_id, batch.get(i.event_id, row as usize));
+            }
+            for &(row, _) in kept {
+                out.push(o.timestamp, batch.get(i.timestamp, row as usize));
+            }
+        }
+        for &(row, _) in kept {
+            let timestamp = batch.get(i.timestamp, row as usize).unwrap_or_default();
+            out.push(o.event_date, Some(rules::event_date(timestamp)));
+        }
+        for &(row, _) in kept {
+            out.push(
+                o.tti_ms,
+                rules::clean_metric(batch.get(i.tti_ms, row as usize)),
+            );
+        }
+        for &(row, _) in kept {
+            out.push(
+                o.ttar_ms,
+                rules::clean_metric(batch.get(i.ttar_ms, row as usize)),
+            );
+        }
+        for &(_, device_class) in kept {
+            out.push(o.device_class, Some(device_class));
+        }
+        for &(row, _) in kept {
+            let country = batch.get(i.country, row as usize).and_then(rules::country);
+            out.push(o.country, country.as_ref().map(rules::CountryCode::as_str));
+        }
+        for &(row, _) in kept {
+            let user_agent = batch
+                .get(i.user_agent, row as usize)
+                .filter(|ua| !ua.is_empty());
             out.push(o.user_agent, user_agent);
         }
         output.finish()
