@@ -100,11 +100,8 @@ fn find_by(hay: &[u8], hit: impl Fn(Lanes) -> Lanes) -> Option<usize> {
     let mut at = 0;
     loop {
         let rest = &hay[at..];
-        let found = if rest.len() >= WIDTH {
-            hit(Lanes::load(rest)).bitmask()
-        } else {
-            hit(Lanes::load_partial(rest)).bitmask() & ((1 << rest.len()) - 1)
-        };
+        // the padding's lanes may be hits (`not`): only the bytes count
+        let found = hit(Lanes::load_padded(rest)).bitmask() & ((1 << rest.len().min(WIDTH)) - 1);
         if found != 0 {
             return Some(at + found.trailing_zeros() as usize);
         }
@@ -139,11 +136,8 @@ pub(crate) fn rfind(hay: &[u8], byte: u8) -> Option<usize> {
     let mut end = hay.len();
     while end > 0 {
         let start = end.saturating_sub(WIDTH);
-        let found = if end - start == WIDTH {
-            Lanes::load(&hay[start..end]).eq(byte).bitmask()
-        } else {
-            Lanes::load_partial(&hay[start..end]).eq(byte).bitmask() & ((1 << (end - start)) - 1)
-        };
+        let found =
+            Lanes::load_padded(&hay[start..end]).eq(byte).bitmask() & ((1 << (end - start)) - 1);
         if found != 0 {
             return Some(start + (31 - found.leading_zeros()) as usize);
         }

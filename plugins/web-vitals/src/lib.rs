@@ -22,6 +22,22 @@ struct Input {
     country: FieldRef<Str>,
 }
 
+impl Input {
+    /// Row `row`'s user agent; an empty one counts as none.
+    #[inline(always)]
+    fn user_agent<'b>(&self, batch: &'b Batch, row: usize) -> Option<&'b str> {
+        batch.get(self.user_agent, row).filter(|ua| !ua.is_empty())
+    }
+}
+
+/// A row kept, with what its first pass found.
+struct Kept {
+    row: u32,
+    device_class: &'static str,
+    tti_ms: Option<f64>,
+    ttar_ms: Option<f64>,
+}
+
 /// Field handles into the output batch.
 struct Out {
     event_id: FieldRef<Str>,
@@ -49,8 +65,8 @@ pub struct WebVitals {
     push_ids: bool,
     url: String,
     group: String,
-    /// the kept rows of the batch in hand, with their device class.
-    kept: Vec<(u32, &'static str)>,
+    /// the kept rows of the batch in hand.
+    kept: Vec<Kept>,
 }
 
 /// The input schema the plugin is written for (extra fields are ignored).
@@ -156,10 +172,7 @@ impl Plugin for WebVitals {
                 out.reject_row(row, "missing required field");
                 continue;
             };
-            let traits = batch
-                .get(i.user_agent, row)
-                .filter(|ua| !ua.is_empty())
-                .map(rules::scan_user_agent);
+            let traits = i.user_agent(batch, row).map(rules::scan_user_agent);
             if traits.is_some_and(|t| t.bot) {
                 out.drop_row(row, "bot");
                 continue;
@@ -168,53 +181,51 @@ impl Plugin for WebVitals {
                 out.reject_row(row, "invalid page_url");
                 continue;
             }
-            if rules::clean_metric(batch.get(i.tti_ms, row)).is_none()
-                && rules::clean_metric(batch.get(i.ttar_ms, row)).is_none()
-            {
+            let tti_ms = rules::clean_metric(batch.get(i.tti_ms, row));
+            let ttar_ms = rules::clean_metric(batch.get(i.ttar_ms, row));
+            if tti_ms.is_none() && ttar_ms.is_none() {
                 out.drop_row(row, "no valid metrics");
                 continue;
             }
             out.push(o.page_url, Some(self.url.as_str()));
             out.push(o.page_group, Some(self.group.as_str()));
-            self.kept.push((row as u32, rules::device_class_of(traits)));
+            self.kept.push(Kept {
+                row: row as u32,
+                device_class: rules::device_class_of(traits),
+                tti_ms,
+                ttar_ms,
+            });
         }
         let kept = &self.kept;
+        let rows = || kept.iter().map(|k| k.row as usize);
         if self.push_ids {
-            for &(row, _) in kept {
-                out.push(o.event_id, batch.get(i.event_id, row as usize));
+            for row in rows() {
+                out.push(o.event_id, batch.get(i.event_id, row));
             }
-            for &(row, _) in kept {
-                out.push(o.timestamp, batch.get(i.timestamp, row as usize));
+            for row in rows() {
+                out.push(o.timestamp, batch.get(i.timestamp, row));
             }
         }
-        for &(row, _) in kept {
-            let timestamp = batch.get(i.timestamp, row as usize).unwrap_or_default();
+        for row in rows() {
+            // present: the first pass kept only rows with a timestamp
+            let timestamp = batch.get(i.timestamp, row).unwrap_or_default();
             out.push(o.event_date, Some(rules::event_date(timestamp)));
         }
-        for &(row, _) in kept {
-            out.push(
-                o.tti_ms,
-                rules::clean_metric(batch.get(i.tti_ms, row as usize)),
-            );
+        for k in kept {
+            out.push(o.tti_ms, k.tti_ms);
         }
-        for &(row, _) in kept {
-            out.push(
-                o.ttar_ms,
-                rules::clean_metric(batch.get(i.ttar_ms, row as usize)),
-            );
+        for k in kept {
+            out.push(o.ttar_ms, k.ttar_ms);
         }
-        for &(_, device_class) in kept {
-            out.push(o.device_class, Some(device_class));
+        for k in kept {
+            out.push(o.device_class, Some(k.device_class));
         }
-        for &(row, _) in kept {
-            let country = batch.get(i.country, row as usize).and_then(rules::country);
+        for row in rows() {
+            let country = batch.get(i.country, row).and_then(rules::country);
             out.push(o.country, country.as_ref().map(rules::CountryCode::as_str));
         }
-        for &(row, _) in kept {
-            let user_agent = batch
-                .get(i.user_agent, row as usize)
-                .filter(|ua| !ua.is_empty());
-            out.push(o.user_agent, user_agent);
+        for row in rows() {
+            out.push(o.user_agent, i.user_agent(batch, row));
         }
         output.finish()
     }

@@ -61,13 +61,9 @@ const MARKER_PAIRS: [[u8; 2]; 8] = [
 #[inline(always)]
 fn marker_candidates(window: &[u8]) -> u32 {
     let fold = Lanes::splat(0x20);
-    let (first, second) = if window.len() > WIDTH {
-        (Lanes::load(window), Lanes::load(&window[1..]))
-    } else {
-        // zeros past the end: `0 | 0x20` is a space, which starts no pair
-        (Lanes::load_padded(window), Lanes::load_padded(&window[1..]))
-    };
-    let (first, second) = (first.or(fold), second.or(fold));
+    // zeros past the end: `0 | 0x20` is a space, which starts no pair
+    let first = Lanes::load_padded(window).or(fold);
+    let second = Lanes::load_padded(&window[1..]).or(fold);
     let mut hits = first
         .eq(MARKER_PAIRS[0][0])
         .and(second.eq(MARKER_PAIRS[0][1]));
@@ -208,6 +204,25 @@ pub(crate) fn normalize_by_searches(
     true
 }
 
+/// A port: one or more ASCII digits whose value fits in 16 bits.
+#[inline(always)]
+pub(crate) fn parse_port(digits: &[u8]) -> Option<u16> {
+    if digits.is_empty() {
+        return None;
+    }
+    let mut port: u32 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        port = port * 10 + u32::from(d - b'0');
+        if port > u32::from(u16::MAX) {
+            return None;
+        }
+    }
+    Some(port as u16)
+}
+
 /// Append `:port` (digits written into the buffer, without `fmt`).
 pub(crate) fn push_port(out: &mut String, port: u16) {
     let mut digits = [0u8; 5];
@@ -300,10 +315,7 @@ fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
     if port.is_empty() {
         return Some((host, None));
     }
-    if !bytes::all_digits(port.as_bytes()) {
-        return None;
-    }
-    Some((host, Some(port.parse().ok()?)))
+    Some((host, Some(parse_port(port.as_bytes())?)))
 }
 
 /// `page_group`: the normalised URL with every all-digit or UUID path

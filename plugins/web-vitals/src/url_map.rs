@@ -20,6 +20,7 @@ use std::ops::{BitAnd, BitAndAssign, BitOr, BitOrAssign, Not, Shl, Shr, Sub};
 use weir_plugin_sdk::copy;
 
 use crate::bytes::{Lanes, WIDTH};
+use crate::rules;
 
 /// The longest string a [`ByteMap`] describes.
 pub(crate) const MAX: usize = 128;
@@ -162,10 +163,10 @@ fn span<M: Mask>(start: usize, end: usize) -> M {
     from::<M>(start) & below::<M>(end)
 }
 
-/// The lowest set bit of `mask`, or `none`.
+/// The lowest set bit of `mask`, if any.
 #[inline(always)]
-fn first_or<M: Mask>(mask: M, none: usize) -> usize {
-    if mask == M::ZERO { none } else { mask.lowest() }
+fn first<M: Mask>(mask: M) -> Option<usize> {
+    (mask != M::ZERO).then(|| mask.lowest())
 }
 
 /// The highest set bit of a non-zero `mask`.
@@ -195,7 +196,7 @@ fn normalize_with<M: Mask>(
     out.clear();
     let m = ByteMap::<M>::new(u);
     // the scheme ends at the first ':', which "//" must follow
-    let Some(colon) = (m.colon != M::ZERO).then(|| m.colon.lowest()) else {
+    let Some(colon) = first(m.colon) else {
         return Some(false);
     };
     if u.get(colon + 1..colon + 3) != Some(b"//") {
@@ -210,7 +211,7 @@ fn normalize_with<M: Mask>(
         return Some(false);
     };
     let authority = colon + 3;
-    let authority_end = first_or((m.slash | m.query) & from(authority), u.len());
+    let authority_end = first((m.slash | m.query) & from(authority)).unwrap_or(u.len());
     // user information (up to the last '@') is not part of the result
     let user_info = m.at & span::<M>(authority, authority_end);
     let host = if user_info == M::ZERO {
@@ -234,10 +235,7 @@ fn normalize_with<M: Mask>(
     let port = if port_colon == M::ZERO || host_end + 1 == authority_end {
         None
     } else {
-        if m.not_digit & span::<M>(host_end + 1, authority_end) != M::ZERO {
-            return Some(false);
-        }
-        let Some(port) = parse_port(&u[host_end + 1..authority_end]) else {
+        let Some(port) = rules::parse_port(&u[host_end + 1..authority_end]) else {
             return Some(false);
         };
         Some(port)
@@ -252,11 +250,11 @@ fn normalize_with<M: Mask>(
     }
     out.make_ascii_lowercase();
     if let Some(port) = port.filter(|p| *p != default_port) {
-        crate::rules::push_port(out, port);
+        rules::push_port(out, port);
     }
     // the path, without its empty segments: a '/' followed by another or
     // ending the path is dropped; the runs between them are copied
-    let path_end = first_or(m.query & from(authority_end), u.len());
+    let path_end = first(m.query & from(authority_end)).unwrap_or(u.len());
     let path_start = out.len();
     let slashes = m.slash & span::<M>(authority_end, path_end);
     if path_end > authority_end {
@@ -281,19 +279,6 @@ fn normalize_with<M: Mask>(
     Some(true)
 }
 
-/// A port of one or more digits, when it fits in 16 bits.
-#[inline(always)]
-fn parse_port(digits: &[u8]) -> Option<u16> {
-    let mut port: u32 = 0;
-    for &d in digits {
-        port = port * 10 + u32::from(d - b'0');
-        if port > u32::from(u16::MAX) {
-            return None;
-        }
-    }
-    Some(port as u16)
-}
-
 /// Dashes of a UUID segment, from its first byte.
 const UUID_DASHES: u32 = 1 << 8 | 1 << 13 | 1 << 18 | 1 << 23;
 
@@ -307,7 +292,7 @@ fn push_group<M: Mask>(url: &str, m: &ByteMap<M>, slashes: M, path_end: usize, g
     while rest != M::ZERO {
         let slash = rest.lowest();
         rest &= rest - M::ONE;
-        let end = first_or(rest, path_end);
+        let end = first(rest).unwrap_or(path_end);
         let start = slash + 1;
         if end == start {
             continue;
